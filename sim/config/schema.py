@@ -1,0 +1,176 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+Each YAML file of a group is validated against its schema: a misspelt key or a value of the
+wrong type, in a file or on the command line, is an error that names the key. The schemas are
+plain (non-frozen) dataclasses because OmegaConf needs to build and merge them; the simulator
+itself never sees them: `sim.config.build` turns the composed config into frozen specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a decoder-only transformer, named as in Hugging Face `config.json`."""
+
+    name: str = MISSING
+    display_name: str = ""
+    # A Hugging Face config.json on disk; when set, its fields replace the ones below.
+    hf_config_path: Optional[str] = None
+    num_hidden_layers: int = 0
+    hidden_size: int = 0
+    num_attention_heads: int = 0
+    num_key_value_heads: int = 0
+    head_dim: Optional[int] = None  # default: hidden_size // num_attention_heads
+    intermediate_size: int = 0  # per expert for MoE models
+    vocab_size: int = 0
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # bias on the q, k, v projections (Qwen2)
+    num_local_experts: int = 0  # 0 for a dense model
+    num_experts_per_tok: int = 0
+    max_position_embeddings: int = 0
+    published_params_b: Optional[float] = None  # parameters announced by the authors, billions
+    source: str = ""
+
+
+@dataclass
+class HardwareConfig:
+    """Datasheet figures of one accelerator (dense, i.e. without structured sparsity)."""
+
+    name: str = MISSING
+    display_name: str = ""
+    vendor: str = ""
+    generation: str = ""  # e.g. "hopper", "ampere", "blackwell", "cdna3", "ada"
+    # dense peak tensor throughput per data type, TFLOP/s (or TOP/s for int8)
+    peak_tflops: Dict[str, float] = field(default_factory=dict)
+    # non-tensor (vector) fp32 throughput, TFLOP/s, for element-wise work
+    vector_tflops: float = 0.0
+    memory_gib: float = 0.0  # HBM capacity in GiB as the driver reports the device (GB on datasheets is 1e9)
+    memory_gb: float = 0.0  # datasheet capacity, 1e9 bytes
+    memory_bandwidth_tbps: float = 0.0  # datasheet HBM bandwidth, 1e12 bytes/s
+    interconnect: str = ""  # "nvlink4", "pcie5", "infinity_fabric", ...
+    interconnect_bandwidth_gbps: float = 0.0  # per GPU, one direction, 1e9 bytes/s
+    interconnect_latency_us: float = 0.0  # one small all-reduce hop
+    max_gpus_per_node: int = 8
+    boost_clock_mhz: float = 0.0
+    tdp_w: float = 0.0
+    idle_power_w: float = 0.0
+    price_per_hour_usd: float = 0.0
+    price_source: str = ""
+    source: str = ""
+
+
+@dataclass
+class PrecisionConfig:
+    """Numeric formats: how weights are stored, what the matrix units compute in, the KV cache."""
+
+    name: str = MISSING
+    weight_dtype: str = "bf16"  # bf16 | fp16 | fp8 | int8 | int4 | fp4
+    activation_dtype: str = "bf16"  # the dtype the GEMMs run in: bf16 | fp8 | int8 | fp4
+    kv_cache_dtype: str = "auto"  # auto (= activation dtype, bf16 for W-only quant) | bf16 | fp8
+    quantization_group_size: int = 128  # weight-only formats: one scale per group
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1  # tensor-parallel size: GPUs per replica
+    replicas: int = 1  # data-parallel engine replicas behind the router
+    router: str = "round_robin"  # round_robin | least_outstanding
+
+
+@dataclass
+class SchedulerConfig:
+    """vLLM's SchedulerConfig and CacheConfig fields we model (names as in vLLM)."""
+
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 256
+    max_model_len: Optional[int] = None  # default: the model's max_position_embeddings
+    enable_chunked_prefill: bool = True
+    long_prefill_token_threshold: int = 0  # 0: a prefill chunk may take the whole budget
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    num_gpu_blocks_override: Optional[int] = None
+    enable_prefix_caching: bool = False
+
+
+@dataclass
+class LengthConfig:
+    """A token-length distribution. `kind` picks which fields apply."""
+
+    kind: str = "fixed"  # fixed | uniform | lognormal | normal | exponential
+    value: Optional[int] = None  # fixed
+    low: Optional[int] = None  # uniform (inclusive)
+    high: Optional[int] = None
+    mean: Optional[float] = None  # lognormal / normal / exponential: mean of the unclipped law
+    std: Optional[float] = None  # lognormal / normal
+    min: int = 1  # clipping bounds applied to every kind
+    max: Optional[int] = None
+
+
+@dataclass
+class WorkloadConfig:
+    name: str = MISSING
+    arrival: str = "poisson"  # poisson
+    rate: float = 1.0  # requests per second
+    num_requests: Optional[int] = None
+    duration_s: Optional[float] = None
+    prompt_tokens: LengthConfig = field(default_factory=LengthConfig)
+    output_tokens: LengthConfig = field(default_factory=LengthConfig)
+
+
+@dataclass
+class CostConfig:
+    """Flat efficiency factors of the first cost model (fractions of the datasheet ceilings)."""
+
+    gemm_efficiency: float = 0.7
+    attention_efficiency: float = 0.6
+    memory_efficiency: float = 0.85
+    elementwise_efficiency: float = 0.6
+    allreduce_efficiency: float = 0.7
+    step_overhead_ms: float = 2.0  # engine CPU time per step: scheduling, input prep, sampling
+
+
+@dataclass
+class SloConfig:
+    ttft_s: float = 2.0
+    tpot_s: float = 0.1
+    e2e_s: Optional[float] = None
+
+
+@dataclass
+class OutputConfig:
+    write_steps: bool = True
+    print_summary: bool = True
+    progress: bool = True
+
+
+@dataclass
+class SimConfig:
+    defaults: List[Any] = field(default_factory=list)
+    model: ModelConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    precision: PrecisionConfig = MISSING
+    parallel: ParallelConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    cost: CostConfig = field(default_factory=CostConfig)
+    slo: SloConfig = field(default_factory=SloConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    scenario_name: str = "default"
+    question: str = ""  # what the scenario answers, echoed in the summary
+
+
+def register_schemas() -> None:
+    """Store the root schema; `configs/config.yaml` names it first in its defaults list.
+
+    Because every group is a typed field of `SimConfig`, each group file merged into it is
+    checked against that group's dataclass (unknown key or wrong type is an error naming it).
+    """
+    ConfigStore.instance().store(name="sim_schema", node=SimConfig)

@@ -1,0 +1,1 @@
+"""Step-time cost model: FLOPs and bytes per operator, bounded by the GPU's roofs."""

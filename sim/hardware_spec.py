@@ -1,0 +1,30 @@
+"""Datasheet figures of one accelerator, as the cost model and memory planner see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareSpec:
+    """Dense peaks (no sparsity) in FLOP/s and bytes/s, memory in bytes."""
+
+    name: str
+    peak_flops: dict[str, float]  # per compute dtype ("bf16", "fp8", "int8", "fp4"), FLOP/s
+    vector_flops: float  # non-tensor fp32 FLOP/s
+    memory_bytes: float  # usable HBM capacity, bytes
+    memory_bandwidth: float  # bytes/s
+    interconnect: str
+    interconnect_bandwidth: float  # per GPU, one direction, bytes/s
+    interconnect_latency_s: float
+    max_gpus_per_node: int = 8
+    tdp_w: float = 0.0
+    idle_power_w: float = 0.0
+    price_per_hour_usd: float = 0.0
+    boost_clock_mhz: float = 0.0
+    generation: str = ""
+    display_name: str = ""
+    source: str = field(default="", compare=False)
+
+    def supports(self, dtype: str) -> bool:
+        return self.peak_flops.get(dtype, 0.0) > 0.0
