@@ -1,0 +1,1 @@
+"""Request sources: synthetic arrival processes, length samplers and trace replay."""

@@ -1,0 +1,23 @@
+"""What a workload hands the simulator: one record per request, in arrival order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """A request as the client sends it. Times in seconds from the start of the run.
+
+    `prefix_hashes` optionally identifies the prompt's prefix in blocks of `prefix_block_tokens`
+    tokens (for example the 512-token `hash_ids` of a Mooncake trace): two requests whose first
+    n hashes agree share their first n * prefix_block_tokens prompt tokens.
+    """
+
+    request_id: int
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    prefix_hashes: tuple[int, ...] = ()
+    prefix_block_tokens: int = 0
+    source_line: int = 0  # line of the trace file it came from (0 for synthetic requests)
