@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sim.workload.config import WorkloadConfig
+
 
 @dataclass
 class ModelConfig:
@@ -97,31 +99,6 @@ class SchedulerConfig:
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks_override: Optional[int] = None
     enable_prefix_caching: bool = False
-
-
-@dataclass
-class LengthConfig:
-    """A token-length distribution. `kind` picks which fields apply."""
-
-    kind: str = "fixed"  # fixed | uniform | lognormal | normal | exponential
-    value: Optional[int] = None  # fixed
-    low: Optional[int] = None  # uniform (inclusive)
-    high: Optional[int] = None
-    mean: Optional[float] = None  # lognormal / normal / exponential: mean of the unclipped law
-    std: Optional[float] = None  # lognormal / normal
-    min: int = 1  # clipping bounds applied to every kind
-    max: Optional[int] = None
-
-
-@dataclass
-class WorkloadConfig:
-    name: str = MISSING
-    arrival: str = "poisson"  # poisson
-    rate: float = 1.0  # requests per second
-    num_requests: Optional[int] = None
-    duration_s: Optional[float] = None
-    prompt_tokens: LengthConfig = field(default_factory=LengthConfig)
-    output_tokens: LengthConfig = field(default_factory=LengthConfig)
 
 
 @dataclass
