@@ -1,0 +1,1 @@
+"""Engine policy in plain Python: requests, KV blocks, the scheduler. No SimPy here."""

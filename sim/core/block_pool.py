@@ -1,0 +1,112 @@
+"""Paged KV blocks: reference counts, an LRU free queue, and the prefix-cache hash map.
+
+Behaviour matched: vLLM `vllm/v1/core/block_pool.py` (v0.11.0; unchanged on main at
+00024d31). Block 0 is the reserved null block and is never handed out, so a pool of N blocks
+has N - 1 usable ones. Free blocks wait in a queue: allocation takes from the front (the least
+recently freed), freeing appends at the back. A freed block keeps its hash and stays findable
+in the prefix cache until allocation evicts it, so eviction is LRU over freed blocks.
+
+We keep the queue in an `OrderedDict` (C-implemented doubly linked list): O(1) pop from the
+front, append, and removal of a cached block that a new request touches.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+NULL_BLOCK_ID = 0
+
+
+class BlockPool:
+    def __init__(self, num_gpu_blocks: int, enable_caching: bool) -> None:
+        if num_gpu_blocks < 2:
+            raise ValueError("a block pool needs the null block plus at least one usable block")
+        self.num_gpu_blocks = num_gpu_blocks
+        self.enable_caching = enable_caching
+        self.ref_cnt: list[int] = [0] * num_gpu_blocks
+        self.block_hash: list[int | None] = [None] * num_gpu_blocks
+        self.cached_block_hash_to_block: dict[int, int] = {}
+        self.free_block_queue: OrderedDict[int, None] = OrderedDict.fromkeys(
+            range(1, num_gpu_blocks)
+        )
+        # Acquisitions (a free block's reference count leaving zero: a new block, or a cache
+        # hit revived from the free queue) and releases (a count returning to zero). With no
+        # request holding blocks the two are equal: the run leaked nothing.
+        self.num_acquired_total = 0
+        self.num_released_total = 0
+        self.num_evicted_total = 0  # cached blocks whose hash was dropped to reuse them
+
+    @property
+    def num_usable_blocks(self) -> int:
+        return self.num_gpu_blocks - 1
+
+    def get_num_free_blocks(self) -> int:
+        return len(self.free_block_queue)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_usable_blocks - len(self.free_block_queue)
+
+    def get_new_blocks(self, num_blocks: int) -> list[int]:
+        """Take `num_blocks` from the front of the free queue; the caller checked they exist."""
+        queue = self.free_block_queue
+        blocks = []
+        for _ in range(num_blocks):
+            block_id, _ = queue.popitem(last=False)
+            if self.block_hash[block_id] is not None:
+                self._evict(block_id)
+            self.ref_cnt[block_id] = 1
+            blocks.append(block_id)
+        self.num_acquired_total += num_blocks
+        return blocks
+
+    def _evict(self, block_id: int) -> None:
+        block_hash = self.block_hash[block_id]
+        self.block_hash[block_id] = None
+        if self.cached_block_hash_to_block.get(block_hash) == block_id:
+            del self.cached_block_hash_to_block[block_hash]
+        self.num_evicted_total += 1
+
+    def get_cached_block(self, block_hash: int) -> int | None:
+        return self.cached_block_hash_to_block.get(block_hash)
+
+    def touch(self, block_ids: list[int]) -> None:
+        """Take a reference on cache hits; a hit sitting in the free queue leaves it."""
+        for block_id in block_ids:
+            if self.ref_cnt[block_id] == 0:
+                del self.free_block_queue[block_id]
+                self.num_acquired_total += 1
+            self.ref_cnt[block_id] += 1
+
+    def cache_block(self, block_id: int, block_hash: int) -> None:
+        """Publish a full block under its hash. A hash already published keeps its block (the
+        duplicate stays private to its request, as in vLLM)."""
+        if self.block_hash[block_id] is not None:
+            return
+        self.block_hash[block_id] = block_hash
+        self.cached_block_hash_to_block.setdefault(block_hash, block_id)
+
+    def free_blocks(self, ordered_block_ids: list[int]) -> None:
+        """Drop one reference each; blocks reaching zero join the back of the free queue in the
+        order given (the caller passes a request's blocks tail first, so its last blocks are
+        evicted before its shared prefix)."""
+        queue = self.free_block_queue
+        ref_cnt = self.ref_cnt
+        for block_id in ordered_block_ids:
+            ref_cnt[block_id] -= 1
+            if ref_cnt[block_id] == 0:
+                if not self.enable_caching:
+                    self.block_hash[block_id] = None
+                queue[block_id] = None
+                self.num_released_total += 1
+
+    def check_invariants(self) -> None:
+        """Free plus referenced blocks equal the usable total; no free block is referenced."""
+        referenced = sum(1 for c in self.ref_cnt[1:] if c > 0)
+        assert referenced + len(self.free_block_queue) == self.num_usable_blocks, (
+            referenced,
+            len(self.free_block_queue),
+            self.num_usable_blocks,
+        )
+        assert all(self.ref_cnt[b] == 0 for b in self.free_block_queue)
+        assert self.ref_cnt[NULL_BLOCK_ID] == 0 and NULL_BLOCK_ID not in self.free_block_queue

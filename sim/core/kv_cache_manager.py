@@ -1,0 +1,112 @@
+"""The scheduler's view of the KV cache: may this request have slots for n more tokens?
+
+Behaviour matched: vLLM `vllm/v1/core/kv_cache_manager.py` and `single_type_kv_cache_manager.py`
+(v0.11.0; unchanged on main at 00024d31) for one full-attention KV-cache group:
+
+- `get_computed_blocks`: the longest run of the request's leading full blocks already in the
+  prefix cache, capped so that at least the last token is computed (its logits are needed).
+- `allocate_slots`: blocks for `num_computed_tokens + num_new_tokens` tokens; `None` when the
+  free queue cannot supply them (cache hits still in the free queue count against it, since
+  taking them removes them from the queue). Full blocks are published in the prefix cache as
+  soon as they are scheduled, as vLLM does.
+- `free`: blocks are released tail first so that a request's shared prefix is evicted last.
+
+A block's identity is its hash: a prompt block takes the request's `block_hashes` entry, any
+later block (outputs, or a prompt without hashes) a key unique to the request, so only the
+blocks the workload declares shared can ever hit.
+"""
+
+from __future__ import annotations
+
+from sim.core.block_pool import BlockPool
+from sim.core.request import Request
+
+
+class KVCacheManager:
+    def __init__(
+        self, num_gpu_blocks: int, block_size: int, max_model_len: int, enable_caching: bool
+    ) -> None:
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.enable_caching = enable_caching
+        self.block_pool = BlockPool(num_gpu_blocks, enable_caching)
+        # request_id -> number of its leading blocks already published in the prefix cache
+        self._num_cached_blocks: dict[int, int] = {}
+
+    @property
+    def num_usable_blocks(self) -> int:
+        return self.block_pool.num_usable_blocks
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.block_pool.num_used_blocks
+
+    @property
+    def usage(self) -> float:
+        return self.block_pool.num_used_blocks / self.block_pool.num_usable_blocks
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def _block_hash(self, request: Request, index: int) -> object:
+        if index < len(request.block_hashes):
+            return request.block_hashes[index]
+        return (request.request_id, index)
+
+    def get_computed_blocks(self, request: Request) -> tuple[list[int], int]:
+        """Cached leading blocks of a request that has computed nothing yet, and their tokens."""
+        if not self.enable_caching:
+            return [], 0
+        max_hit_blocks = (request.num_tokens - 1) // self.block_size
+        pool = self.block_pool
+        hits: list[int] = []
+        for index in range(min(max_hit_blocks, len(request.block_hashes))):
+            block_id = pool.get_cached_block(request.block_hashes[index])
+            if block_id is None:
+                break
+            hits.append(block_id)
+        return hits, len(hits) * self.block_size
+
+    def allocate_slots(
+        self,
+        request: Request,
+        num_new_tokens: int,
+        num_new_computed_tokens: int = 0,
+        new_computed_blocks: list[int] | None = None,
+    ) -> bool:
+        """Reserve slots for `num_new_tokens` more tokens; False if the blocks are not free."""
+        pool = self.block_pool
+        computed_blocks = new_computed_blocks or []
+        num_computed_tokens = request.num_computed_tokens + num_new_computed_tokens
+        num_tokens_need_slot = min(num_computed_tokens + num_new_tokens, self.max_model_len)
+        num_required_blocks = -(-num_tokens_need_slot // self.block_size)
+        num_new_blocks = num_required_blocks - len(request.block_ids) - len(computed_blocks)
+        num_evictable_hits = sum(1 for b in computed_blocks if pool.ref_cnt[b] == 0)
+        if num_new_blocks + num_evictable_hits > len(pool.free_block_queue):
+            return False
+        if computed_blocks:
+            pool.touch(computed_blocks)
+            request.block_ids.extend(computed_blocks)
+        if num_new_blocks > 0:
+            request.block_ids.extend(pool.get_new_blocks(num_new_blocks))
+        if self.enable_caching:
+            num_tokens_to_cache = min(num_computed_tokens + num_new_tokens, request.num_tokens)
+            self._cache_full_blocks(request, num_tokens_to_cache // self.block_size)
+        return True
+
+    def _cache_full_blocks(self, request: Request, num_full_blocks: int) -> None:
+        start = self._num_cached_blocks.get(request.request_id, 0)
+        if num_full_blocks <= start:
+            return
+        pool = self.block_pool
+        block_ids = request.block_ids
+        for index in range(start, num_full_blocks):
+            pool.cache_block(block_ids[index], self._block_hash(request, index))
+        self._num_cached_blocks[request.request_id] = num_full_blocks
+
+    def free(self, request: Request) -> None:
+        """Release a finished or preempted request's blocks, tail first."""
+        if request.block_ids:
+            self.block_pool.free_blocks(request.block_ids[::-1])
+            request.block_ids = []
+        self._num_cached_blocks.pop(request.request_id, None)

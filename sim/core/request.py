@@ -1,0 +1,52 @@
+"""A request's state inside one engine replica (vLLM's `vllm/v1/request.py`, names kept)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class RequestStatus(enum.IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    PREEMPTED = 2
+    FINISHED = 3
+    REJECTED = 4
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One request. vLLM's invariant: `num_computed_tokens` catches up with `num_tokens`.
+
+    `num_tokens` = prompt tokens + output tokens generated so far. A step schedules
+    `num_tokens - num_computed_tokens` of them (or fewer, under the token budget); when a step
+    brings `num_computed_tokens` up to `num_tokens`, the model samples one new output token.
+    After a preemption `num_computed_tokens` drops to 0 and the whole sequence, outputs
+    included, is computed again as one long prefill.
+    """
+
+    request_id: int
+    arrival_s: float
+    num_prompt_tokens: int
+    max_tokens: int  # output tokens to generate (the trace's or generator's output length)
+    block_hashes: tuple[int, ...] = ()  # identity of each full KV block of the prompt
+    status: RequestStatus = RequestStatus.WAITING
+    num_computed_tokens: int = 0
+    num_output_tokens: int = 0
+    num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then
+    num_preemptions: int = 0
+    replica_id: int = 0
+    first_scheduled_s: float = -1.0
+    first_token_s: float = -1.0
+    last_token_s: float = -1.0
+    finish_s: float = -1.0
+    reject_reason: str = ""
+    block_ids: list[int] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prompt_tokens + self.num_output_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status >= RequestStatus.FINISHED

@@ -1,0 +1,155 @@
+"""The SimPy edge: one arrival process, one engine loop per replica. One event per arrival and
+one per engine step; scheduler, KV manager, cost model, router and recorder are plain Python."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
+import simpy
+
+from sim.core.request import Request, RequestStatus
+from sim.core.scheduler import Scheduler
+from sim.cost.batch import BatchSummary
+from sim.cost.breakdown import StepCost
+from sim.metrics.recorder import Recorder
+from sim.workload.request_spec import RequestSpec
+
+
+class CostModel(Protocol):
+    def step_cost(self, batch: BatchSummary) -> StepCost: ...
+
+
+class Replica:
+    """One engine (a TP group of GPUs) running vLLM's schedule → execute → update loop."""
+
+    def __init__(
+        self,
+        replica_id: int,
+        env: simpy.Environment,
+        scheduler: Scheduler,
+        cost_model: CostModel,
+        recorder: Recorder,
+    ) -> None:
+        self.replica_id = replica_id
+        self.env = env
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.recorder = recorder
+        self.num_outstanding = 0
+        self.num_steps = 0
+        self._wakeup: simpy.Event | None = None
+        self.process = env.process(self.engine_loop())
+
+    def add_request(self, request: Request) -> None:
+        request.replica_id = self.replica_id
+        reason = self.scheduler.rejection_reason(request.num_prompt_tokens, request.max_tokens)
+        if reason:
+            request.status = RequestStatus.REJECTED
+            request.reject_reason = reason
+            self.recorder.record_rejected(request)
+            return
+        self.scheduler.add_request(request)
+        self.num_outstanding += 1
+        if self._wakeup is not None and not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def engine_loop(self):
+        """Schedule a batch, hold for its step time, apply its outputs; sleep when idle."""
+        env = self.env
+        scheduler = self.scheduler
+        kv = scheduler.kv_cache_manager
+        while True:
+            if not scheduler.has_unfinished_requests():
+                self._wakeup = env.event()
+                yield self._wakeup
+                self._wakeup = None
+            start_s = env.now
+            output = scheduler.schedule(start_s)
+            if not output.scheduled:
+                raise RuntimeError(
+                    f"replica {self.replica_id}: unfinished requests but nothing schedulable at"
+                    f" t={start_s:.6f}s (running={len(scheduler.running)},"
+                    f" waiting={len(scheduler.waiting)}, free blocks="
+                    f"{kv.block_pool.get_num_free_blocks()})"
+                )
+            cost = self.cost_model.step_cost(output.batch)
+            yield env.timeout(cost.time_s)
+            finished = scheduler.update_from_output(output, env.now)
+            self.recorder.record_step(
+                self.replica_id,
+                self.num_steps,
+                start_s,
+                output,
+                cost,
+                len(scheduler.running),
+                len(scheduler.waiting),
+                kv.num_used_blocks,
+                kv.usage,
+            )
+            self.num_steps += 1
+            for request in finished:
+                self.num_outstanding -= 1
+                self.recorder.record_finished(request)
+
+
+class Router(Protocol):
+    def route(self, replicas: list[Replica]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFactory:
+    """Turns a workload's RequestSpec into an engine Request with KV block identities."""
+
+    block_size: int
+    enable_prefix_caching: bool
+
+    def __call__(self, spec: RequestSpec) -> Request:
+        hashes: tuple[int, ...] = ()
+        if self.enable_prefix_caching and spec.prefix_hashes:
+            hashes = kv_block_hashes(spec, self.block_size)
+        return Request(
+            request_id=spec.request_id,
+            arrival_s=spec.arrival_s,
+            num_prompt_tokens=spec.prompt_tokens,
+            max_tokens=spec.output_tokens,
+            block_hashes=hashes,
+        )
+
+
+def kv_block_hashes(spec: RequestSpec, block_size: int) -> tuple[int, ...]:
+    """Hash chain of the prompt's full KV blocks from the workload's coarser prefix hashes.
+
+    KV block k covers prompt tokens [k*block_size, (k+1)*block_size) and lies inside workload
+    block j = k*block_size // prefix_block_tokens. Its identity chains its parent's with
+    (hash id j, k), as vLLM chains a block's hash with its parent's, so two requests share KV
+    block k exactly when they share every workload block up to j.
+    """
+    per_block = spec.prefix_block_tokens
+    num_full = spec.prompt_tokens // block_size
+    # A KV block is shareable only if the workload block containing it is declared whole.
+    limit = min(num_full, (len(spec.prefix_hashes) * per_block) // block_size)
+    hashes = []
+    parent = 0
+    for k in range(limit):
+        parent = hash((parent, spec.prefix_hashes[k * block_size // per_block], k))
+        hashes.append(parent)
+    return tuple(hashes)
+
+
+def arrival_process(
+    env: simpy.Environment,
+    specs: Iterable[RequestSpec],
+    make_request: Callable[[RequestSpec], Request],
+    replicas: list[Replica],
+    router: Router,
+    recorder: Recorder,
+):
+    """Hands each request to a replica at its arrival time (one timeout per distinct time)."""
+    for spec in specs:
+        delay = spec.arrival_s - env.now
+        if delay > 0.0:
+            yield env.timeout(delay)
+        request = make_request(spec)
+        recorder.record_arrival(request.arrival_s)
+        replicas[router.route(replicas)].add_request(request)
