@@ -30,8 +30,10 @@ class Replica:
         scheduler: Scheduler,
         cost_model: CostModel,
         recorder: Recorder,
+        on_step: Callable[[float, int], None] | None = None,
     ) -> None:
         self.replica_id = replica_id
+        self.on_step = on_step
         self.env = env
         self.scheduler = scheduler
         self.cost_model = cost_model
@@ -91,6 +93,8 @@ class Replica:
             for request in finished:
                 self.num_outstanding -= 1
                 self.recorder.record_finished(request)
+            if self.on_step is not None:
+                self.on_step(env.now, len(self.recorder.requests.ttft_s))
 
 
 class Router(Protocol):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sim.core.request import Request
 from sim.core.scheduler import SchedulerOutput
-from sim.cost.breakdown import BOUND_COMPUTE, BOUND_MEMORY, StepCost
+from sim.cost.breakdown import BOUND_COMPUTE, BOUND_MEMORY, OP_CLASSES, StepCost
 from sim.metrics.tables import (
     REQUEST_STATUS_FINISHED,
     REQUEST_STATUS_REJECTED,
@@ -43,7 +43,7 @@ class StepTotals:
     kv_usage_max: float = 0.0
     prefill_tokens: int = 0
     decode_tokens: int = 0
-    op_time_s: dict[str, float] = field(default_factory=dict)
+    op_time_s: list[float] = field(default_factory=lambda: [0.0] * len(OP_CLASSES))
 
 
 @dataclass(slots=True)
@@ -114,11 +114,13 @@ class Recorder:
         end_s = start_s + duration_s
         if end_s > self.last_event_s:
             self.last_event_s = end_s
+        op_time_s = totals.op_time_s
+        op_values: list[float] = []
+        for i, op in enumerate(cost.ops):
+            op_time_s[i] += op.time_s
+            op_values += (op.time_s, op.flops, op.bytes)
         if self.steps_writer is None:
             return
-        op_values: list[float] = []
-        for op in cost.ops:
-            op_values += (op.time_s, op.flops, op.bytes)
         self.steps_writer.append(
             (
                 replica_id,

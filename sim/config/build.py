@@ -1,0 +1,129 @@
+"""The boundary: a composed Hydra config in, typed specs out. Nothing past here sees DictConfig."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
+from sim.config.schema import CostConfig
+from sim.core.scheduler import SchedulerConfig
+from sim.errors import ConfigError
+from sim.hardware_spec import HardwareSpec
+from sim.memory import MemoryPlan, plan_memory
+from sim.metrics.summary import SloTargets
+from sim.model_spec import ModelSpec
+from sim.precision import PrecisionSpec
+from sim.router import ROUTERS
+from sim.workload.config import WorkloadConfig
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one simulation run needs, validated."""
+
+    scenario_name: str
+    question: str
+    seed: int
+    model: ModelSpec
+    hardware: HardwareSpec
+    precision: PrecisionSpec
+    tp: int
+    num_replicas: int
+    router: str
+    scheduler: SchedulerConfig
+    block_size: int
+    enable_prefix_caching: bool
+    memory: MemoryPlan
+    workload: WorkloadConfig
+    cost: CostConfig
+    slo: SloTargets
+    write_steps: bool
+    print_summary: bool
+    progress: bool
+
+
+def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{name}={value} must be positive")
+
+
+def build_run_spec(cfg: DictConfig) -> RunSpec:
+    """Validate the composed config and derive the memory plan (which may refuse the model)."""
+    model = model_spec_from_config(cfg.model)
+    hardware = hardware_spec_from_config(cfg.hardware)
+    precision = precision_spec_from_config(cfg.precision, hardware)
+    par = cfg.parallel
+    sch = cfg.scheduler
+    _positive("parallel.tp", par.tp)
+    _positive("parallel.replicas", par.replicas)
+    if par.router not in ROUTERS:
+        raise ConfigError(f"parallel.router={par.router!r} is unknown; choose one of {', '.join(ROUTERS)}")
+    _positive("scheduler.max_num_batched_tokens", sch.max_num_batched_tokens)
+    _positive("scheduler.max_num_seqs", sch.max_num_seqs)
+    _positive("scheduler.max_model_len", sch.max_model_len, allow_none=True)
+    _positive("scheduler.block_size", sch.block_size)
+    if sch.long_prefill_token_threshold < 0:
+        raise ConfigError("scheduler.long_prefill_token_threshold must be >= 0 (0 disables it)")
+    max_model_len = sch.max_model_len or model.max_position_embeddings
+    if max_model_len > model.max_position_embeddings:
+        raise ConfigError(
+            f"scheduler.max_model_len={max_model_len} exceeds {model.name}'s context of"
+            f" {model.max_position_embeddings} tokens"
+        )
+    if not sch.enable_chunked_prefill and sch.max_num_batched_tokens < max_model_len:
+        raise ConfigError(
+            f"with chunked prefill off, scheduler.max_num_batched_tokens"
+            f" ({sch.max_num_batched_tokens}) must be >= max_model_len ({max_model_len}), or a long"
+            " prompt could never be scheduled; raise it, lower scheduler.max_model_len, or set"
+            " scheduler.enable_chunked_prefill=true"
+        )
+    memory = plan_memory(
+        model,
+        hardware,
+        precision,
+        par.tp,
+        block_size=sch.block_size,
+        gpu_memory_utilization=sch.gpu_memory_utilization,
+        max_num_batched_tokens=sch.max_num_batched_tokens,
+        max_num_seqs=sch.max_num_seqs,
+        max_model_len=max_model_len,
+        num_gpu_blocks_override=sch.num_gpu_blocks_override,
+    )
+    cost = OmegaConf.to_object(cfg.cost)
+    workload = OmegaConf.to_object(cfg.workload)
+    return RunSpec(
+        scenario_name=cfg.scenario_name,
+        question=cfg.question,
+        seed=int(cfg.seed),
+        model=model,
+        hardware=hardware,
+        precision=precision,
+        tp=par.tp,
+        num_replicas=par.replicas,
+        router=par.router,
+        scheduler=SchedulerConfig(
+            max_num_batched_tokens=sch.max_num_batched_tokens,
+            max_num_seqs=sch.max_num_seqs,
+            max_model_len=max_model_len,
+            enable_chunked_prefill=sch.enable_chunked_prefill,
+            long_prefill_token_threshold=sch.long_prefill_token_threshold,
+        ),
+        block_size=sch.block_size,
+        enable_prefix_caching=sch.enable_prefix_caching,
+        memory=memory,
+        workload=workload,
+        cost=cost,
+        slo=SloTargets(ttft_s=cfg.slo.ttft_s, tpot_s=cfg.slo.tpot_s, e2e_s=cfg.slo.e2e_s),
+        write_steps=cfg.output.write_steps,
+        print_summary=cfg.output.print_summary,
+        progress=cfg.output.progress,
+    )
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

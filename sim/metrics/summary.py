@@ -1,0 +1,132 @@
+"""The run summary: throughput, latency percentiles, goodput, and the efficiency figures that
+say which hardware ceiling bound the run (MFU, bandwidth utilisation, compute vs memory time)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim.cost.breakdown import OP_CLASSES
+from sim.metrics.recorder import Recorder
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True, slots=True)
+class SloTargets:
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunShape:
+    """What the summary needs to know about the deployment to normalise its sums."""
+
+    num_replicas: int
+    gpus_per_replica: int
+    peak_flops: float  # per GPU, at the precision's compute dtype
+    memory_bandwidth: float  # per GPU, datasheet bytes/s
+    num_arrived: int
+
+
+def distribution(values: np.ndarray) -> dict[str, float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
+    stats = {"mean": float(finite.mean())}
+    for p, v in zip(PERCENTILES, np.percentile(finite, PERCENTILES)):
+        stats[f"p{p}"] = float(v)
+    return stats
+
+
+def summarize(
+    recorder: Recorder, shape: RunShape, slo: SloTargets, itl_s: np.ndarray
+) -> dict[str, Any]:
+    req = recorder.requests
+    steps = recorder.steps
+    ttft = np.frombuffer(req.ttft_s, dtype=np.float64)
+    tpot = np.frombuffer(req.tpot_s, dtype=np.float64)
+    e2e = np.frombuffer(req.e2e_s, dtype=np.float64)
+    prompt = np.frombuffer(req.prompt_tokens, dtype=np.int64)
+    output = np.frombuffer(req.output_tokens, dtype=np.int64)
+    cached = np.frombuffer(req.cached_tokens, dtype=np.int64)
+    num_finished = int(ttft.size)
+
+    start = recorder.first_arrival_s if math.isfinite(recorder.first_arrival_s) else 0.0
+    duration_s = max(recorder.last_event_s - start, 0.0)
+    per_s = 1.0 / duration_s if duration_s > 0 else 0.0
+    gpu_seconds = duration_s * shape.num_replicas  # per-GPU sums are per replica
+
+    meets = (ttft <= slo.ttft_s) & ((tpot <= slo.tpot_s) | ~np.isfinite(tpot))
+    if slo.e2e_s is not None:
+        meets &= e2e <= slo.e2e_s
+    num_good = int(meets.sum())
+
+    output_generated = int(output.sum()) + req.unfinished_output_tokens
+    busy_gpu = steps.gpu_time_s
+    op_shares = {
+        op: (t / busy_gpu if busy_gpu > 0 else 0.0) for op, t in zip(OP_CLASSES, steps.op_time_s)
+    }
+    return {
+        "requests": {
+            "arrived": shape.num_arrived,
+            "finished": num_finished,
+            "rejected": req.num_rejected,
+            "unfinished": req.num_unfinished,
+            "preemptions": req.num_preemptions,
+        },
+        "duration_s": duration_s,
+        "throughput": {
+            "requests_per_s": num_finished * per_s,
+            "input_tokens_per_s": float(prompt.sum()) * per_s,
+            "output_tokens_per_s": output_generated * per_s,
+            "total_tokens_per_s": (float(prompt.sum()) + output_generated) * per_s,
+            "output_tokens_per_s_per_gpu": output_generated
+            * per_s
+            / (shape.num_replicas * shape.gpus_per_replica),
+        },
+        "latency_s": {
+            "ttft": distribution(ttft),
+            "tpot": distribution(tpot),
+            "itl": distribution(itl_s),
+            "e2e": distribution(e2e),
+        },
+        "goodput": {
+            "slo": {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s, "e2e_s": slo.e2e_s},
+            "requests_per_s": num_good * per_s,
+            "fraction_of_finished": num_good / num_finished if num_finished else None,
+        },
+        "utilization": {
+            "mfu": _ratio(steps.flops, gpu_seconds * shape.peak_flops),
+            "memory_bandwidth_utilization": _ratio(steps.bytes, gpu_seconds * shape.memory_bandwidth),
+            "busy_fraction": _ratio(busy_gpu, gpu_seconds),
+            "mfu_while_busy": _ratio(steps.flops, busy_gpu * shape.peak_flops),
+            "memory_bandwidth_utilization_while_busy": _ratio(
+                steps.bytes, busy_gpu * shape.memory_bandwidth
+            ),
+            "compute_bound_time_share": _ratio(steps.compute_bound_s, busy_gpu),
+            "memory_bound_time_share": _ratio(steps.memory_bound_s, busy_gpu),
+            "latency_bound_time_share": _ratio(steps.other_bound_s, busy_gpu),
+            "cpu_overhead_share_of_step_time": _ratio(steps.overhead_s, steps.busy_s),
+        },
+        "gpu_time_share_by_operator": op_shares,
+        "kv_cache": {
+            "usage_mean": _ratio(steps.kv_usage_time_integral, steps.busy_s),
+            "usage_max": steps.kv_usage_max,
+            "prefix_cache_hit_rate": _ratio(float(cached.sum()), float(prompt.sum())),
+        },
+        "steps": {
+            "count": steps.num_steps,
+            "prefill_tokens": steps.prefill_tokens,
+            "decode_tokens": steps.decode_tokens,
+            "mean_step_s": _ratio(steps.busy_s, steps.num_steps),
+        },
+    }
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
