@@ -1,33 +1,106 @@
-"""Schema of the `workload` config group (registered through `sim.config.schema`)."""
+"""Schema of the `workload` config group (registered through `sim.config.schema`).
+
+A workload is either synthetic (an arrival process plus two length distributions, or plus an
+empirical length dataset) or a replayed trace. Fields that do not apply to the chosen `arrival`
+are ignored; `sim.workload.validate` rejects combinations that cannot work and says how to fix
+them. Times are float seconds, lengths are tokens.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 from omegaconf import MISSING
 
 
 @dataclass
 class LengthConfig:
-    """A token-length distribution. `kind` picks which fields apply."""
+    """A token-length distribution. `kind` picks which fields apply.
+
+    Every random draw is rounded to an integer and clipped to [min, max], so a heavy-tailed law
+    cannot produce a prompt longer than the model could ever accept, nor a zero-token request.
+    A `fixed` value is used as given (min/max do not apply): it is an explicit choice, and a
+    command-line override such as `kind=fixed value=1` must not be bent by inherited bounds.
+    """
 
     kind: str = "fixed"  # fixed | uniform | lognormal | normal | exponential
     value: Optional[int] = None  # fixed
     low: Optional[int] = None  # uniform (inclusive)
     high: Optional[int] = None
     mean: Optional[float] = None  # lognormal / normal / exponential: mean of the unclipped law
-    std: Optional[float] = None  # lognormal / normal
-    min: int = 1  # clipping bounds applied to every kind
+    std: Optional[float] = None  # lognormal / normal: std of the unclipped law
+    min: int = 1  # clipping bounds applied to every random kind
     max: Optional[int] = None
 
 
 @dataclass
+class RatePoint:
+    """One point of a rate schedule: from `t_s` on, the rate is (or ramps from) `rate` req/s."""
+
+    t_s: float = 0.0
+    rate: float = 0.0
+
+
+@dataclass
+class TraceColumns:
+    """Column names for the generic `csv`, `jsonl` and `parquet` trace formats.
+
+    The defaults are Vidur's processed-trace names (`arrived_at,num_prefill_tokens,
+    num_decode_tokens`), so Vidur/Sarathi files read without configuration. The built-in
+    formats (`azure`, `mooncake`) carry their own names and ignore this block.
+    """
+
+    arrival: Optional[str] = "arrived_at"  # null for a lengths-only file
+    arrival_unit: str = "s"  # s | ms | us | ns | datetime (ISO 8601 text, naive)
+    prompt_tokens: str = "num_prefill_tokens"
+    output_tokens: str = "num_decode_tokens"
+    prefix_hashes: Optional[str] = None  # a list of ints per row, one per prefix block
+    prefix_block_tokens: int = 0  # tokens per prefix hash (required with prefix_hashes)
+
+
+@dataclass
 class WorkloadConfig:
+    """Where requests come from and when they arrive.
+
+    `arrival` picks the process:
+      poisson   exponential gaps at `rate`
+      constant  evenly spaced at `rate` (first request at 1/rate)
+      gamma     gamma gaps with mean 1/`rate` and coefficient of variation `cv` (> 1: bursty)
+      offline   all `num_requests` at t = 0 (MLPerf Offline)
+      steps     piecewise-constant rate from `schedule` } non-homogeneous Poisson,
+      ramp      rate interpolated linearly in `schedule`} realised by thinning
+      diurnal   rate * (1 + amplitude * sin(2 pi (t - phase_s) / period_s))
+      trace     replay the file or short name in `trace`
+    Open-loop processes stop at `num_requests` or `duration_s`, whichever comes first (at
+    least one is required). Lengths come from `prompt_tokens`/`output_tokens`, or, when
+    `lengths_from` names a dataset, from (prompt, output) pairs drawn jointly from its rows.
+    """
+
     name: str = MISSING
-    arrival: str = "poisson"  # poisson
-    rate: float = 1.0  # requests per second
+    arrival: str = "poisson"  # poisson | constant | gamma | offline | steps | ramp | diurnal | trace
+    rate: float = 1.0  # requests per second (poisson, constant, gamma; mean rate of diurnal)
+    cv: Optional[float] = None  # gamma: coefficient of variation of the inter-arrival gaps
+    schedule: List[RatePoint] = field(default_factory=list)  # steps / ramp; first t_s must be 0
+    period_s: float = 86400.0  # diurnal: length of one cycle
+    amplitude: float = 0.5  # diurnal: relative swing around `rate`, in [0, 1]
+    phase_s: float = 0.0  # diurnal: time at which the rate crosses `rate` going up
     num_requests: Optional[int] = None
-    duration_s: Optional[float] = None
+    duration_s: Optional[float] = None  # only arrivals strictly before this time are kept
     prompt_tokens: LengthConfig = field(default_factory=LengthConfig)
     output_tokens: LengthConfig = field(default_factory=LengthConfig)
+    # A dataset short name (sharegpt, arxiv, or any trace name) or a file path; when set,
+    # (prompt, output) pairs are sampled from its rows and prompt_tokens/output_tokens are ignored.
+    lengths_from: Optional[str] = None
+
+    # --- trace replay (arrival: trace) ---
+    trace: Optional[str] = None  # short name (azure_conv, mooncake_conversation, ...) or path
+    trace_format: str = "auto"  # auto | azure | mooncake | csv | jsonl | parquet
+    columns: TraceColumns = field(default_factory=TraceColumns)  # generic formats only
+    start_s: float = 0.0  # window start, seconds after the trace's first request
+    end_s: Optional[float] = None  # window end (exclusive), same clock as start_s
+    speedup: float = 1.0  # inter-arrival times are divided by this
+    target_rate: Optional[float] = None  # rescale times to this mean rate (instead of speedup)
+    # Spread requests sharing one timestamp evenly over this many seconds (Mooncake's
+    # timestamps are quantised to ~3 s buckets); 0 keeps them simultaneous.
+    spread_ties_s: float = 0.0
