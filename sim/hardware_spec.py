@@ -27,4 +27,10 @@ class HardwareSpec:
     source: str = field(default="", compare=False)
 
     def supports(self, dtype: str) -> bool:
+        """Whether the matrix units have a rate for `dtype` (fp8 on Hopper, not on Ampere)."""
         return self.peak_flops.get(dtype, 0.0) > 0.0
+
+    @property
+    def supported_dtypes(self) -> tuple[str, ...]:
+        """Compute dtypes with a tensor-core rate, for messages that say what would work."""
+        return tuple(dtype for dtype, flops in self.peak_flops.items() if flops > 0.0)

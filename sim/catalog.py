@@ -1,0 +1,324 @@
+"""The config -> spec boundary for models, accelerators and numeric formats.
+
+Hydra's `DictConfig` stops here: each `*_spec_from_config` takes a group's config (the schema
+dataclass or a `DictConfig` of it), checks what the schema cannot (positive sizes, known dtypes,
+a GEMM dtype the chip has tensor cores for) and returns a frozen spec in SI units (FLOP/s,
+bytes/s, bytes, seconds). Every refusal is a `ConfigError` that names the field and what would
+work instead. `list_catalog` and `load_catalog_entry` read the YAML files under `configs/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import sim
+from sim.config.schema import HardwareConfig, ModelConfig, PrecisionConfig
+from sim.errors import ConfigError
+from sim.hardware_spec import HardwareSpec
+from sim.model_spec import ModelSpec
+from sim.precision import (
+    COMPUTE_DTYPES,
+    DTYPE_BYTES,
+    KV_CACHE_DTYPES,
+    REFERENCE_PRECISIONS,
+    WEIGHT_DTYPES,
+    PrecisionSpec,
+    resolve_kv_cache_dtype,
+)
+
+CONFIGS_DIR = Path(sim.__file__).parents[1] / "configs"
+
+TFLOPS = 1e12  # FLOP/s per TFLOP/s
+TB_PER_S = 1e12  # bytes/s per TB/s
+GB_PER_S = 1e9  # bytes/s per GB/s
+GIB = 2**30  # bytes per GiB
+US = 1e-6  # seconds per microsecond
+
+_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "hardware": HardwareConfig,
+    "precision": PrecisionConfig,
+}
+
+
+# ---- the YAML catalog ---------------------------------------------------------------------------
+
+
+def list_catalog(group: str) -> list[str]:
+    """Names of the YAML files in configs/<group>/, i.e. what `group=NAME` accepts."""
+    folder = CONFIGS_DIR / group
+    if not folder.is_dir():
+        groups = sorted(p.name for p in CONFIGS_DIR.iterdir() if p.is_dir())
+        raise ConfigError(f"no config group {group!r}; the groups are: {', '.join(groups)}")
+    return sorted(path.stem for path in folder.glob("*.yaml"))
+
+
+def load_catalog_entry(group: str, name: str) -> DictConfig:
+    """One catalog file merged onto its schema, so a misspelt key is an error naming it."""
+    names = list_catalog(group)
+    if name not in names:
+        raise ConfigError(f"no {group} named {name!r}; choose one of: {', '.join(names)}")
+    schema = OmegaConf.structured(_SCHEMAS[group]) if group in _SCHEMAS else OmegaConf.create()
+    return OmegaConf.merge(schema, OmegaConf.load(CONFIGS_DIR / group / f"{name}.yaml"))
+
+
+# ---- model -------------------------------------------------------------------------------------
+
+_POSITIVE_MODEL_FIELDS = (
+    "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+    "head_dim", "intermediate_size", "vocab_size", "max_position_embeddings",
+)  # fmt: skip
+
+
+def model_spec_from_config(cfg: ModelConfig | DictConfig | Mapping[str, Any]) -> ModelSpec:
+    """The model's shapes; with `hf_config_path` set, the architecture comes from that file."""
+    fields = _as_dict(cfg)
+    origin = f"model {fields.get('name')!r}"
+    if fields.get("hf_config_path"):
+        path = Path(fields["hf_config_path"]).expanduser()
+        fields = {**fields, **_fields_from_hf_config(path, fields)}
+        origin = str(path)
+    size = {field: int(fields.get(field) or 0) for field in _POSITIVE_MODEL_FIELDS}
+    hidden, heads = size["hidden_size"], size["num_attention_heads"]
+    spec = ModelSpec(
+        name=_name(fields, "model"),
+        num_hidden_layers=size["num_hidden_layers"],
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=size["num_key_value_heads"],
+        head_dim=size["head_dim"] or (hidden // heads if heads > 0 else 0),
+        intermediate_size=size["intermediate_size"],
+        vocab_size=size["vocab_size"],
+        tie_word_embeddings=bool(fields.get("tie_word_embeddings", False)),
+        attention_bias=bool(fields.get("attention_bias", False)),
+        num_local_experts=int(fields.get("num_local_experts") or 0),
+        num_experts_per_tok=int(fields.get("num_experts_per_tok") or 0),
+        max_position_embeddings=size["max_position_embeddings"],
+        display_name=str(fields.get("display_name") or ""),
+        published_params_b=fields.get("published_params_b"),
+    )
+    _check_model(spec, origin)
+    return spec
+
+
+def _check_model(spec: ModelSpec, origin: str) -> None:
+    for field in _POSITIVE_MODEL_FIELDS:
+        if getattr(spec, field) <= 0:
+            raise ConfigError(f"{origin}: {field} must be > 0, got {getattr(spec, field)}")
+    if spec.num_attention_heads % spec.num_key_value_heads:
+        raise ConfigError(
+            f"{origin}: num_attention_heads ({spec.num_attention_heads}) must be a multiple of "
+            f"num_key_value_heads ({spec.num_key_value_heads}) for grouped-query attention"
+        )
+    if spec.num_local_experts < 0:
+        raise ConfigError(f"{origin}: num_local_experts must be >= 0 (0 for a dense model)")
+    if spec.is_moe and not 1 <= spec.num_experts_per_tok <= spec.num_local_experts:
+        raise ConfigError(
+            f"{origin}: num_experts_per_tok must be between 1 and num_local_experts "
+            f"({spec.num_local_experts}), got {spec.num_experts_per_tok}"
+        )
+    if not spec.is_moe and spec.num_experts_per_tok:
+        raise ConfigError(f"{origin}: num_experts_per_tok is set but num_local_experts is 0")
+
+
+# ---- Hugging Face config.json --------------------------------------------------------------------
+
+_HF_REQUIRED = (
+    "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size",
+)  # fmt: skip
+# MoE layouts other than Mixtral's (shared experts, a separate expert width): not modelled.
+_HF_UNSUPPORTED_MOE = (
+    "n_routed_experts", "num_experts", "moe_intermediate_size", "n_shared_experts",
+    "shared_expert_intermediate_size",
+)  # fmt: skip
+# Families whose transformers config class defaults tie_word_embeddings to False; transformers'
+# base PretrainedConfig (any other family) defaults it to True.
+_UNTIED_BY_DEFAULT = ("llama", "mistral", "mixtral", "qwen2")
+
+
+def _fields_from_hf_config(path: Path, fallback: Mapping[str, Any]) -> dict[str, Any]:
+    """ModelConfig fields from a config.json, filling what the file leaves implicit as
+    transformers does (num_key_value_heads = heads, head_dim = hidden / heads)."""
+    raw = _read_json(path)
+    fields: dict[str, Any] = {key: _hf_int(raw, key, path) for key in _HF_REQUIRED}
+    heads = fields["num_attention_heads"]
+    fields["num_key_value_heads"] = _hf_int(raw, "num_key_value_heads", path, heads)
+    fields["head_dim"] = _hf_int(raw, "head_dim", path, fields["hidden_size"] // max(heads, 1))
+    known_len = int(fallback.get("max_position_embeddings") or 0) or None
+    fields["max_position_embeddings"] = _hf_int(raw, "max_position_embeddings", path, known_len)
+    experts = _hf_int(raw, "num_local_experts", path, 0)
+    fields["num_local_experts"] = experts
+    fields["num_experts_per_tok"] = _hf_int(raw, "num_experts_per_tok", path, 0) if experts else 0
+    if not experts:
+        _refuse_other_moe(raw, path)
+    untied = str(raw.get("model_type", "")).startswith(_UNTIED_BY_DEFAULT)
+    fields["tie_word_embeddings"] = bool(raw.get("tie_word_embeddings", not untied))
+    has_flag = "attention_bias" in raw
+    fields["attention_bias"] = bool(raw["attention_bias"]) if has_flag else _is_qwen2(raw)
+    if _name(fallback, "model", required=False) is None:
+        fields["name"] = path.parent.name or path.stem
+    if not fallback.get("display_name"):
+        fields["display_name"] = str(raw.get("_name_or_path") or path.parent.name)
+    return fields
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"model.hf_config_path: no such file {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"model.hf_config_path: cannot read {path} as JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object, as in a Hugging Face config.json")
+    return raw
+
+
+def _hf_int(raw: Mapping[str, Any], key: str, path: Path, default: int | None = None) -> int:
+    value = raw.get(key)
+    if value is None:
+        if default is None:
+            raise ConfigError(f"{path}: required field {key!r} is missing")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{path}: field {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _refuse_other_moe(raw: Mapping[str, Any], path: Path) -> None:
+    found = [key for key in _HF_UNSUPPORTED_MOE if raw.get(key)]
+    if found:
+        raise ConfigError(
+            f"{path}: {', '.join(found)} describe an MoE layout this simulator does not model "
+            "(only Mixtral-style: num_local_experts experts of intermediate_size, top-k routing)"
+        )
+
+
+def _is_qwen2(raw: Mapping[str, Any]) -> bool:
+    """Qwen2 (and Qwen2.5) put a bias on q/k/v although config.json has no flag for it."""
+    architectures = raw.get("architectures") or []
+    return str(raw.get("model_type", "")).startswith("qwen2") or any(
+        str(arch).startswith("Qwen2") for arch in architectures
+    )
+
+
+# ---- hardware ----------------------------------------------------------------------------------
+
+
+def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, Any]) -> HardwareSpec:
+    """Datasheet units (TFLOP/s, TB/s, GiB, GB/s, us) to SI units (FLOP/s, bytes/s, bytes, s)."""
+    fields = _as_dict(cfg)
+    name = _name(fields, "hardware")
+    peaks = dict(fields.get("peak_tflops") or {})
+    unknown = sorted(set(peaks) - set(COMPUTE_DTYPES))
+    if unknown:
+        raise ConfigError(
+            f"hardware {name}: peak_tflops has unknown dtype(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(COMPUTE_DTYPES)}"
+        )
+    for dtype, tflops in peaks.items():
+        if tflops <= 0:
+            raise ConfigError(
+                f"hardware {name}: peak_tflops.{dtype} must be > 0 (omit the key if the chip "
+                "has no such rate)"
+            )
+    if "bf16" not in peaks and "fp16" not in peaks:
+        raise ConfigError(f"hardware {name}: peak_tflops needs a bf16 or fp16 rate")
+    for field in ("vector_tflops", "memory_gib", "memory_bandwidth_tbps", "max_gpus_per_node"):
+        if float(fields.get(field) or 0) <= 0:
+            raise ConfigError(f"hardware {name}: {field} must be > 0, got {fields.get(field)}")
+    return HardwareSpec(
+        name=name,
+        peak_flops={dtype: float(tflops) * TFLOPS for dtype, tflops in peaks.items()},
+        vector_flops=float(fields["vector_tflops"]) * TFLOPS,
+        memory_bytes=float(fields["memory_gib"]) * GIB,
+        memory_bandwidth=float(fields["memory_bandwidth_tbps"]) * TB_PER_S,
+        interconnect=str(fields.get("interconnect") or ""),
+        interconnect_bandwidth=float(fields.get("interconnect_bandwidth_gbps") or 0.0) * GB_PER_S,
+        interconnect_latency_s=float(fields.get("interconnect_latency_us") or 0.0) * US,
+        max_gpus_per_node=int(fields["max_gpus_per_node"]),
+        tdp_w=float(fields.get("tdp_w") or 0.0),
+        idle_power_w=float(fields.get("idle_power_w") or 0.0),
+        price_per_hour_usd=float(fields.get("price_per_hour_usd") or 0.0),
+        boost_clock_mhz=float(fields.get("boost_clock_mhz") or 0.0),
+        generation=str(fields.get("generation") or ""),
+        display_name=str(fields.get("display_name") or name),
+        source=str(fields.get("source") or ""),
+    )
+
+
+# ---- precision ---------------------------------------------------------------------------------
+
+
+def precision_spec_from_config(
+    cfg: PrecisionConfig | DictConfig | Mapping[str, Any], hardware: HardwareSpec
+) -> PrecisionSpec:
+    """Checks the dtypes exist and that `hardware` has a tensor-core rate for the GEMM dtype;
+    resolves kv_cache_dtype "auto" (see `resolve_kv_cache_dtype`)."""
+    fields = _as_dict(cfg)
+    name = _name(fields, "precision")
+    weight = _dtype(fields, "weight_dtype", WEIGHT_DTYPES, name)
+    compute = _dtype(fields, "activation_dtype", COMPUTE_DTYPES, name)
+    kv_cache = _dtype(fields, "kv_cache_dtype", KV_CACHE_DTYPES, name)
+    group_size = int(fields.get("quantization_group_size") or 0)
+    if group_size < 1:
+        raise ConfigError(
+            f"precision {name}: quantization_group_size must be >= 1, got {group_size}"
+        )
+    if DTYPE_BYTES[weight] > DTYPE_BYTES[compute]:
+        raise ConfigError(
+            f"precision {name}: weights in {weight} are wider than the {compute} GEMMs; store them "
+            f"in {compute} (vLLM quantises bf16 checkpoints at load time)"
+        )
+    if not hardware.supports(compute):
+        runnable = [p.name for p in REFERENCE_PRECISIONS if hardware.supports(p.activation_dtype)]
+        gpu = hardware.display_name or hardware.name
+        raise ConfigError(
+            f"precision {name} runs its GEMMs in {compute}, but {gpu} has no {compute} tensor "
+            f"cores; it supports {', '.join(hardware.supported_dtypes)} "
+            f"(catalog precisions that run on it: {', '.join(runnable)})"
+        )
+    return PrecisionSpec(
+        name=name,
+        weight_dtype=weight,
+        activation_dtype=compute,
+        kv_cache_dtype=resolve_kv_cache_dtype(kv_cache, compute),
+        quantization_group_size=group_size,
+    )
+
+
+def _dtype(fields: Mapping[str, Any], key: str, valid: tuple[str, ...], name: str) -> str:
+    value = str(fields.get(key))
+    if value not in valid:
+        raise ConfigError(f"precision {name}: {key} {value!r} is not one of {', '.join(valid)}")
+    return value
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict of the config's fields, whichever form the caller holds it in."""
+    if isinstance(cfg, DictConfig):
+        return dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise TypeError(f"expected a config dataclass, DictConfig or mapping, got {type(cfg).__name__}")
+
+
+def _name(fields: Mapping[str, Any], group: str, required: bool = True) -> str | None:
+    """The entry's name; '???' is OmegaConf's MISSING marker."""
+    name = fields.get("name")
+    if name in (None, "", "???"):
+        if required:
+            raise ConfigError(f"the {group} config has no name")
+        return None
+    return str(name)
