@@ -25,7 +25,7 @@ from sim.progress import Progress
 from sim.router import make_router
 from sim.simulation import Replica, RequestFactory, arrival_process
 from sim.workload.request_spec import RequestSpec
-from sim.workload import build_requests
+from sim.workload.build import build_requests
 
 PACKAGES = ("simpy", "numpy", "scipy", "pyarrow", "hydra-core", "omegaconf")
 
