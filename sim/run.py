@@ -105,7 +105,13 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     if complete:
         _check_conservation(replicas)
     itl = np.concatenate(
-        [np.frombuffer(r.scheduler.itl_s, dtype=np.float64) for r in replicas]
+        [
+            np.repeat(
+                np.frombuffer(r.scheduler.itl_s, dtype=np.float64),
+                np.frombuffer(r.scheduler.itl_count, dtype=np.int64),
+            )
+            for r in replicas
+        ]
     )
     shape = RunShape(
         num_replicas=spec.num_replicas,

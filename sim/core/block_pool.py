@@ -49,14 +49,19 @@ class BlockPool:
 
     def get_new_blocks(self, num_blocks: int) -> list[int]:
         """Take `num_blocks` from the front of the free queue; the caller checked they exist."""
-        queue = self.free_block_queue
-        blocks = []
-        for _ in range(num_blocks):
-            block_id, _ = queue.popitem(last=False)
-            if self.block_hash[block_id] is not None:
-                self._evict(block_id)
-            self.ref_cnt[block_id] = 1
-            blocks.append(block_id)
+        popitem = self.free_block_queue.popitem
+        ref_cnt = self.ref_cnt
+        if num_blocks == 1:  # a decode crossing a block boundary: by far the common case
+            blocks = [popitem(last=False)[0]]
+        else:
+            blocks = [popitem(last=False)[0] for _ in range(num_blocks)]
+        for block_id in blocks:
+            ref_cnt[block_id] = 1
+        if self.enable_caching:  # without caching no block ever carries a hash
+            block_hash = self.block_hash
+            for block_id in blocks:
+                if block_hash[block_id] is not None:
+                    self._evict(block_id)
         self.num_acquired_total += num_blocks
         return blocks
 
@@ -90,13 +95,18 @@ class BlockPool:
         """Drop one reference each; blocks reaching zero join the back of the free queue in the
         order given (the caller passes a request's blocks tail first, so its last blocks are
         evicted before its shared prefix)."""
-        queue = self.free_block_queue
         ref_cnt = self.ref_cnt
+        if not self.enable_caching:
+            # Without caching nothing is shared: every count is 1 and drops to 0.
+            for block_id in ordered_block_ids:
+                ref_cnt[block_id] = 0
+            self.free_block_queue.update(dict.fromkeys(ordered_block_ids))
+            self.num_released_total += len(ordered_block_ids)
+            return
+        queue = self.free_block_queue
         for block_id in ordered_block_ids:
             ref_cnt[block_id] -= 1
             if ref_cnt[block_id] == 0:
-                if not self.enable_caching:
-                    self.block_hash[block_id] = None
                 queue[block_id] = None
                 self.num_released_total += 1
 

@@ -76,19 +76,23 @@ class KVCacheManager:
     ) -> bool:
         """Reserve slots for `num_new_tokens` more tokens; False if the blocks are not free."""
         pool = self.block_pool
-        computed_blocks = new_computed_blocks or []
         num_computed_tokens = request.num_computed_tokens + num_new_computed_tokens
         num_tokens_need_slot = min(num_computed_tokens + num_new_tokens, self.max_model_len)
         num_required_blocks = -(-num_tokens_need_slot // self.block_size)
-        num_new_blocks = num_required_blocks - len(request.block_ids) - len(computed_blocks)
-        num_evictable_hits = sum(1 for b in computed_blocks if pool.ref_cnt[b] == 0)
-        if num_new_blocks + num_evictable_hits > len(pool.free_block_queue):
-            return False
-        if computed_blocks:
-            pool.touch(computed_blocks)
-            request.block_ids.extend(computed_blocks)
+        if not new_computed_blocks:
+            num_new_blocks = num_required_blocks - len(request.block_ids)
+            if num_new_blocks > len(pool.free_block_queue):
+                return False
+        else:
+            num_new_blocks = num_required_blocks - len(request.block_ids) - len(new_computed_blocks)
+            # Hits still in the free queue leave it when touched: they count against it too.
+            num_evictable_hits = sum(1 for b in new_computed_blocks if pool.ref_cnt[b] == 0)
+            if num_new_blocks + num_evictable_hits > len(pool.free_block_queue):
+                return False
+            pool.touch(new_computed_blocks)
+            request.block_ids.extend(new_computed_blocks)
         if num_new_blocks > 0:
-            request.block_ids.extend(pool.get_new_blocks(num_new_blocks))
+            request.block_ids += pool.get_new_blocks(num_new_blocks)
         if self.enable_caching:
             num_tokens_to_cache = min(num_computed_tokens + num_new_tokens, request.num_tokens)
             self._cache_full_blocks(request, num_tokens_to_cache // self.block_size)

@@ -32,7 +32,6 @@ class Request:
     block_hashes: tuple[int, ...] = ()  # identity of each full KV block of the prompt
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0
-    num_output_tokens: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then
     num_preemptions: int = 0
     replica_id: int = 0
@@ -42,10 +41,18 @@ class Request:
     finish_s: float = -1.0
     reject_reason: str = ""
     block_ids: list[int] = field(default_factory=list)
+    # Prompt + outputs so far: the one counter the scheduler's per-step loops advance (the
+    # output count derives from it), and the length at which the request is done.
+    num_tokens: int = field(init=False)
+    finish_num_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_tokens = self.num_prompt_tokens
+        self.finish_num_tokens = self.num_prompt_tokens + self.max_tokens
 
     @property
-    def num_tokens(self) -> int:
-        return self.num_prompt_tokens + self.num_output_tokens
+    def num_output_tokens(self) -> int:
+        return self.num_tokens - self.num_prompt_tokens
 
     @property
     def is_finished(self) -> bool:

@@ -16,8 +16,8 @@ up with its `num_tokens` under one budget of `max_num_batched_tokens` tokens per
    prefix-cache hit starts the request past its cached tokens.
 
 DIVERGENCE: vLLM calls `allocate_slots` for every running request each step; without prefix
-caching we skip the call when the request's blocks already hold the new tokens, which is the
-same decision without the call.
+caching we skip the call when the request's blocks already hold the new tokens (for a decode:
+unless its context sits on a block boundary), which is the same decision without the call.
 """
 
 from __future__ import annotations
@@ -42,14 +42,22 @@ class SchedulerConfig:
 
 @dataclass(slots=True)
 class SchedulerOutput:
-    scheduled: list[Request]
-    num_scheduled_tokens: list[int]
+    """What one step runs. Steady decodes (one token for a request that already has output)
+    are kept apart from the rest because applying them is the hot path of the simulator."""
+
+    decodes: list[Request]
+    others: list[Request]  # prefill chunks, recomputation, first tokens after a cache hit
+    others_num_tokens: list[int]
     preempted: list[Request]
     batch: BatchSummary
 
     @property
-    def total_num_scheduled_tokens(self) -> int:
-        return sum(self.num_scheduled_tokens)
+    def scheduled(self) -> list[Request]:
+        return self.decodes + self.others
+
+    @property
+    def num_scheduled_tokens(self) -> list[int]:
+        return [1] * len(self.decodes) + self.others_num_tokens
 
 
 class Scheduler:
@@ -58,8 +66,12 @@ class Scheduler:
         self.kv_cache_manager = kv_cache_manager
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
-        # Inter-token latencies of every output token after a request's first, in seconds.
+        # Inter-token latencies of every output token after a request's first, in seconds, as
+        # (value, count) pairs: a step adds one pair for all requests that also produced a
+        # token in the step before, and one pair per exception.
         self.itl_s = array("d")
+        self.itl_count = array("q")
+        self._last_step_end_s = -1.0
         self.num_preemptions = 0
 
     # ---- queue ---------------------------------------------------------------------------
@@ -94,24 +106,33 @@ class Scheduler:
         block_size = kv.block_size
         caching = kv.enable_caching
         threshold = cfg.long_prefill_token_threshold
+        max_model_len = cfg.max_model_len
         token_budget = cfg.max_num_batched_tokens
+        batch = _BatchAccumulator()
+        decoding: list[Request] = []
         scheduled: list[Request] = []
         num_scheduled: list[int] = []
         preempted: list[Request] = []
+        decodes = decode_ctx = max_ctx = 0
 
+        # A for-loop over `running` stays correct while preemption pops its tail: iteration
+        # stops at the shortened end, and everything before the current request is scheduled.
         running = self.running
-        index = 0
-        while index < len(running) and token_budget > 0:
-            request = running[index]
+        for request in running:
+            if token_budget <= 0:
+                break
             num_computed = request.num_computed_tokens
-            num_new = request.num_prompt_tokens + request.num_output_tokens - num_computed
-            if 0 < threshold < num_new:
-                num_new = threshold
-            num_new = min(num_new, token_budget, cfg.max_model_len - 1 - num_computed)
-            if num_new <= 0:
-                index += 1
-                continue
-            needs_blocks = -(-(num_computed + num_new) // block_size) > len(request.block_ids)
+            num_new = request.num_tokens - num_computed
+            if num_new == 1:
+                # One more token needs a new block only at a block boundary.
+                needs_blocks = num_computed % block_size == 0
+            else:
+                if 0 < threshold < num_new:
+                    num_new = threshold
+                num_new = min(num_new, token_budget, max_model_len - 1 - num_computed)
+                if num_new <= 0:
+                    continue
+                needs_blocks = num_computed + num_new > len(request.block_ids) * block_size
             if caching or needs_blocks:
                 while not kv.allocate_slots(request, num_new):
                     victim = running.pop()
@@ -121,19 +142,42 @@ class Scheduler:
                         break
                 if request.status != RequestStatus.RUNNING:
                     break
+            token_budget -= num_new
+            # The batch summary, inline: this loop runs for every running request every step.
+            if num_new == 1 and num_computed:
+                decodes += 1
+                decode_ctx += num_computed
+                if num_computed > max_ctx:
+                    max_ctx = num_computed
+                if request.first_token_s >= 0.0:
+                    decoding.append(request)
+                    continue
+            else:
+                batch.add(num_computed, num_new)
             scheduled.append(request)
             num_scheduled.append(num_new)
-            token_budget -= num_new
-            index += 1
 
         if not preempted:
-            token_budget = self._schedule_waiting(now, token_budget, scheduled, num_scheduled)
+            token_budget = self._schedule_waiting(
+                now, token_budget, scheduled, num_scheduled, batch
+            )
 
         assert token_budget >= 0 and len(running) <= cfg.max_num_seqs
-        return SchedulerOutput(scheduled, num_scheduled, preempted, _summarize(scheduled, num_scheduled))
+        return SchedulerOutput(
+            decoding,
+            scheduled,
+            num_scheduled,
+            preempted,
+            batch.summary(decodes, decode_ctx, max_ctx),
+        )
 
     def _schedule_waiting(
-        self, now: float, token_budget: int, scheduled: list[Request], num_scheduled: list[int]
+        self,
+        now: float,
+        token_budget: int,
+        scheduled: list[Request],
+        num_scheduled: list[int],
+        batch: _BatchAccumulator,
     ) -> int:
         cfg = self.config
         kv = self.kv_cache_manager
@@ -162,6 +206,7 @@ class Scheduler:
             scheduled.append(request)
             num_scheduled.append(num_new)
             token_budget -= num_new
+            batch.add(num_hit_tokens, num_new)
         return token_budget
 
     def _preempt(self, request: Request) -> None:
@@ -175,55 +220,82 @@ class Scheduler:
     def update_from_output(self, output: SchedulerOutput, now: float) -> list[Request]:
         """Advance the scheduled requests by the step that just ended; return the finished."""
         finished: list[Request] = []
-        itl_append = self.itl_s.append
+        itl_s, itl_count = self.itl_s, self.itl_count
         max_model_len = self.config.max_model_len
-        for request, num_new in zip(output.scheduled, output.num_scheduled_tokens):
-            request.num_computed_tokens += num_new
-            if request.num_computed_tokens < request.num_prompt_tokens + request.num_output_tokens:
+        previous_end_s = self._last_step_end_s
+        num_regular = 0  # decodes whose previous token came at the end of the previous step
+        for request in output.decodes:
+            num_tokens = request.num_tokens
+            request.num_computed_tokens = num_tokens
+            request.num_tokens = num_tokens = num_tokens + 1
+            if request.last_token_s == previous_end_s:
+                num_regular += 1
+            else:
+                itl_s.append(now - request.last_token_s)
+                itl_count.append(1)
+            request.last_token_s = now
+            if num_tokens >= request.finish_num_tokens or num_tokens >= max_model_len:
+                self._finish(request, now, finished)
+        if num_regular:
+            itl_s.append(now - previous_end_s)
+            itl_count.append(num_regular)
+        for request, num_new in zip(output.others, output.others_num_tokens):
+            num_computed = request.num_computed_tokens + num_new
+            request.num_computed_tokens = num_computed
+            if num_computed < request.num_tokens:
                 continue  # a prefill chunk that did not reach the end: nothing sampled
-            request.num_output_tokens += 1
+            request.num_tokens = num_tokens = num_computed + 1
             if request.first_token_s < 0.0:
                 request.first_token_s = now
-            else:
-                itl_append(now - request.last_token_s)
+            else:  # the first token after a recomputation
+                itl_s.append(now - request.last_token_s)
+                itl_count.append(1)
             request.last_token_s = now
-            if (
-                request.num_output_tokens >= request.max_tokens
-                or request.num_prompt_tokens + request.num_output_tokens >= max_model_len
-            ):
-                request.status = RequestStatus.FINISHED
-                request.finish_s = now
-                self.kv_cache_manager.free(request)
-                finished.append(request)
+            if num_tokens >= request.finish_num_tokens or num_tokens >= max_model_len:
+                self._finish(request, now, finished)
+        self._last_step_end_s = now
         if finished:
             self.running = [r for r in self.running if r.status == RequestStatus.RUNNING]
         return finished
 
+    def _finish(self, request: Request, now: float, finished: list[Request]) -> None:
+        request.status = RequestStatus.FINISHED
+        request.finish_s = now
+        self.kv_cache_manager.free(request)
+        finished.append(request)
 
-def _summarize(scheduled: list[Request], num_scheduled: list[int]) -> BatchSummary:
-    """Aggregate a step's work for the cost model. A one-token step of a request with context
-    is a decode (vLLM's attention backends split decodes from prefills the same way)."""
-    prefill_tokens = prefill_seqs = prefill_kv = 0
-    pairs = 0.0
-    decodes = decode_ctx = max_ctx = 0
-    for request, q in zip(scheduled, num_scheduled):
-        p = request.num_computed_tokens
-        if q == 1 and p > 0:
-            decodes += 1
-            decode_ctx += p
-            if p > max_ctx:
-                max_ctx = p
-        else:
-            prefill_tokens += q
-            prefill_seqs += 1
-            pairs += q * p + q * (q + 1) / 2
-            prefill_kv += p + q
-    return BatchSummary(
-        num_prefill_tokens=prefill_tokens,
-        num_prefill_seqs=prefill_seqs,
-        prefill_attn_pairs=pairs,
-        prefill_kv_tokens=prefill_kv,
-        num_decode_seqs=decodes,
-        decode_context_tokens=decode_ctx,
-        max_decode_context=max_ctx,
-    )
+
+class _BatchAccumulator:
+    """Sums a step's work for the cost model. A one-token step of a request with context is a
+    decode, anything else a prefill chunk (vLLM's attention backends split them the same way).
+    The running loop sums its decodes in local variables and hands them to `summary`."""
+
+    __slots__ = ("tokens", "seqs", "pairs", "kv_tokens", "decodes", "decode_ctx", "max_ctx")
+
+    def __init__(self) -> None:
+        self.tokens = self.seqs = self.kv_tokens = 0
+        self.decodes = self.decode_ctx = self.max_ctx = 0
+        self.pairs = 0.0
+
+    def add(self, p: int, q: int) -> None:
+        """q new tokens after p tokens already in the cache (see BatchSummary)."""
+        if q == 1 and p:
+            self.decodes += 1
+            self.decode_ctx += p
+            self.max_ctx = max(self.max_ctx, p)
+            return
+        self.tokens += q
+        self.seqs += 1
+        self.pairs += q * p + q * (q + 1) / 2
+        self.kv_tokens += p + q
+
+    def summary(self, decodes: int, decode_ctx: int, max_ctx: int) -> BatchSummary:
+        return BatchSummary(
+            num_prefill_tokens=self.tokens,
+            num_prefill_seqs=self.seqs,
+            prefill_attn_pairs=self.pairs,
+            prefill_kv_tokens=self.kv_tokens,
+            num_decode_seqs=self.decodes + decodes,
+            decode_context_tokens=self.decode_ctx + decode_ctx,
+            max_decode_context=max(self.max_ctx, max_ctx),
+        )

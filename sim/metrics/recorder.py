@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sim.core.request import Request
 from sim.core.scheduler import SchedulerOutput
-from sim.cost.breakdown import BOUND_COMPUTE, BOUND_MEMORY, OP_CLASSES, StepCost
+from sim.cost.breakdown import BOUND_COMPUTE, BOUND_LATENCY, BOUND_MEMORY, OP_CLASSES, StepCost
 from sim.metrics.tables import (
     REQUEST_STATUS_FINISHED,
     REQUEST_STATUS_REJECTED,
@@ -89,23 +89,39 @@ class Recorder:
         kv_usage: float,
     ) -> None:
         duration_s = cost.time_s
+        gpu_time_s = cost.gpu_time_s
         batch = output.batch
-        bound = cost.bound
         totals = self.steps
+        # One pass over the operator classes: sums, the time under each roof, the row values.
+        op_time_s = totals.op_time_s
+        op_values: list[float] = []
+        step_flops = step_bytes = compute_s = memory_s = 0.0
+        for i, op in enumerate(cost.ops):
+            t = op.time_s
+            op_time_s[i] += t
+            step_flops += op.flops
+            step_bytes += op.bytes
+            if op.compute_s >= op.memory_s:
+                if op.compute_s > 0.0:
+                    compute_s += t
+            else:
+                memory_s += t
+            op_values += (t, op.flops, op.bytes)
+        if compute_s == 0.0 and memory_s == 0.0:
+            bound = BOUND_LATENCY
+            totals.other_bound_s += gpu_time_s
+        elif compute_s >= memory_s:
+            bound = BOUND_COMPUTE
+            totals.compute_bound_s += gpu_time_s
+        else:
+            bound = BOUND_MEMORY
+            totals.memory_bound_s += gpu_time_s
         totals.num_steps += 1
         totals.busy_s += duration_s
-        totals.gpu_time_s += cost.gpu_time_s
+        totals.gpu_time_s += gpu_time_s
         totals.overhead_s += cost.overhead_s
-        step_flops = cost.flops
-        step_bytes = cost.bytes
         totals.flops += step_flops
         totals.bytes += step_bytes
-        if bound == BOUND_COMPUTE:
-            totals.compute_bound_s += cost.gpu_time_s
-        elif bound == BOUND_MEMORY:
-            totals.memory_bound_s += cost.gpu_time_s
-        else:
-            totals.other_bound_s += cost.gpu_time_s
         totals.kv_usage_time_integral += kv_usage * duration_s
         if kv_usage > totals.kv_usage_max:
             totals.kv_usage_max = kv_usage
@@ -114,11 +130,6 @@ class Recorder:
         end_s = start_s + duration_s
         if end_s > self.last_event_s:
             self.last_event_s = end_s
-        op_time_s = totals.op_time_s
-        op_values: list[float] = []
-        for i, op in enumerate(cost.ops):
-            op_time_s[i] += op.time_s
-            op_values += (op.time_s, op.flops, op.bytes)
         if self.steps_writer is None:
             return
         self.steps_writer.append(
@@ -127,7 +138,7 @@ class Recorder:
                 step,
                 start_s,
                 duration_s,
-                cost.gpu_time_s,
+                gpu_time_s,
                 cost.overhead_s,
                 batch.num_tokens,
                 batch.num_prefill_tokens,
