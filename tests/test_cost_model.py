@@ -80,21 +80,25 @@ FP8 = PrecisionSpec("fp8", "fp8", "fp8", "bf16")
 FP8_KV = PrecisionSpec("bf16-fp8kv", "bf16", "bf16", "fp8")
 W4A16 = PrecisionSpec("w4a16", "int4", "bf16", "bf16", quantization_group_size=128)
 
-EFF = FlatEfficiency(
-    gemm_efficiency=0.7,
-    attention_efficiency=0.6,
-    memory_efficiency=0.8,
-    elementwise_efficiency=0.5,
-    allreduce_efficiency=0.7,
-    interconnect_bandwidth=450e9,
-    interconnect_latency_s=5e-6,
-)
+def flat(hardware: HardwareSpec) -> FlatEfficiency:
+    return FlatEfficiency(
+        peak_flops=hardware.peak_flops,
+        vector_flops=hardware.vector_flops,
+        memory_bandwidth=hardware.memory_bandwidth,
+        gemm_efficiency=0.7,
+        attention_efficiency=0.6,
+        memory_efficiency=0.8,
+        elementwise_efficiency=0.5,
+        allreduce_efficiency=0.7,
+        interconnect_bandwidth=450e9,
+        interconnect_latency_s=5e-6,
+    )
 OVERHEAD_S = 2e-3
 BW = 3.35e12
 
 
 def make(model=TINY, hardware=H100_LIKE, precision=BF16, tp=1) -> RooflineCostModel:
-    return RooflineCostModel(model, hardware, precision, tp, EFF, OVERHEAD_S)
+    return RooflineCostModel(model, hardware, precision, tp, flat(hardware), OVERHEAD_S)
 
 
 def op(cost, name):

@@ -1,17 +1,19 @@
-"""How close each kind of kernel gets to the GPU's datasheet roofs.
+"""How long each kind of kernel takes, given its FLOPs and bytes.
 
-The roofline model counts FLOPs and bytes exactly and leaves everything it cannot count (tile
-quantisation, wave tails, kernel launch gaps, cache effects) to one fraction per kernel kind.
-`EfficiencyModel` is the seam where calibration plugs in: the first model, `FlatEfficiency`,
-returns the constants of `CostConfig`; a fitted model can return curves of the same arguments
-(e.g. GEMM efficiency rising with `m` until the tensor cores fill) without touching the
-operator accounting.
+The operator accounting (`operators.py`) counts FLOPs and bytes exactly; everything it cannot
+count (tile padding, wave tails, launch gaps, the ridge between the two roofs, poor parallelism
+of small kernels) lives here. An `EfficiencyModel` prices one kernel of one layer as a
+`KernelTime`: the time at the compute roof, the time at the memory roof (both after the
+efficiency factors), and the time it takes, which is at least the larger of the two.
+
+`FlatEfficiency` is the first model: one constant per kernel kind from `CostConfig`, time =
+max(compute, memory). `sim.cost.calibrated.CalibratedEfficiency` fits curves to measurements.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
@@ -19,35 +21,44 @@ from sim.hardware_spec import HardwareSpec
 if TYPE_CHECKING:
     from sim.config.schema import CostConfig
 
-FLAT_PROVENANCE = "flat default from config"
+FLAT_PROVENANCE = "default: flat factor from the cost config (not calibrated)"
+EFFICIENCY_KINDS = (
+    "gemm",
+    "attention_prefill",
+    "attention_decode",
+    "elementwise",
+    "allreduce",
+)
+
+
+class KernelTime(NamedTuple):
+    compute_s: float  # FLOPs at the efficiency-scaled compute roof
+    memory_s: float  # bytes at the efficiency-scaled bandwidth roof
+    time_s: float  # what the kernel takes: >= max(compute_s, memory_s)
 
 
 class EfficiencyModel(Protocol):
-    """Fractions (0, 1] of the datasheet peaks that each kernel kind achieves.
+    """Prices one kernel of one layer. `gemm` and `elementwise` are memoised by the cost model
+    (they may be slow); the attention methods run once per step (keep them cheap)."""
 
-    The roofline calls `gemm` once per GEMM shape (memoised by the cost model, so it may be
-    slow), the attention methods once per step (keep them cheap), and `memory` / `elementwise`
-    once at construction: they take no arguments, so the cost model folds them into constants.
-    """
-
-    def gemm(self, m: int, n: int, k: int, dtype: str) -> float:
-        """Compute efficiency of an (m x k) @ (k x n) GEMM at the `dtype` tensor-core rate."""
+    def gemm(self, m: int, n: int, k: int, dtype: str, flops: float, nbytes: float) -> KernelTime:
+        """An (m x k) @ (k x n) GEMM whose tensor cores run at the `dtype` rate."""
         ...
 
-    def attention_prefill(self, num_tokens: int, kv_tokens: int) -> float:
-        """Compute efficiency of prefill attention: `num_tokens` queries, `kv_tokens` keys."""
+    def attention_prefill(
+        self, flops: float, nbytes: float, num_tokens: int, num_seqs: int, dtype: str
+    ) -> KernelTime:
+        """Causal attention of `num_tokens` new queries over `num_seqs` sequences."""
         ...
 
-    def attention_decode(self, num_seqs: int, context_tokens: int) -> float:
-        """Compute efficiency of decode attention: `num_seqs` queries, `context_tokens` keys."""
+    def attention_decode(
+        self, flops: float, nbytes: float, num_seqs: int, context_tokens: int, dtype: str
+    ) -> KernelTime:
+        """One query per sequence over `context_tokens` cached keys in total."""
         ...
 
-    def memory(self) -> float:
-        """Fraction of the HBM bandwidth that GEMMs and attention stream at."""
-        ...
-
-    def elementwise(self) -> float:
-        """Fraction of both roofs (HBM bandwidth, vector FLOP/s) that element-wise kernels reach."""
+    def elementwise(self, flops: float, nbytes: float, num_tokens: int) -> KernelTime:
+        """One layer's element-wise kernels (norms, RoPE, activation) over `num_tokens` rows."""
         ...
 
     def allreduce_time_s(self, message_bytes: float, tp: int) -> float:
@@ -55,19 +66,45 @@ class EfficiencyModel(Protocol):
         ...
 
     def provenance(self) -> dict[str, str]:
-        """Where each figure came from, keyed by method name, for the run manifest."""
+        """Where each kind's figures came from, keyed by EFFICIENCY_KINDS, for the manifest."""
         ...
+
+
+def tensor_peak_flops(peaks: dict[str, float], dtype: str) -> float:
+    """Dense tensor-core FLOP/s for `dtype`; bf16 and fp16 run at the same rate, so a
+    datasheet that lists one serves for the other."""
+    peak = peaks.get(dtype, 0.0)
+    if peak <= 0.0 and dtype in ("bf16", "fp16"):
+        peak = peaks.get("fp16" if dtype == "bf16" else "bf16", 0.0)
+    if peak <= 0.0:
+        raise ConfigError(f"the hardware lists no {dtype} peak FLOP/s")
+    return peak
+
+
+def roof(compute_s: float, memory_s: float) -> KernelTime:
+    return KernelTime(compute_s, memory_s, compute_s if compute_s > memory_s else memory_s)
+
+
+def ring_allreduce_time_s(
+    message_bytes: float, tp: int, latency_s: float, bus_bandwidth: float
+) -> float:
+    """A ring all-reduce moves 2 (tp - 1) / tp of the message through each GPU's link
+    (reduce-scatter, then all-gather) after a latency term; `bus_bandwidth` is the per-GPU
+    link rate it sustains (NCCL's "bus bandwidth")."""
+    if tp <= 1:
+        return 0.0
+    if bus_bandwidth <= 0.0:
+        raise ConfigError("tp > 1 needs hardware.interconnect_bandwidth_gbps > 0")
+    return latency_s + 2.0 * (tp - 1) / tp * message_bytes / bus_bandwidth
 
 
 @dataclass(frozen=True, slots=True)
 class FlatEfficiency:
-    """One constant per kernel kind, and a ring all-reduce over the node's interconnect.
+    """One constant per kernel kind, time = max(compute, memory) with no fixed costs."""
 
-    The ring all-reduce moves 2 (tp - 1) / tp of the message through each GPU's link
-    (reduce-scatter then all-gather) after one latency term; vLLM's custom one-shot all-reduce
-    for small messages beats this, which calibration can capture by replacing this method.
-    """
-
+    peak_flops: dict[str, float]  # tensor FLOP/s per dtype
+    vector_flops: float
+    memory_bandwidth: float
     gemm_efficiency: float
     attention_efficiency: float
     memory_efficiency: float
@@ -91,6 +128,9 @@ class FlatEfficiency:
     @classmethod
     def from_config(cls, cost_cfg: CostConfig, hardware: HardwareSpec) -> FlatEfficiency:
         return cls(
+            peak_flops=hardware.peak_flops,
+            vector_flops=hardware.vector_flops,
+            memory_bandwidth=hardware.memory_bandwidth,
             gemm_efficiency=cost_cfg.gemm_efficiency,
             attention_efficiency=cost_cfg.attention_efficiency,
             memory_efficiency=cost_cfg.memory_efficiency,
@@ -100,40 +140,41 @@ class FlatEfficiency:
             interconnect_latency_s=hardware.interconnect_latency_s,
         )
 
-    def gemm(self, m: int, n: int, k: int, dtype: str) -> float:
-        return self.gemm_efficiency
+    def _memory_s(self, nbytes: float) -> float:
+        return nbytes / (self.memory_bandwidth * self.memory_efficiency)
 
-    def attention_prefill(self, num_tokens: int, kv_tokens: int) -> float:
-        return self.attention_efficiency
+    def gemm(self, m: int, n: int, k: int, dtype: str, flops: float, nbytes: float) -> KernelTime:
+        peak = tensor_peak_flops(self.peak_flops, dtype)
+        return roof(flops / (peak * self.gemm_efficiency), self._memory_s(nbytes))
 
-    def attention_decode(self, num_seqs: int, context_tokens: int) -> float:
-        return self.attention_efficiency
+    def _attention(self, flops: float, nbytes: float, dtype: str) -> KernelTime:
+        peak = tensor_peak_flops(self.peak_flops, dtype)
+        return roof(flops / (peak * self.attention_efficiency), self._memory_s(nbytes))
 
-    def memory(self) -> float:
-        return self.memory_efficiency
+    def attention_prefill(
+        self, flops: float, nbytes: float, num_tokens: int, num_seqs: int, dtype: str
+    ) -> KernelTime:
+        return self._attention(flops, nbytes, dtype)
 
-    def elementwise(self) -> float:
-        return self.elementwise_efficiency
+    def attention_decode(
+        self, flops: float, nbytes: float, num_seqs: int, context_tokens: int, dtype: str
+    ) -> KernelTime:
+        return self._attention(flops, nbytes, dtype)
+
+    def elementwise(self, flops: float, nbytes: float, num_tokens: int) -> KernelTime:
+        vector = self.vector_flops * self.elementwise_efficiency
+        return roof(
+            flops / vector if vector > 0.0 else 0.0,
+            nbytes / (self.memory_bandwidth * self.elementwise_efficiency),
+        )
 
     def allreduce_time_s(self, message_bytes: float, tp: int) -> float:
-        if tp <= 1:
-            return 0.0
-        if self.interconnect_bandwidth <= 0.0:
-            raise ConfigError("tp > 1 needs hardware.interconnect_bandwidth_gbps > 0")
-        link_bytes = 2.0 * (tp - 1) / tp * message_bytes
-        return self.interconnect_latency_s + link_bytes / (
-            self.interconnect_bandwidth * self.allreduce_efficiency
+        return ring_allreduce_time_s(
+            message_bytes,
+            tp,
+            self.interconnect_latency_s,
+            self.interconnect_bandwidth * self.allreduce_efficiency,
         )
 
     def provenance(self) -> dict[str, str]:
-        return {
-            name: FLAT_PROVENANCE
-            for name in (
-                "gemm",
-                "attention_prefill",
-                "attention_decode",
-                "memory",
-                "elementwise",
-                "allreduce_time_s",
-            )
-        }
+        return {kind: FLAT_PROVENANCE for kind in EFFICIENCY_KINDS}

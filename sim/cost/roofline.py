@@ -1,12 +1,13 @@
-"""The roofline price of one engine step: per operator class, the slower of its two roofs.
+"""The roofline price of one engine step: per operator class, what its kernels take.
 
-For each class of `OP_CLASSES`, on one GPU of the TP group and summed over the layers:
+For each class of `OP_CLASSES`, on one GPU of the TP group and summed over the layers, an
+`EfficiencyModel` turns each kernel's FLOPs and bytes into a `KernelTime`:
 
     compute_s = FLOPs / (peak FLOP/s of its dtype x compute efficiency)
     memory_s  = bytes / (HBM bandwidth x memory efficiency)
-    time_s    = max(compute_s, memory_s)
+    time_s    >= max(compute_s, memory_s)     (= for the flat model; calibrated models add
+                                               fixed kernel costs and a smooth ridge)
 
-A class holding several kernels (gate_up and down) sums their roofs before taking the max.
 All-reduces are latency/link bound: they report time and message bytes, no roofs. The step
 adds a fixed CPU overhead (scheduling, input preparation, sampling) to the GPU time.
 
@@ -22,7 +23,12 @@ from typing import TYPE_CHECKING
 
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import OP_CLASSES, ZERO_OP, OpCost, StepCost
-from sim.cost.efficiency import EfficiencyModel, FlatEfficiency
+from sim.cost.efficiency import (
+    EfficiencyModel,
+    FlatEfficiency,
+    KernelTime,
+    tensor_peak_flops,
+)
 from sim.cost.operators import (
     UNQUANTIZED_DTYPE,
     AttentionCoefficients,
@@ -60,23 +66,21 @@ ACT_BYTES_ALLREDUCE = 2.0  # the residual stream is reduced in bf16
 
 
 def peak_flops(hardware: HardwareSpec, dtype: str) -> float:
-    """Dense tensor-core FLOP/s for `dtype`; bf16 and fp16 run at the same rate, so a
-    datasheet that lists one serves for the other."""
-    peak = hardware.peak_flops.get(dtype, 0.0)
-    if peak <= 0.0 and dtype in ("bf16", "fp16"):
-        peak = hardware.peak_flops.get("fp16" if dtype == "bf16" else "bf16", 0.0)
-    if peak <= 0.0:
-        raise ConfigError(f"hardware {hardware.name} lists no {dtype} peak FLOP/s")
-    return peak
+    """Dense tensor-core FLOP/s of `hardware` for `dtype` (bf16 and fp16 interchangeable)."""
+    try:
+        return tensor_peak_flops(hardware.peak_flops, dtype)
+    except ConfigError:
+        raise ConfigError(f"hardware {hardware.name} lists no {dtype} peak FLOP/s") from None
 
 
-def _roof(flops: float, nbytes: float, compute_s: float, memory_s: float) -> OpCost:
+def _op(flops: float, nbytes: float, kernel: KernelTime, layers: int = 1) -> OpCost:
+    """A class's cost from one layer's kernel time (and that layer's work), over `layers`."""
     return OpCost(
-        time_s=max(compute_s, memory_s),
-        flops=flops,
-        bytes=nbytes,
-        compute_s=compute_s,
-        memory_s=memory_s,
+        time_s=layers * kernel.time_s,
+        flops=layers * flops,
+        bytes=layers * nbytes,
+        compute_s=layers * kernel.compute_s,
+        memory_s=layers * kernel.memory_s,
     )
 
 
@@ -108,15 +112,8 @@ class RooflineCostModel:
         self.shapes = LayerShapes.from_model(model, tp)
         self.formats = TensorFormats.resolve(precision, hardware)
         self.attention = AttentionCoefficients.from_shapes(self.shapes, self.formats)
-        self._peaks = {
-            dtype: peak_flops(hardware, dtype)
-            for dtype in (self.formats.gemm_dtype, UNQUANTIZED_DTYPE)
-        }
-        self._inv_attention_peak = 1.0 / peak_flops(hardware, self.formats.attention_dtype)
-        self._inv_bw = 1.0 / (hardware.memory_bandwidth * efficiency.memory())
-        self._inv_elementwise_bw = 1.0 / (hardware.memory_bandwidth * efficiency.elementwise())
-        vector = hardware.vector_flops * efficiency.elementwise()
-        self._inv_vector = 1.0 / vector if vector > 0.0 else 0.0
+        for dtype in (self.formats.gemm_dtype, UNQUANTIZED_DTYPE, self.formats.attention_dtype):
+            peak_flops(hardware, dtype)  # refuse a dtype the datasheet has no rate for
         # all-reduces per step: two per layer, plus one after the vocab-parallel embedding
         self._num_allreduces = 2 * self.num_layers + 1 if tp > 1 else 0
         self._by_tokens: dict[int, tuple[OpCost, OpCost, OpCost, OpCost, OpCost, float]] = {}
@@ -169,31 +166,35 @@ class RooflineCostModel:
         """Where each efficiency figure came from (for the run manifest)."""
         return self.efficiency.provenance()
 
-    def _price_gemms(self, gemms: tuple[Gemm, ...]) -> OpCost:
-        """One layer's GEMMs of a class, times the number of layers."""
-        layers = self.num_layers
-        flops = nbytes = compute_s = 0.0
+    def _price_gemms(self, gemms: tuple[Gemm, ...], layers: int) -> OpCost:
+        """A class's GEMMs (one layer's), each priced as its own kernel, times `layers`."""
+        flops = nbytes = compute_s = memory_s = time_s = 0.0
         for g in gemms:
-            eff = self.efficiency.gemm(g.m, g.n, g.k, g.dtype)
-            compute_s += g.flops / (self._peaks[g.dtype] * eff)
+            kernel = self.efficiency.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes)
             flops += g.flops
             nbytes += g.bytes
-        flops, nbytes, compute_s = layers * flops, layers * nbytes, layers * compute_s
-        return _roof(flops, nbytes, compute_s, nbytes * self._inv_bw)
+            compute_s += kernel.compute_s
+            memory_s += kernel.memory_s
+            time_s += kernel.time_s
+        return _op(flops, nbytes, KernelTime(compute_s, memory_s, time_s), layers)
 
     def _price_token_part(
         self, num_tokens: int
     ) -> tuple[OpCost, OpCost, OpCost, OpCost, OpCost, float]:
         """Everything that depends on the number of token rows only, and its summed time."""
-        s, f = self.shapes, self.formats
-        qkv = self._price_gemms(qkv_proj(s, f, num_tokens))
-        o = self._price_gemms(o_proj(s, f, num_tokens))
-        mlp_cost = self._price_gemms(mlp(s, f, num_tokens))
+        s, f, layers = self.shapes, self.formats, self.num_layers
+        qkv = self._price_gemms(qkv_proj(s, f, num_tokens), layers)
+        o = self._price_gemms(o_proj(s, f, num_tokens), layers)
+        mlp_cost = self._price_gemms(mlp(s, f, num_tokens), layers)
         per_layer, per_step = layer_elementwise(s, num_tokens), step_elementwise(s, num_tokens)
-        flops = self.num_layers * per_layer.flops + per_step.flops
-        nbytes = self.num_layers * per_layer.bytes + per_step.bytes
-        elementwise = _roof(
-            flops, nbytes, flops * self._inv_vector, nbytes * self._inv_elementwise_bw
+        layer_ew = self.efficiency.elementwise(per_layer.flops, per_layer.bytes, num_tokens)
+        step_ew = self.efficiency.elementwise(per_step.flops, per_step.bytes, num_tokens)
+        elementwise = OpCost(
+            time_s=layers * layer_ew.time_s + step_ew.time_s,
+            flops=layers * per_layer.flops + per_step.flops,
+            bytes=layers * per_layer.bytes + per_step.bytes,
+            compute_s=layers * layer_ew.compute_s + step_ew.compute_s,
+            memory_s=layers * layer_ew.memory_s + step_ew.memory_s,
         )
         allreduce = self._price_allreduce(num_tokens)
         time_s = qkv.time_s + o.time_s + mlp_cost.time_s + elementwise.time_s + allreduce.time_s
@@ -211,28 +212,25 @@ class RooflineCostModel:
         """Once per step, not per layer."""
         if num_seqs == 0:
             return ZERO_OP
-        (g,) = lm_head(self.shapes, num_seqs)
-        eff = self.efficiency.gemm(g.m, g.n, g.k, g.dtype)
-        compute_s = g.flops / (self._peaks[g.dtype] * eff)
-        return _roof(g.flops, g.bytes, compute_s, g.bytes * self._inv_bw)
+        return self._price_gemms(lm_head(self.shapes, num_seqs), layers=1)
 
     def _attention_prefill(self, batch: BatchSummary) -> OpCost:
         flops, nbytes = self.attention.prefill(
             batch.num_prefill_tokens, batch.prefill_attn_pairs, batch.prefill_kv_tokens
         )
-        eff = self.efficiency.attention_prefill(batch.num_prefill_tokens, batch.prefill_kv_tokens)
-        layers = self.num_layers
-        flops *= layers
-        nbytes *= layers
-        return _roof(flops, nbytes, flops * self._inv_attention_peak / eff, nbytes * self._inv_bw)
+        kernel = self.efficiency.attention_prefill(
+            flops, nbytes, batch.num_prefill_tokens, batch.num_prefill_seqs,
+            self.formats.attention_dtype,
+        )  # fmt: skip
+        return _op(flops, nbytes, kernel, self.num_layers)
 
     def _attention_decode(self, batch: BatchSummary) -> OpCost:
         flops, nbytes = self.attention.decode(batch.num_decode_seqs, batch.decode_context_tokens)
-        eff = self.efficiency.attention_decode(batch.num_decode_seqs, batch.decode_context_tokens)
-        layers = self.num_layers
-        flops *= layers
-        nbytes *= layers
-        return _roof(flops, nbytes, flops * self._inv_attention_peak / eff, nbytes * self._inv_bw)
+        kernel = self.efficiency.attention_decode(
+            flops, nbytes, batch.num_decode_seqs, batch.decode_context_tokens,
+            self.formats.attention_dtype,
+        )  # fmt: skip
+        return _op(flops, nbytes, kernel, self.num_layers)
 
 
 def build_cost_model(
