@@ -99,6 +99,9 @@ class SchedulerConfig:
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks_override: Optional[int] = None
     enable_prefix_caching: bool = False
+    # Admission limit per replica: a request arriving while this many wait is rejected with
+    # reason "queue full" (vLLM has no such limit; a front-end or load balancer would). None: unbounded.
+    max_waiting_requests: Optional[int] = None
 
 
 @dataclass
@@ -111,6 +114,10 @@ class CostConfig:
     elementwise_efficiency: float = 0.6
     allreduce_efficiency: float = 0.7
     step_overhead_ms: float = 2.0  # engine CPU time per step: scheduling, input prep, sampling
+    # auto: the GPU's fitted profile, else one of its generation (transferred), else the flat
+    # factors above; calibrated: refuse without a profile; flat: the factors above only
+    efficiency: str = "auto"
+    profile: Optional[str] = None  # a profile name in sim/data/profiles or a JSON path
 
 
 @dataclass
@@ -140,6 +147,9 @@ class SimConfig:
     slo: SloConfig = field(default_factory=SloConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     seed: int = 0
+    # Simulated seconds after which the run stops; requests still queued or running are
+    # reported `unfinished`. None: run until every request has finished.
+    horizon_s: Optional[float] = None
     scenario_name: str = "default"
     question: str = ""  # what the scenario answers, echoed in the summary
 

@@ -25,7 +25,6 @@ from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import OP_CLASSES, ZERO_OP, OpCost, StepCost
 from sim.cost.efficiency import (
     EfficiencyModel,
-    FlatEfficiency,
     KernelTime,
     tensor_peak_flops,
 )
@@ -42,6 +41,7 @@ from sim.cost.operators import (
     qkv_proj,
     step_elementwise,
 )
+from sim.cost.profiles import build_efficiency
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
 from sim.model_spec import ModelSpec
@@ -131,13 +131,15 @@ class RooflineCostModel:
         tp: int,
         cost_cfg: CostConfig,
     ) -> RooflineCostModel:
-        """The first model: flat efficiencies and overhead straight from `CostConfig`."""
+        """Efficiencies as `cost.efficiency` selects (see sim.cost.profiles), and the CPU
+        overhead per step from `CostConfig`."""
+        shapes = LayerShapes.from_model(model, tp)
         return cls(
             model,
             hardware,
             precision,
             tp,
-            efficiency=FlatEfficiency.from_config(cost_cfg, hardware),
+            efficiency=build_efficiency(hardware, cost_cfg, shapes.heads, shapes.kv_heads),
             step_overhead_s=cost_cfg.step_overhead_ms * 1e-3,
         )
 

@@ -1,0 +1,1 @@
+"""Fitting hardware profiles to GPU measurements, and measuring a local GPU."""
