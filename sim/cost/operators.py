@@ -38,6 +38,14 @@ SCALE_BYTES = 2.0  # one bf16/fp16 scale per quantisation group (GPTQ, AWQ)
 FP4_BLOCK_SCALE_BYTES = 1.0  # one fp8 (e4m3) scale per block of NVFP4 weights
 UNQUANTIZED_DTYPE = "bf16"  # lm_head and the MoE router stay unquantised in vLLM checkpoints
 
+# Weight-only formats (W8A16, W4A16 through Marlin-style kernels) widen each weight to bf16 in
+# registers: unpack (shift, mask), convert, and apply the group scale, about 4 CUDA-core
+# operations per weight, once for every tile of DEQUANT_TILE_M rows that reuses it. This is
+# an assumption, not a measurement: it makes large-batch W4A16 slower than bf16, as reported
+# for these kernels, while small batches stay bandwidth-bound.
+DEQUANT_OPS_PER_WEIGHT = 4.0
+DEQUANT_TILE_M = 64
+
 # Element-wise FLOPs per output element; small next to the bytes, kept for the vector roof.
 ADD_RMSNORM_FLOPS = 5.0  # residual add, square, accumulate, scale by rsqrt, scale by weight
 ROPE_FLOPS = 3.0  # x1*cos - x2*sin
@@ -54,6 +62,7 @@ class TensorFormats:
     input_bytes: float  # per element of a GEMM input activation
     kv_bytes: float  # per element of the KV cache
     attention_dtype: str  # tensor-core rate of QK^T and PV
+    dequant_ops_per_weight: float = 0.0  # CUDA-core work to widen a narrow weight per M tile
 
     @classmethod
     def resolve(cls, precision: PrecisionSpec, hardware: HardwareSpec) -> TensorFormats:
@@ -78,6 +87,7 @@ class TensorFormats:
             input_bytes=DTYPE_BYTES[gemm_dtype],
             kv_bytes=precision.kv_cache_bytes,
             attention_dtype="fp8" if kv_fp8 else "bf16",
+            dequant_ops_per_weight=DEQUANT_OPS_PER_WEIGHT if precision.is_weight_only else 0.0,
         )
 
 
@@ -141,6 +151,7 @@ class Gemm:
     dtype: str
     flops: float
     bytes: float
+    dequant_ops: float = 0.0  # CUDA-core operations widening quantised weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +163,14 @@ class Work:
 
 
 def dense_gemm(
-    m: int, n: int, k: int, dtype: str, weight_bytes: float, input_bytes: float, bias: bool = False
+    m: int,
+    n: int,
+    k: int,
+    dtype: str,
+    weight_bytes: float,
+    input_bytes: float,
+    bias: bool = False,
+    dequant_ops_per_weight: float = 0.0,
 ) -> Gemm:
     """y[m, n] = x[m, k] @ W[k, n] (+ b): weights and input read once, output written once."""
     flops = 2.0 * m * n * k
@@ -160,17 +178,28 @@ def dense_gemm(
     if bias:
         flops += m * n
         nbytes += n * ACT_BYTES
-    return Gemm(m, n, k, dtype, flops, nbytes)
+    dequant = n * k * dequant_ops_per_weight * -(-m // DEQUANT_TILE_M)
+    return Gemm(m, n, k, dtype, flops, nbytes, dequant)
 
 
 def qkv_proj(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
     bias = s.attention_bias
-    return (dense_gemm(m, s.qkv_out, s.hidden, f.gemm_dtype, f.weight_bytes, f.input_bytes, bias),)
+    return (
+        dense_gemm(
+            m, s.qkv_out, s.hidden, f.gemm_dtype, f.weight_bytes, f.input_bytes, bias,
+            f.dequant_ops_per_weight,
+        ),
+    )  # fmt: skip
 
 
 def o_proj(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
     k = s.heads * s.head_dim
-    return (dense_gemm(m, s.hidden, k, f.gemm_dtype, f.weight_bytes, f.input_bytes),)
+    return (
+        dense_gemm(
+            m, s.hidden, k, f.gemm_dtype, f.weight_bytes, f.input_bytes,
+            dequant_ops_per_weight=f.dequant_ops_per_weight,
+        ),
+    )  # fmt: skip
 
 
 def mlp(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
@@ -178,9 +207,10 @@ def mlp(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
     if s.num_experts:
         return _moe(s, f, m)
     i = s.intermediate
+    dq = f.dequant_ops_per_weight
     return (
-        dense_gemm(m, 2 * i, s.hidden, f.gemm_dtype, f.weight_bytes, f.input_bytes),
-        dense_gemm(m, s.hidden, i, f.gemm_dtype, f.weight_bytes, f.input_bytes),
+        dense_gemm(m, 2 * i, s.hidden, f.gemm_dtype, f.weight_bytes, f.input_bytes, dequant_ops_per_weight=dq),
+        dense_gemm(m, s.hidden, i, f.gemm_dtype, f.weight_bytes, f.input_bytes, dequant_ops_per_weight=dq),
     )
 
 
@@ -204,15 +234,19 @@ def _moe(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
     active = expected_active_experts(s.num_experts, s.top_k, m)
     rows_per_expert = max(1, round(rows / active))
     wb, ib, dt = f.weight_bytes, f.input_bytes, f.gemm_dtype
+    tiles = -(-rows_per_expert // DEQUANT_TILE_M)
+    dq = f.dequant_ops_per_weight * tiles * active
     w13 = Gemm(
         rows_per_expert, 2 * i, h, dt,
         flops=2.0 * rows * 2 * i * h,
         bytes=active * 2 * i * h * wb + rows * h * ib + rows * 2 * i * ACT_BYTES,
+        dequant_ops=dq * 2 * i * h,
     )  # fmt: skip
     w2 = Gemm(
         rows_per_expert, h, i, dt,
         flops=2.0 * rows * h * i,
         bytes=active * h * i * wb + rows * i * ib + rows * h * ACT_BYTES,
+        dequant_ops=dq * h * i,
     )  # fmt: skip
     router_dtype = UNQUANTIZED_DTYPE  # ReplicatedLinear: the whole router on every GPU
     router = dense_gemm(m, s.num_experts, h, router_dtype, DTYPE_BYTES[router_dtype], ACT_BYTES)

@@ -114,6 +114,7 @@ class RooflineCostModel:
         self.attention = AttentionCoefficients.from_shapes(self.shapes, self.formats)
         for dtype in (self.formats.gemm_dtype, UNQUANTIZED_DTYPE, self.formats.attention_dtype):
             peak_flops(hardware, dtype)  # refuse a dtype the datasheet has no rate for
+        self._inv_vector_flops = 1.0 / hardware.vector_flops if hardware.vector_flops > 0 else 0.0
         # all-reduces per step: two per layer, plus one after the vocab-parallel embedding
         self._num_allreduces = 2 * self.num_layers + 1 if tp > 1 else 0
         self._by_tokens: dict[int, tuple[OpCost, OpCost, OpCost, OpCost, OpCost, float]] = {}
@@ -178,6 +179,10 @@ class RooflineCostModel:
             compute_s += kernel.compute_s
             memory_s += kernel.memory_s
             time_s += kernel.time_s
+            if g.dequant_ops:  # weight widening on the CUDA cores, serial with the MMA work
+                dequant_s = g.dequant_ops * self._inv_vector_flops
+                compute_s += dequant_s
+                time_s += dequant_s
         return _op(flops, nbytes, KernelTime(compute_s, memory_s, time_s), layers)
 
     def _price_token_part(

@@ -1,0 +1,220 @@
+"""Fit a hardware profile from measurement CSVs (the formats calibration/ writes).
+
+    python -m sim.calibrate.profile_fit --hardware h100_sxm \\
+        --ops calibration/data/h100_sxm_ops.csv \\
+        --gemm-sweep calibration/data/h100_sxm_gemm.csv \\
+        --allreduce calibration/data/h200x4_allreduce.csv \\
+        --out sim/data/profiles/h100_sxm.json
+
+- `--ops`: per-kernel times of whole decode/prefill steps inside CUDA graphs (columns phase,
+  batch, ctx, op, op_class, chosen, ms_per_call, ms_per_step, model, tp). Rows with
+  chosen=True are the kernels the measured steps ran. GEMM, attention and element-wise
+  curves are fitted to them.
+- `--gemm-sweep`: GEMMs timed one launch at a time (dtype, M, K, N, ms). They add shapes and
+  the fp8 curve; their launch cost is fitted separately and not used for predictions.
+- `--allreduce`: NCCL all-reduce times (tp, bytes, ms); fitted per TP size.
+
+Each measured shape is rebuilt with our own operator accounting (sim.calibrate.work), so a
+fitted curve means exactly what the cost model uses it for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from sim.calibrate.fit import (
+    AttentionSample,
+    ElementwiseSample,
+    FitError,
+    GemmSample,
+    fit_allreduce,
+    fit_attention_decode,
+    fit_attention_prefill,
+    fit_elementwise,
+    fit_gemm,
+)
+from sim.calibrate.work import step_work
+from sim.catalog import hardware_spec_from_config, load_catalog_entry, model_spec_from_config
+from sim.cost.efficiency import tensor_peak_flops
+from sim.cost.operators import dense_gemm
+from sim.errors import SimError
+from sim.step import StepShape
+
+GEMM_OPS = {  # op name in the ops CSV -> (class in our accounting, kernel index)
+    "qkv_proj": ("qkv_proj", 0),
+    "o_proj": ("o_proj", 0),
+    "gate_up_proj": ("mlp", 0),
+    "down_proj": ("mlp", 1),
+    "lm_head": ("lm_head", 0),
+}
+ELEMENTWISE_OPS = ("add_rmsnorm", "rope", "silu_mul", "embed")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _chosen(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    return [r for r in rows if r.get("chosen", "True") == "True"]
+
+
+def _step_key(r: dict[str, str]) -> tuple[str, str, int, int, int]:
+    return (r["model"], r["phase"], int(r["batch"]), int(r["ctx"]), int(r.get("tp") or 1))
+
+
+def fit_profile(
+    hardware_name: str,
+    ops_rows: list[dict[str, str]],
+    gemm_rows: list[dict[str, str]],
+    allreduce_rows: list[dict[str, str]],
+    sources: list[str],
+) -> dict[str, Any]:
+    hardware = hardware_spec_from_config(load_catalog_entry("hardware", hardware_name))
+    bw = hardware.memory_bandwidth
+    models = {}
+    works = {}
+    rows = _chosen(ops_rows)
+    for r in rows:
+        key = _step_key(r)
+        if key not in works:
+            name = key[0]
+            if name not in models:
+                models[name] = model_spec_from_config(load_catalog_entry("model", name))
+            works[key] = step_work(models[name], hardware, StepShape(key[1], key[2], key[3]), key[4])
+
+    gemm_samples: dict[str, list[GemmSample]] = defaultdict(list)
+    prefill, decode, elementwise = [], [], []
+    ew_seconds: dict[tuple, float] = defaultdict(float)
+    for r in rows:
+        work = works[_step_key(r)]
+        op = r["op"]
+        if op in GEMM_OPS:
+            cls, index = GEMM_OPS[op]
+            gemm = work.gemms[cls][index]
+            gemm_samples[gemm.dtype].append(GemmSample((gemm,), 1, float(r["ms_per_call"]) * 1e-3, eager=False))
+        elif r["op_class"] == "attention_prefill" and work.prefill is not None:
+            prefill.append(AttentionSample(work.prefill, 1, float(r["ms_per_call"]) * 1e-3, work.kv_heads))
+        elif r["op_class"] == "attention_decode" and work.decode is not None:
+            decode.append(AttentionSample(work.decode, 1, float(r["ms_per_call"]) * 1e-3, work.kv_heads))
+        elif op in ELEMENTWISE_OPS:
+            ew_seconds[_step_key(r)] += float(r["ms_per_step"]) * 1e-3
+    for key, seconds in ew_seconds.items():
+        w = works[key]
+        elementwise.append(ElementwiseSample(w.elementwise_layer, w.elementwise_step, w.layers, seconds))
+
+    for r in gemm_rows:
+        dtype = r["dtype"]
+        m, k, n = int(r["M"]), int(r["K"]), int(r["N"])
+        m_run = max(m, 16) if dtype == "fp8" else m  # the sweep pads fp8 rows below 16
+        g = dense_gemm(m_run, n, k, dtype, 1.0 if dtype == "fp8" else 2.0, 2.0)
+        gemm_samples[dtype].append(GemmSample((g,), 1, float(r["ms"]) * 1e-3, eager=True))
+
+    profile: dict[str, Any] = {
+        "hardware": hardware.name,
+        "generation": hardware.generation,
+        "interconnect": hardware.interconnect,
+        "measured_on": _machine(ops_rows or gemm_rows),
+        "sources": sources,
+        "gemm": {},
+        "fit_errors": {},
+    }
+    graph_fixed = None
+    for dtype in sorted(gemm_samples, key=lambda d: d != "bf16"):  # bf16 first
+        curve, error, eager_fixed = fit_gemm(gemm_samples[dtype], tensor_peak_flops(hardware.peak_flops, dtype), bw)
+        has_graph = any(not s.eager for s in gemm_samples[dtype])
+        fixed = curve.fixed_s if has_graph else graph_fixed
+        if dtype == "bf16":
+            graph_fixed = curve.fixed_s
+        profile["gemm"][dtype] = {
+            "fixed_s": fixed if fixed is not None else curve.fixed_s,
+            "compute_efficiency": curve.compute_efficiency,
+            "memory_efficiency": curve.memory_efficiency,
+            "tile_m": curve.tile_m,
+            "ridge_p": curve.ridge_p,
+        }
+        profile["fit_errors"][f"gemm_{dtype}"] = {**error.as_dict(), "eager_launch_fixed_s": eager_fixed}
+    bf16_peak = tensor_peak_flops(hardware.peak_flops, "bf16")
+    if prefill:
+        curve, error = fit_attention_prefill(prefill, bf16_peak, bw)
+        profile["attention_prefill"] = _curve_dict(curve)
+        profile["fit_errors"]["attention_prefill"] = error.as_dict()
+    if decode:
+        curve, error = fit_attention_decode(decode, bf16_peak, bw)
+        profile["attention_decode"] = _curve_dict(curve)
+        profile["fit_errors"]["attention_decode"] = error.as_dict()
+    if elementwise:
+        fixed, eff, error = fit_elementwise(elementwise, bw)
+        profile["elementwise"] = {"fixed_s": fixed, "memory_efficiency": eff}
+        profile["fit_errors"]["elementwise"] = error.as_dict()
+    profile["allreduce"], profile["allreduce_interconnect_measured_on"] = _fit_allreduce(allreduce_rows)
+    if profile["allreduce"]:
+        for tp, fit in profile["allreduce"].items():
+            profile["fit_errors"][f"allreduce_tp{tp}"] = fit.pop("error")
+    return profile
+
+
+def _fit_allreduce(rows: list[dict[str, str]]) -> tuple[dict[str, dict], str]:
+    by_tp: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        if r.get("mode", "graph") not in ("graph", ""):
+            continue  # eager launches include the CPU's launch cost; engines capture graphs
+        by_tp[int(r["tp"])].append((float(r["bytes"]), float(r["ms"]) * 1e-3))
+    fits = {}
+    for tp, points in sorted(by_tp.items()):
+        fit, error = fit_allreduce(tp, [b for b, _ in points], [t for _, t in points])
+        fits[str(tp)] = {"latency_s": fit.latency_s, "bus_bandwidth": fit.bus_bandwidth, "error": error.as_dict()}
+    return fits, (rows[0].get("gpu", "") if rows else "")
+
+
+def _curve_dict(curve) -> dict[str, float]:
+    return {
+        "fixed_s": curve.fixed_s,
+        "compute_efficiency": curve.compute_efficiency,
+        "memory_efficiency": curve.memory_efficiency,
+        "half": curve.half,
+        "ridge_p": curve.ridge_p,
+    }
+
+
+def _machine(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return ""
+    r = rows[0]
+    clocks = sorted({int(float(x["sm_clock_mhz"])) for x in rows if x.get("sm_clock_mhz")})
+    clock = f", SM clock {clocks[0]}-{clocks[-1]} MHz as measured" if clocks else ""
+    return f"{r.get('gpu', '?')}, torch {r.get('torch', '?')}{clock}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hardware", required=True, help="catalog name, e.g. h100_sxm")
+    p.add_argument("--ops", type=Path, action="append", default=[])
+    p.add_argument("--gemm-sweep", type=Path, action="append", default=[])
+    p.add_argument("--allreduce", type=Path, action="append", default=[])
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    try:
+        ops = [r for path in args.ops for r in read_csv(path)]
+        gemm = [r for path in args.gemm_sweep for r in read_csv(path)]
+        allreduce = [r for path in args.allreduce for r in read_csv(path)]
+        sources = [str(x) for x in (*args.ops, *args.gemm_sweep, *args.allreduce)]
+        profile = fit_profile(args.hardware, ops, gemm, allreduce, sources)
+    except (SimError, OSError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(profile, indent=2) + "\n")
+    print(json.dumps(profile["fit_errors"], indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
