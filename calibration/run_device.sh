@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The device calls that produced calibration/data/. Run from anywhere inside the repository:
+#   bash calibration/run_device.sh h100     # one H100 SXM: bandwidth, steps + ops, attention
+#   bash calibration/run_device.sh h200     # one H200: bandwidth, steps + ops, attention
+#   bash calibration/run_device.sh h200x4   # four H200: NCCL all-reduce, Llama-3.1-70B TP4 steps
+# Writes the CSVs and log_<kind>.txt to $OUT (default calibration/data). Each sweep is bounded
+# by its --budget-s (seconds) so the whole call stays under ten minutes; rows are flushed one by
+# one, so a sweep cut short still leaves its CSV.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-calibration/data}
+mkdir -p "$OUT"
+# NVLink multicast off everywhere (device README: it can take a shared host's GPUs down).
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+log="$OUT/log_$1.txt"
+q=index,name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.limit,temperature.gpu
+
+facts() {
+  date -u
+  nvidia-smi --query-gpu=$q --format=csv
+}
+
+{ facts; nvidia-smi topo -m; python3 -c 'import torch; print("torch", torch.__version__,
+  "cuda", torch.version.cuda, "gpus", torch.cuda.device_count(), "nccl", torch.cuda.nccl.version())'
+} 2>&1 | tee -a "$log"
+
+case "$1" in
+  h100)
+    python3 calibration/measure_bandwidth.py --out-dir "$OUT" --budget-s 30 2>&1 | tee -a "$log"
+    python3 calibration/measure_steps.py --out-dir "$OUT" --budget-s 300 2>&1 | tee -a "$log"
+    python3 calibration/measure_attention.py --out-dir "$OUT" --budget-s 80 2>&1 | tee -a "$log"
+    ;;
+  h200)
+    python3 calibration/measure_bandwidth.py --out-dir "$OUT" --budget-s 30 2>&1 | tee -a "$log"
+    python3 calibration/measure_steps.py --out-dir "$OUT" --budget-s 330 2>&1 | tee -a "$log"
+    python3 calibration/measure_attention.py --out-dir "$OUT" --budget-s 50 2>&1 | tee -a "$log"
+    ;;
+  h200x4)
+    torchrun --nproc-per-node 4 calibration/measure_allreduce.py --out-dir "$OUT" \
+      --prefix h200x4 2>&1 | tee -a "$log"
+    torchrun --nproc-per-node 4 calibration/measure_steps.py --out-dir "$OUT" \
+      --models llama3_70b --decode-batches 1,8,32,128 --decode-ctx 1024,4096 \
+      --prefill 1x1024,1x4096 --prefix h200x4_llama70b_tp4 --budget-s 240 2>&1 | tee -a "$log"
+    ;;
+  *)
+    echo "usage: $0 h100|h200|h200x4" >&2
+    exit 2
+    ;;
+esac
+facts 2>&1 | tee -a "$log"
