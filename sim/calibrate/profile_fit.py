@@ -153,7 +153,7 @@ def fit_profile(
         fixed, eff, error = fit_elementwise(elementwise, bw)
         profile["elementwise"] = {"fixed_s": fixed, "memory_efficiency": eff}
         profile["fit_errors"]["elementwise"] = error.as_dict()
-    profile["allreduce"], profile["allreduce_interconnect_measured_on"] = _fit_allreduce(allreduce_rows)
+    profile["allreduce"], profile["allreduce_measured_on"] = _fit_allreduce(allreduce_rows)
     if profile["allreduce"]:
         for tp, fit in profile["allreduce"].items():
             profile["fit_errors"][f"allreduce_tp{tp}"] = fit.pop("error")
@@ -163,14 +163,24 @@ def fit_profile(
 def _fit_allreduce(rows: list[dict[str, str]]) -> tuple[dict[str, dict], str]:
     by_tp: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        if r.get("mode", "graph") not in ("graph", ""):
+        if r.get("mode", "graph") != "graph":
             continue  # eager launches include the CPU's launch cost; engines capture graphs
         by_tp[int(r["tp"])].append((float(r["bytes"]), float(r["ms"]) * 1e-3))
     fits = {}
     for tp, points in sorted(by_tp.items()):
+        points.sort()
         fit, error = fit_allreduce(tp, [b for b, _ in points], [t for _, t in points])
-        fits[str(tp)] = {"latency_s": fit.latency_s, "bus_bandwidth": fit.bus_bandwidth, "error": error.as_dict()}
-    return fits, (rows[0].get("gpu", "") if rows else "")
+        fits[str(tp)] = {
+            "latency_s": fit.latency_s,
+            "bus_bandwidth": fit.bus_bandwidth,
+            "measured_bytes": [b for b, _ in points],
+            "measured_s": [t for _, t in points],
+            "error": error.as_dict(),
+        }
+    if not rows:
+        return fits, ""
+    r = rows[0]
+    return fits, f"{r.get('gpus', '?')}x {r.get('gpu', '?')}, NCCL {r.get('nccl', '?')}, CUDA graphs"
 
 
 def _curve_dict(curve) -> dict[str, float]:

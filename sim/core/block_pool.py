@@ -1,6 +1,6 @@
 """Paged KV blocks: reference counts, an LRU free queue, and the prefix-cache hash map.
 
-Behaviour matched: vLLM `vllm/v1/core/block_pool.py` (v0.11.0; unchanged on main at
+Behaviour matched: vLLM `vllm/v1/core/block_pool.py` (as read on main at commit
 00024d31). Block 0 is the reserved null block and is never handed out, so a pool of N blocks
 has N - 1 usable ones. Free blocks wait in a queue: allocation takes from the front (the least
 recently freed), freeing appends at the back. A freed block keeps its hash and stays findable

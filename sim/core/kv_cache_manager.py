@@ -1,7 +1,7 @@
 """The scheduler's view of the KV cache: may this request have slots for n more tokens?
 
 Behaviour matched: vLLM `vllm/v1/core/kv_cache_manager.py` and `single_type_kv_cache_manager.py`
-(v0.11.0; unchanged on main at 00024d31) for one full-attention KV-cache group:
+(as read on main at commit 00024d31) for one full-attention KV-cache group:
 
 - `get_computed_blocks`: the longest run of the request's leading full blocks already in the
   prefix cache, capped so that at least the last token is computed (its logits are needed).

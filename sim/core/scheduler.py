@@ -1,7 +1,7 @@
 """Continuous batching under one token budget per step, as vLLM's v1 scheduler does it.
 
 Behaviour matched: vLLM `vllm/v1/core/sched/scheduler.py`, FCFS policy, no speculative decoding,
-no encoder inputs, no KV connector (v0.11.0; the same logic stands on main at 00024d31).
+no encoder inputs, no KV connector (as read on main at commit 00024d31).
 
 There is no prefill phase and no decode phase: every request's `num_computed_tokens` catches
 up with its `num_tokens` under one budget of `max_num_batched_tokens` tokens per step.

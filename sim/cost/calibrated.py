@@ -21,6 +21,8 @@ follows the new bandwidth and prefill the new FLOP/s.
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -64,8 +66,28 @@ class AttentionCurve:
 
 @dataclass(frozen=True, slots=True)
 class AllreduceFit:
+    """Latency plus ring traffic, and the measured curve itself where there is one.
+
+    NCCL switches algorithms and protocols with the message size, which no two-parameter line
+    follows; inside the measured range the time is interpolated log-log between measured
+    points, outside it the fitted line extends the curve.
+    """
+
     latency_s: float
     bus_bandwidth: float  # bytes/s per GPU
+    measured_bytes: tuple[float, ...] = ()
+    measured_s: tuple[float, ...] = ()
+
+    def time_s(self, message_bytes: float, tp: int) -> float:
+        sizes = self.measured_bytes
+        if sizes and sizes[0] <= message_bytes <= sizes[-1]:
+            i = bisect.bisect_left(sizes, message_bytes)
+            if sizes[i] == message_bytes:
+                return self.measured_s[i]
+            x0, x1 = math.log(sizes[i - 1]), math.log(sizes[i])
+            y0, y1 = math.log(self.measured_s[i - 1]), math.log(self.measured_s[i])
+            return math.exp(y0 + (y1 - y0) * (math.log(message_bytes) - x0) / (x1 - x0))
+        return ring_allreduce_time_s(message_bytes, tp, self.latency_s, self.bus_bandwidth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +103,7 @@ class Profile:
     elementwise_fixed_s: float
     elementwise_memory_efficiency: float
     allreduce: dict[int, AllreduceFit]  # by TP size
+    allreduce_measured_on: str  # the machine the all-reduce curves come from
     measured_on: str
     sources: tuple[str, ...]
 
@@ -96,7 +119,16 @@ class Profile:
                 attention_decode=AttentionCurve(**raw["attention_decode"]),
                 elementwise_fixed_s=raw["elementwise"]["fixed_s"],
                 elementwise_memory_efficiency=raw["elementwise"]["memory_efficiency"],
-                allreduce={int(tp): AllreduceFit(**f) for tp, f in raw.get("allreduce", {}).items()},
+                allreduce={
+                    int(tp): AllreduceFit(
+                        f["latency_s"],
+                        f["bus_bandwidth"],
+                        tuple(f.get("measured_bytes", ())),
+                        tuple(f.get("measured_s", ())),
+                    )
+                    for tp, f in raw.get("allreduce", {}).items()
+                },
+                allreduce_measured_on=raw.get("allreduce_measured_on", ""),
                 measured_on=raw.get("measured_on", ""),
                 sources=tuple(raw.get("sources", ())),
             )
@@ -168,7 +200,7 @@ class CalibratedEfficiency:
         fit = self.profile.allreduce.get(tp)
         if fit is None or self.hardware.interconnect != self.profile.interconnect:
             fit = self._fallback_allreduce
-        return ring_allreduce_time_s(message_bytes, tp, fit.latency_s, fit.bus_bandwidth)
+        return fit.time_s(message_bytes, tp)
 
     def provenance(self) -> dict[str, str]:
         return dict(self._provenance)

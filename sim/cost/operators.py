@@ -2,7 +2,7 @@
 
 One record per operator (FLOPs, bytes read + written), the accounting idea of LLM-Viewer's
 `model_analyzer.py` (load_weight / load_act / store_act / load_kv_cache per layer) and of
-llm-analysis, rewritten here for vLLM's tensor-parallel layout (vLLM v0.11.0,
+llm-analysis, rewritten here for vLLM's tensor-parallel layout (vLLM main at 00024d31,
 `vllm/model_executor/models/llama.py`, `mixtral.py`, `layers/linear.py`):
 
     embed -> [ add+RMSNorm -> qkv_proj -> RoPE -> attention -> o_proj -> all-reduce

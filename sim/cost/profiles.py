@@ -98,7 +98,13 @@ def build_efficiency(
         latency_s=hardware.interconnect_latency_s,
         bus_bandwidth=hardware.interconnect_bandwidth * cost_cfg.allreduce_efficiency,
     )
-    if hardware.interconnect != profile.interconnect or not profile.allreduce:
+    if profile.allreduce and hardware.interconnect == profile.interconnect:
+        provenance["allreduce"] = (
+            f"measured {profile.interconnect} all-reduce on {profile.allreduce_measured_on}"
+            f" (TP sizes {', '.join(str(tp) for tp in sorted(profile.allreduce))}), applied to"
+            f" {hardware.name}'s {hardware.interconnect}; other TP sizes: datasheet bandwidth"
+        )
+    else:
         provenance["allreduce"] = (
             f"default: datasheet {hardware.interconnect} bandwidth x flat factor"
             f" (profile {profile.hardware} measured {profile.interconnect or 'no'} all-reduce)"

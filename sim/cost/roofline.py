@@ -169,6 +169,17 @@ class RooflineCostModel:
         """Where each efficiency figure came from (for the run manifest)."""
         return self.efficiency.provenance()
 
+    def assumptions(self) -> dict[str, object]:
+        """What no step time should be read without: where each efficiency came from, and the
+        clocks behind the fitted ones (the roofs themselves are datasheet peaks)."""
+        profile = getattr(self.efficiency, "profile", None)
+        calibration_clocks = (
+            f"fitted efficiencies absorb the clocks the calibration GPU ran at ({profile.measured_on})"
+            if profile is not None
+            else "no calibration: flat factors"
+        )
+        return {"efficiency_source": self.provenance(), "calibration_clocks": calibration_clocks}
+
     def _price_gemms(self, gemms: tuple[Gemm, ...], layers: int) -> OpCost:
         """A class's GEMMs (one layer's), each priced as its own kernel, times `layers`."""
         flops = nbytes = compute_s = memory_s = time_s = 0.0
