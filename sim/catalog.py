@@ -233,10 +233,18 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
     for field in ("vector_tflops", "memory_gib", "memory_bandwidth_tbps", "max_gpus_per_node"):
         if float(fields.get(field) or 0) <= 0:
             raise ConfigError(f"hardware {name}: {field} must be > 0, got {fields.get(field)}")
+    # Sustained clocks below boost: the compute peaks scale with the clock, HBM bandwidth does
+    # not. Applied here so the cost model and the summary (MFU, power) see the same peaks.
+    clock = float(fields.get("sustained_clock_ratio", 1.0))
+    if not 0.0 < clock <= 1.0:
+        raise ConfigError(
+            f"hardware {name}: sustained_clock_ratio must be in (0, 1] (a fraction of the boost "
+            f"clock), got {clock}"
+        )
     return HardwareSpec(
         name=name,
-        peak_flops={dtype: float(tflops) * TFLOPS for dtype, tflops in peaks.items()},
-        vector_flops=float(fields["vector_tflops"]) * TFLOPS,
+        peak_flops={dtype: float(tflops) * TFLOPS * clock for dtype, tflops in peaks.items()},
+        vector_flops=float(fields["vector_tflops"]) * TFLOPS * clock,
         memory_bytes=float(fields["memory_gib"]) * GIB,
         memory_bandwidth=float(fields["memory_bandwidth_tbps"]) * TB_PER_S,
         interconnect=str(fields.get("interconnect") or ""),
@@ -247,6 +255,7 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
         idle_power_w=float(fields.get("idle_power_w") or 0.0),
         price_per_hour_usd=float(fields.get("price_per_hour_usd") or 0.0),
         boost_clock_mhz=float(fields.get("boost_clock_mhz") or 0.0),
+        sustained_clock_ratio=clock,
         generation=str(fields.get("generation") or ""),
         display_name=str(fields.get("display_name") or name),
         source=str(fields.get("source") or ""),

@@ -22,6 +22,7 @@ class HardwareSpec:
     idle_power_w: float = 0.0
     price_per_hour_usd: float = 0.0
     boost_clock_mhz: float = 0.0
+    sustained_clock_ratio: float = 1.0  # already applied to peak_flops and vector_flops
     generation: str = ""
     display_name: str = ""
     source: str = field(default="", compare=False)

@@ -119,6 +119,9 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
         peak_flops=spec.hardware.peak_flops[spec.precision.activation_dtype],
         memory_bandwidth=spec.hardware.memory_bandwidth,
         num_arrived=specs.count,
+        tdp_w=spec.hardware.tdp_w,
+        idle_power_w=spec.hardware.idle_power_w,
+        price_per_hour_usd=spec.hardware.price_per_hour_usd,
     )
     summary = {
         "scenario": spec.scenario_name,
@@ -187,11 +190,19 @@ def _assumptions(spec: RunSpec, cost_model: Any) -> dict[str, Any]:
     return {
         "vllm_behaviour_matched": sim.VLLM_VERSION_MATCHED,
         "efficiency_source": cost_model.provenance(),
-        "clocks": f"datasheet peaks at boost clock ({spec.hardware.boost_clock_mhz:.0f} MHz)"
-        if spec.hardware.boost_clock_mhz
-        else "datasheet peaks",
+        "clocks": _clocks(spec.hardware),
         "cpu_overhead_per_step_ms": spec.cost.step_overhead_ms,
     }
+
+
+def _clocks(hardware: Any) -> str:
+    boost = f" ({hardware.boost_clock_mhz:.0f} MHz)" if hardware.boost_clock_mhz else ""
+    if hardware.sustained_clock_ratio < 1.0:
+        return (
+            f"compute peaks at {hardware.sustained_clock_ratio:.0%} of the boost clock{boost}"
+            " (hardware.sustained_clock_ratio); HBM bandwidth at datasheet"
+        )
+    return f"datasheet peaks at boost clock{boost}" if boost else "datasheet peaks"
 
 
 def _version(package: str) -> str:

@@ -61,6 +61,9 @@ class HardwareConfig:
     interconnect_latency_us: float = 0.0  # one small all-reduce hop
     max_gpus_per_node: int = 8
     boost_clock_mhz: float = 0.0
+    # Clock the chip sustains under load as a fraction of boost (e.g. 0.85 when dense GEMMs
+    # hit the power limit); scales every peak_tflops and vector_tflops. 1.0: datasheet peaks.
+    sustained_clock_ratio: float = 1.0
     tdp_w: float = 0.0
     idle_power_w: float = 0.0
     price_per_hour_usd: float = 0.0

@@ -76,4 +76,27 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(
         "GPU time     " + "  ".join(f"{op} {_pct(v)}" for op, v in top if v >= 0.005)
     )
+    lines += _cost_energy_lines(summary.get("cost_energy"))
     return "\n".join(lines)
+
+
+def _cost_energy_lines(ce: dict[str, Any] | None) -> list[str]:
+    """Dollars per token at the hardware's hourly price; power from sim.economics' model."""
+    if not ce:
+        return []
+    lines = [""]
+    if ce.get("usd_per_hour") is not None:
+        lines.append(
+            f"cost         ${ce['usd_per_hour']:,.2f}/h for {ce['gpus']} GPU(s)"
+            f"   ${_num(ce['usd_per_million_output_tokens'], ',.2f')} per M output tokens"
+            f"   ${_num(ce['usd_per_million_tokens'], ',.3f')} per M tokens (in + out)"
+        )
+    model = ce.get("power_model")
+    if ce.get("energy_j") is not None and model:
+        lines.append(
+            f"energy       {_num(ce['mean_power_w_per_gpu'], ',.0f')} W mean per GPU"
+            f" (idle {model['idle_w']:,.0f} W, TDP {model['tdp_w']:,.0f} W)"
+            f"   {_num(ce['joules_per_output_token'], ',.3f')} J per output token"
+            f"   {_num(ce['output_tokens_per_s_per_w'], ',.2f')} output tok/s per W"
+        )
+    return lines if len(lines) > 1 else []

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sim.cost.breakdown import OP_CLASSES
+from sim.economics import PowerModel, cost_energy
 from sim.metrics.recorder import Recorder
 
 PERCENTILES = (50, 90, 99)
@@ -31,6 +32,9 @@ class RunShape:
     peak_flops: float  # per GPU, at the precision's compute dtype
     memory_bandwidth: float  # per GPU, datasheet bytes/s
     num_arrived: int
+    tdp_w: float = 0.0  # per GPU; 0: unknown, no energy figures
+    idle_power_w: float = 0.0  # per GPU
+    price_per_hour_usd: float = 0.0  # per GPU; 0: unknown, no cost figures
 
 
 def distribution(values: np.ndarray) -> dict[str, float | None]:
@@ -119,6 +123,11 @@ def summarize(
             "usage_max": steps.kv_usage_max,
             "prefix_cache_hit_rate": _ratio(float(cached.sum()), float(prompt.sum())),
         },
+        "roofs": {
+            "peak_flops_per_gpu": shape.peak_flops,
+            "memory_bandwidth_per_gpu": shape.memory_bandwidth,
+        },
+        "cost_energy": _cost_energy(shape, steps, duration_s, output_generated, prompt),
         "steps": {
             "count": steps.num_steps,
             "prefill_tokens": steps.prefill_tokens,
@@ -126,6 +135,29 @@ def summarize(
             "mean_step_s": _ratio(steps.busy_s, steps.num_steps),
         },
     }
+
+
+def _cost_energy(
+    shape: RunShape, steps: Any, duration_s: float, output_tokens: int, prompt: np.ndarray
+) -> dict[str, Any]:
+    power = PowerModel(
+        idle_w=shape.idle_power_w,
+        tdp_w=shape.tdp_w,
+        peak_flops=shape.peak_flops,
+        memory_bandwidth=shape.memory_bandwidth,
+    )
+    return cost_energy(
+        power,
+        shape.price_per_hour_usd,
+        shape.num_replicas,
+        shape.gpus_per_replica,
+        duration_s,
+        busy_s=steps.busy_s,
+        flops=steps.flops,
+        bytes_=steps.bytes,
+        output_tokens=float(output_tokens),
+        total_tokens=float(output_tokens) + float(prompt.sum()),
+    )
 
 
 def _ratio(num: float, den: float) -> float | None:

@@ -1,0 +1,139 @@
+"""Cost and energy of a run: dollars per million tokens, joules per token, tokens/s per watt.
+
+Cost: every GPU of the deployment is rented for the whole simulated duration, busy or not:
+
+    cost_usd = price_per_hour_usd x GPUs x duration_s / 3600
+
+Power, per GPU, during one engine step of duration d that moves F FLOPs and B bytes (per GPU):
+
+    u_c = F / (d x peak_flops)            fraction of the (clock-derated) tensor peak
+    u_m = B / (d x memory_bandwidth)      fraction of the datasheet HBM bandwidth
+    P   = P_idle + (TDP - P_idle) x min(1, w_c x u_c + w_m x u_m)
+
+and P_idle between steps. This is the utilisation-proportional server model of Fan, Weber and
+Barroso ("Power provisioning for a warehouse-sized computer", ISCA 2007) split, as in Hong and
+Kim's component model ("An integrated GPU power and performance model", ISCA 2010), into a
+compute and a memory term. The split:
+
+- w_m = 0.4: memory-bound decode that keeps HBM near its bandwidth draws only about 140-300 W of
+  a 700 W H200 (Ma et al., "The Illusion of Power Capping in LLM Decode", arXiv:2605.11999,
+  2026): (300 - 75) / (700 - 75) = 0.36 of the dynamic range at u_m of about 0.9.
+- w_c = 0.9: tensor cores near their sustained peak take a Hopper board to its power limit
+  (that is why `sustained_clock_ratio` exists); with the flat GEMM efficiency of 0.7 a
+  compute-bound step sits at 0.9 x 0.7 + 0.4 x (its u_m) of the range, just under TDP.
+
+With these weights and efficiencies no step reaches the cap (a step's w_c u_c + w_m u_m is at
+most 0.9 x 0.7 + 0.4 x 0.85 < 1), so the energy is linear in the run's FLOP and byte totals and
+the summary computes it from them; `power_w` applies the same formula, cap included, to each
+row of steps.parquet for power over time. NVLink, host CPU and cooling power are not modelled.
+The weights are placeholders until measured on the target GPUs, like the cost model's
+efficiencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+COMPUTE_POWER_WEIGHT = 0.9  # w_c: share of (TDP - idle) at 100% of the tensor peak
+MEMORY_POWER_WEIGHT = 0.4  # w_m: share of (TDP - idle) at 100% of the HBM bandwidth
+SECONDS_PER_HOUR = 3600.0
+JOULES_PER_KWH = 3.6e6
+FORMULA = (
+    "P = idle_w + (tdp_w - idle_w) * min(1, compute_weight * flops / (duration_s * peak_flops)"
+    " + memory_weight * bytes / (duration_s * memory_bandwidth)), per GPU and step; idle_w between"
+    " steps"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PowerModel:
+    """One GPU's power as a function of its activity; all figures per GPU."""
+
+    idle_w: float
+    tdp_w: float
+    peak_flops: float  # FLOP/s of the run's compute dtype, after the sustained-clock derate
+    memory_bandwidth: float  # bytes/s
+    compute_weight: float = COMPUTE_POWER_WEIGHT
+    memory_weight: float = MEMORY_POWER_WEIGHT
+
+    @property
+    def known(self) -> bool:
+        return self.tdp_w > 0.0 and self.peak_flops > 0.0 and self.memory_bandwidth > 0.0
+
+    @property
+    def dynamic_w(self) -> float:
+        return max(self.tdp_w - self.idle_w, 0.0)
+
+    def activity(self, flops: Any, bytes_: Any, duration_s: Any) -> Any:
+        """w_c u_c + w_m u_m, uncapped (scalars or NumPy arrays)."""
+        duration = np.maximum(np.asarray(duration_s, dtype=np.float64), 1e-30)
+        return (
+            self.compute_weight * np.asarray(flops) / (duration * self.peak_flops)
+            + self.memory_weight * np.asarray(bytes_) / (duration * self.memory_bandwidth)
+        )
+
+    def power_w(self, flops: Any, bytes_: Any, duration_s: Any) -> Any:
+        """Power during a step (or each of an array of steps), capped at TDP."""
+        return self.idle_w + self.dynamic_w * np.minimum(self.activity(flops, bytes_, duration_s), 1.0)
+
+    def energy_j(self, flops: float, bytes_: float, busy_s: float, elapsed_s: float) -> float:
+        """One GPU over `elapsed_s`: idle power throughout plus the dynamic energy of steps
+        totalling `busy_s`, `flops` and `bytes_` (exact while no step reaches the cap)."""
+        dynamic_j = self.dynamic_w * (
+            self.compute_weight * flops / self.peak_flops
+            + self.memory_weight * bytes_ / self.memory_bandwidth
+        )
+        return self.idle_w * elapsed_s + min(dynamic_j, self.dynamic_w * busy_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "formula": FORMULA}
+
+
+def cost_energy(
+    power: PowerModel,
+    price_per_gpu_hour_usd: float,
+    num_replicas: int,
+    gpus_per_replica: int,
+    duration_s: float,
+    busy_s: float,
+    flops: float,
+    bytes_: float,
+    output_tokens: float,
+    total_tokens: float,
+) -> dict[str, Any]:
+    """The summary's `cost_energy` section. `busy_s`, `flops` and `bytes_` are summed over the
+    steps of every replica, per GPU of a replica (all GPUs of a TP group step together)."""
+    gpus = num_replicas * gpus_per_replica
+    cost_usd = price_per_gpu_hour_usd * gpus * duration_s / SECONDS_PER_HOUR
+    priced = price_per_gpu_hour_usd > 0.0
+    energy_j = None
+    if power.known and duration_s > 0:
+        per_replica_gpu = power.energy_j(flops, bytes_, busy_s, duration_s * num_replicas)
+        energy_j = per_replica_gpu * gpus_per_replica
+    return {
+        "gpus": gpus,
+        "price_per_gpu_hour_usd": price_per_gpu_hour_usd if priced else None,
+        "usd_per_hour": price_per_gpu_hour_usd * gpus if priced else None,
+        "cost_usd": cost_usd if priced else None,
+        "usd_per_million_output_tokens": _per(cost_usd * 1e6, output_tokens) if priced else None,
+        "usd_per_million_tokens": _per(cost_usd * 1e6, total_tokens) if priced else None,
+        "energy_j": energy_j,
+        "energy_kwh": None if energy_j is None else energy_j / JOULES_PER_KWH,
+        "mean_power_w_per_gpu": _per(energy_j, duration_s * gpus),
+        "joules_per_output_token": _per(energy_j, output_tokens),
+        "kwh_per_million_output_tokens": _per(
+            None if energy_j is None else energy_j / JOULES_PER_KWH * 1e6, output_tokens
+        ),
+        # tokens/s per W of the whole deployment = output tokens per joule
+        "output_tokens_per_s_per_w": _per(output_tokens, energy_j),
+        "power_model": power.describe() if power.known else None,
+    }
+
+
+def _per(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return float(num) / float(den)

@@ -1,0 +1,254 @@
+"""Capacity search: the highest request rate one configuration serves within latency SLOs.
+
+    python -m sim.sweep.capacity +scenario=llama8b_h100 --ttft-p99 2 --tpot-p99 0.1
+    python -m sim.sweep.capacity +scenario=llama70b_h100 --target-rate 20 --seeds 3
+
+For each seed, independently: probe the scenario's rate, double (or halve) it until one probe
+meets the SLOs and another misses, then bisect until the bracket is narrower than `--tol` of
+its lower end. The answer is the lowest of the seeds' lower ends (every seed met the SLOs
+there); the uncertainty reported is the bracket width and the seed-to-seed spread of the
+per-seed capacities. With the same seed, a higher rate replays the same requests with the
+gaps between arrivals shrunk, so the probes of one seed differ only in load.
+
+`--target-rate R` then sizes the deployment: replicas = ceil(R / capacity per replica), checked
+by simulating R on that many replicas (each seed) and adding replicas until every seed meets
+the SLOs. GPUs = replicas x TP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from sim.errors import SimError
+from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe
+
+Probe = Callable[[float, int], ProbeResult]
+
+
+@dataclass(slots=True)
+class SeedCapacity:
+    seed: int
+    lower_rate: float | None  # highest rate probed that met the SLOs (None: none did)
+    upper_rate: float | None  # lowest rate probed above it that missed (None: none did)
+    probes: list[ProbeResult] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Sizing:
+    target_rate: float
+    replicas: int
+    gpus: int
+    usd_per_hour: float | None
+    checks: list[tuple[int, ProbeResult]]  # (replicas, probe at the target rate)
+
+
+def search_seed(
+    probe: Probe,
+    seed: int,
+    start_rate: float,
+    rel_tol: float = 0.02,
+    max_probes: int = 24,
+    min_rate: float = 1e-3,
+) -> SeedCapacity:
+    """Bracket, then bisect, the rate at which `probe` stops meeting the SLOs."""
+    found = SeedCapacity(seed, None, None)
+
+    def check(rate: float) -> bool:
+        result = probe(rate, seed)
+        found.probes.append(result)
+        if result.meets:
+            found.lower_rate = rate
+        else:
+            found.upper_rate = rate
+        return result.meets
+
+    rate = start_rate
+    meets = check(rate)
+    while len(found.probes) < max_probes:  # bracket: one meeting and one missing rate
+        if meets and found.upper_rate is None:
+            rate *= 2.0
+        elif not meets and found.lower_rate is None:
+            rate /= 2.0
+            if rate < min_rate:
+                return found  # the SLOs cannot be met even nearly idle
+        else:
+            break
+        meets = check(rate)
+    while len(found.probes) < max_probes and found.lower_rate and found.upper_rate:
+        if found.upper_rate - found.lower_rate <= rel_tol * found.lower_rate:
+            break
+        check(0.5 * (found.lower_rate + found.upper_rate))
+    return found
+
+
+def summarize_seeds(seeds: list[SeedCapacity]) -> dict[str, Any]:
+    """The answer (lowest per-seed capacity) and its uncertainty."""
+    lows = [s.lower_rate for s in seeds]
+    met = [x for x in lows if x is not None]
+    widths = [s.upper_rate - s.lower_rate for s in seeds if s.lower_rate and s.upper_rate]
+    mean = sum(met) / len(met) if met else None
+    std = (
+        math.sqrt(sum((x - mean) ** 2 for x in met) / (len(met) - 1))
+        if mean is not None and len(met) > 1
+        else 0.0
+    )
+    return {
+        "capacity_rate": min(met) if len(met) == len(lows) and met else None,
+        "per_seed_rate": lows,
+        "seed_mean_rate": mean,
+        "seed_std_rate": std if met else None,
+        "seed_spread_rate": (max(met) - min(met)) if met else None,
+        "bracket_width_rate": max(widths) if widths else None,
+        "probes": sum(len(s.probes) for s in seeds),
+    }
+
+
+def size_for_target(
+    cfg: DictConfig,
+    slo: Slo,
+    capacity_rate: float,
+    target_rate: float,
+    seeds: Sequence[int],
+    num_requests: int,
+    max_extra: int = 4,
+) -> Sizing:
+    """The fewest replicas (and GPUs) that hold `target_rate` within the SLOs on every seed:
+    start from ceil(target / capacity per replica), add replicas while a seed misses, and try
+    one fewer while all meet (a router spreading load evenly can beat the estimate)."""
+    base_replicas = int(cfg.parallel.replicas)
+    per_replica = capacity_rate / base_replicas
+    replicas = max(1, math.ceil(target_rate / per_replica - 1e-9))
+    checks: list[tuple[int, ProbeResult]] = []
+
+    def meets(n: int) -> bool:
+        requests = max(num_requests, num_requests * n // base_replicas)
+        results = [run_probe(_with_replicas(cfg, n), target_rate, s, requests, slo) for s in seeds]
+        checks.extend((n, r) for r in results)
+        return all(r.meets for r in results)
+
+    if meets(replicas):
+        while replicas > 1 and meets(replicas - 1):
+            replicas -= 1
+    else:
+        for _ in range(max_extra):
+            replicas += 1
+            if meets(replicas):
+                break
+        else:
+            raise SimError(
+                f"{replicas} replicas still miss the SLOs at {target_rate} req/s (capacity per"
+                f" replica {per_replica:.3g} req/s); check the router and the SLOs"
+            )
+    tp = int(cfg.parallel.tp)
+    price = float(cfg.hardware.price_per_hour_usd or 0.0)
+    return Sizing(target_rate, replicas, replicas * tp, price * replicas * tp or None, checks)
+
+
+def _with_replicas(cfg: DictConfig, replicas: int) -> DictConfig:
+    scaled = copy.deepcopy(cfg)
+    with open_dict(scaled):
+        scaled.parallel.replicas = replicas
+    return scaled
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.sweep.capacity",
+        description="Highest request rate that meets TTFT and TPOT p99 SLOs; replicas for a target.",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. +scenario=llama8b_h100")
+    parser.add_argument("--ttft-p99", type=float, default=2.0, help="seconds (default 2)")
+    parser.add_argument("--tpot-p99", type=float, default=0.1, help="seconds (default 0.1)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per probe")
+    parser.add_argument("--seeds", type=int, default=1, help="independent searches (seeds 0..N-1)")
+    parser.add_argument("--warmup", type=float, default=0.1, help="fraction of arrivals excluded")
+    parser.add_argument("--tol", type=float, default=0.02, help="bracket width / rate to stop at")
+    parser.add_argument("--start-rate", type=float, default=None, help="default: workload.rate")
+    parser.add_argument("--target-rate", type=float, default=None, help="req/s to size for")
+    parser.add_argument("--json", type=Path, default=None, help="write the answer here")
+    return parser.parse_args(argv)
+
+
+def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the search the arguments describe, printing each probe; returns the answer."""
+    cfg = compose_config(args.overrides)
+    slo = Slo(args.ttft_p99, args.tpot_p99, warmup_fraction=args.warmup)
+    start = args.start_rate or float(cfg.workload.rate)
+    seeds = list(range(args.seeds))
+
+    def probe(rate: float, seed: int) -> ProbeResult:
+        result = run_probe(cfg, rate, seed, args.requests, slo)
+        echo(_probe_line(result))
+        return result
+
+    echo(f"{'rate':>9} {'seed':>4} {'TTFT p99':>9} {'TPOT p99':>9} {'failed':>6} {'out tok/s':>10}")
+    per_seed = [search_seed(probe, seed, start, rel_tol=args.tol) for seed in seeds]
+    answer: dict[str, Any] = {
+        "overrides": list(args.overrides),
+        "slo": asdict(slo),
+        "requests_per_probe": args.requests,
+        **summarize_seeds(per_seed),
+        "tp": int(cfg.parallel.tp),
+        "replicas": int(cfg.parallel.replicas),
+    }
+    rate = answer["capacity_rate"]
+    if rate is None:
+        echo("no rate meets the SLOs (even nearly idle): relax them or change the configuration")
+    else:
+        width = answer["bracket_width_rate"]
+        echo(
+            f"capacity   {rate:.3g} req/s meets TTFT p99 <= {slo.ttft_p99_s:g} s and TPOT p99 <="
+            f" {slo.tpot_p99_s:g} s on {answer['replicas']} replica(s) x TP{answer['tp']}"
+            f"  (bracket +{width or 0:.2g} req/s; seeds {len(seeds)}, spread"
+            f" {answer['seed_spread_rate']:.2g} req/s)"
+        )
+    if args.target_rate and rate:
+        sizing = size_for_target(cfg, slo, rate, args.target_rate, seeds, args.requests)
+        for replicas, check in sizing.checks:
+            echo(f"{_probe_line(check)}  with {replicas} replica(s)")
+        answer["sizing"] = {k: v for k, v in asdict(sizing).items() if k != "checks"}
+        cost = f", ${sizing.usd_per_hour:,.2f}/h" if sizing.usd_per_hour else ""
+        echo(
+            f"sizing     {args.target_rate:g} req/s needs {sizing.replicas} replica(s) ="
+            f" {sizing.gpus} GPUs{cost}"
+        )
+    return answer
+
+
+def _probe_line(r: ProbeResult) -> str:
+    verdict = "meets" if r.meets else "misses"
+    return (
+        f"{r.rate:>9.3f} {r.seed:>4} {r.ttft_p99_s:>9.3f} {r.tpot_p99_s:>9.4f} {r.num_failed:>6}"
+        f" {r.output_tokens_per_s:>10,.0f}  {verdict}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        answer = capacity_report(args)
+    except (SimError, HydraException, OmegaConfBaseException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(answer, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

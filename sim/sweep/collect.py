@@ -1,0 +1,173 @@
+"""One Parquet table from a Hydra multirun folder: one row per job.
+
+    python -m sim.sweep.collect multirun/2026-05-01_12-00-00/ -o sweep.parquet
+
+Columns, in order:
+- `job` (Hydra's job number) and `run_dir`;
+- every override of the job (`.hydra/overrides.yaml`), named by its key (`hardware`,
+  `scheduler.max_num_seqs`, `scenario` for `+scenario=...`) and typed as Hydra parses it; the
+  keys whose values differ between jobs are listed in the table's metadata under `swept`;
+- `complete`, `wall_time_s`, `engine_steps` from manifest.json;
+- every value of summary.json, flattened with dots (`latency_s.ttft.p99`,
+  `cost_energy.usd_per_million_output_tokens`, `utilization.mfu`).
+A job that wrote no summary.json (it failed) keeps its row, with `status` = "failed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+MANIFEST_KEYS = ("complete", "wall_time_s", "engine_steps")
+SHOWN = (
+    "throughput.output_tokens_per_s",
+    "latency_s.ttft.p99",
+    "latency_s.tpot.p99",
+    "utilization.mfu",
+    "cost_energy.usd_per_million_output_tokens",
+)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a multirun (those holding Hydra's `.hydra/overrides.yaml`)."""
+    found = [p.parents[1] for p in sweep_dir.glob("**/.hydra/overrides.yaml")]
+    return sorted(found, key=lambda p: (len(p.relative_to(sweep_dir).parts), _job_key(p.name)))
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become JSON text."""
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(node, (list, tuple)):
+        return {prefix: json.dumps(node)}
+    return {prefix: node}
+
+
+def job_overrides(job: Path) -> dict[str, Any]:
+    """The job's overrides as {key: typed value}, parsed by Hydra's own override grammar."""
+    lines = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+    parsed = OverridesParser.create().parse_overrides(list(lines or []))
+    return {o.key_or_group: _plain(o.value()) for o in parsed}
+
+
+def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per job and the override keys that vary across jobs."""
+    rows = []
+    override_keys: set[str] = set()
+    for job in job_dirs(sweep_dir):
+        row: dict[str, Any] = {"job": _job_key(job.name), "run_dir": str(job)}
+        overrides = job_overrides(job)
+        override_keys.update(overrides)
+        row.update(overrides)
+        manifest = _read_json(job / "manifest.json")
+        summary = _read_json(job / "summary.json")
+        row["status"] = "ok" if summary is not None else "failed"
+        for key in MANIFEST_KEYS:
+            row[key] = (manifest or {}).get(key)
+        for key, value in flatten(summary or {}).items():
+            row[key if key not in row else f"summary.{key}"] = value
+        rows.append(row)
+    swept = [k for k in _ordered(rows, override_keys) if len({repr(r.get(k)) for r in rows}) > 1]
+    return rows, swept
+
+
+def to_table(rows: list[dict[str, Any]], swept: list[str]) -> pa.Table:
+    columns = _ordered(rows, set().union(*rows) if rows else set())
+    data = {name: _column([row.get(name) for row in rows]) for name in columns}
+    table = pa.table(data) if data else pa.table({"job": pa.array([], pa.int64())})
+    return table.replace_schema_metadata({"swept": json.dumps(swept)})
+
+
+def collect(sweep_dir: Path, out: Path | None = None) -> pa.Table:
+    """Read every job of `sweep_dir`, write the table to `out` (default: sweep_dir/sweep.parquet)."""
+    rows, swept = collect_rows(sweep_dir)
+    table = to_table(rows, swept)
+    out = out or sweep_dir / "sweep.parquet"
+    pq.write_table(table, out)
+    return table
+
+
+def _column(values: list[Any]) -> pa.Array:
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {int, float} and float in kinds:
+        values = [None if v is None else float(v) for v in values]
+    elif len(kinds) > 1:
+        values = [None if v is None else str(v) for v in values]
+    return pa.array(values)
+
+
+def _ordered(rows: list[dict[str, Any]], names: set[str]) -> list[str]:
+    """Names in first-seen order across rows."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key in names:
+                seen.setdefault(key)
+    return list(seen)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return value
+
+
+def _job_key(name: str) -> int | str:
+    return int(name) if name.isdigit() else name
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _preview(table: pa.Table, swept: list[str]) -> str:
+    cols = ["job", *swept, *[c for c in SHOWN if c in table.column_names]]
+    data = table.select(cols).to_pylist()
+    fmt = [(c, max(len(c), *(len(_fmt(r[c])) for r in data))) for c in cols]
+    lines = ["  ".join(c.rjust(w) for c, w in fmt)]
+    lines += ["  ".join(_fmt(r[c]).rjust(w) for c, w in fmt) for r in data]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4g}"
+    return "-" if v is None else str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim.sweep.collect", description=__doc__.split("\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. multirun/<time>/")
+    parser.add_argument("-o", "--out", type=Path, default=None, help="default: <sweep_dir>/sweep.parquet")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: no folder {args.sweep_dir}", file=sys.stderr)
+        return 2
+    table = collect(args.sweep_dir, args.out)
+    if table.num_rows == 0:
+        print(f"error: no Hydra jobs (*/.hydra/overrides.yaml) under {args.sweep_dir}", file=sys.stderr)
+        return 2
+    swept = json.loads(table.schema.metadata[b"swept"])
+    print(_preview(table, swept))
+    failed = sum(1 for s in table.column("status").to_pylist() if s != "ok")
+    print(f"\n{table.num_rows} runs ({failed} failed), {table.num_columns} columns -> "
+          f"{args.out or args.sweep_dir / 'sweep.parquet'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""One in-process simulation at a chosen request rate, checked against latency SLOs.
+
+A capacity search runs dozens of these, so a probe skips what a user-facing run does for
+people: no Hydra run folder, no printed table, no progress bar, no steps.parquet. It composes
+the config once (`compose_config`), then `run_probe` sets the rate, seed and request count,
+runs `build_run_spec` + `simulate` into a temporary folder and reads requests.parquet back.
+
+The SLO check drops the warm-up: requests arriving in the first `warmup_fraction` of the
+arrival span meet an empty system and would flatter the tail. Requests that were rejected or
+were still in flight at the end count as misses (infinite TTFT), so an overloaded probe cannot
+pass by leaving its slowest requests out.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from sim.config.build import build_run_spec, resolved_config
+from sim.config.scenarios import CONFIG_DIR, register_scenarios
+from sim.config.schema import register_schemas
+from sim.errors import ConfigError
+from sim.run import simulate
+
+# Arrival processes whose intensity `workload.rate` sets (diurnal: the mean rate).
+RATE_ARRIVALS = ("poisson", "constant", "gamma", "diurnal")
+REQUEST_COLUMNS = ["status", "arrival_s", "ttft_s", "tpot_s", "output_tokens_generated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    ttft_p99_s: float
+    tpot_p99_s: float
+    warmup_fraction: float = 0.1  # of the arrival span, excluded from the check
+    quantile: float = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    rate: float  # offered, requests/s
+    seed: int
+    num_checked: int  # requests after the warm-up
+    num_failed: int  # of those: rejected or unfinished
+    ttft_p99_s: float  # inf when more than 1% failed
+    tpot_p99_s: float
+    output_tokens_per_s: float  # achieved, whole run
+    meets: bool
+    summary: dict[str, Any]
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """configs/config.yaml plus the scenario overlays and `overrides`, as `python -m sim`."""
+    register_schemas()
+    register_scenarios()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            return compose(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def with_rate(cfg: DictConfig, rate: float, seed: int, num_requests: int) -> DictConfig:
+    """A copy of `cfg` offering `rate` req/s for `num_requests` requests, quietly."""
+    if rate <= 0:
+        raise ConfigError(f"rate={rate} must be positive")
+    probe = copy.deepcopy(cfg)
+    workload = probe.workload
+    with open_dict(probe):
+        if workload.arrival in RATE_ARRIVALS:
+            workload.rate = float(rate)
+        elif workload.arrival == "trace":
+            workload.target_rate = float(rate)
+        else:
+            raise ConfigError(
+                f"workload.arrival={workload.arrival!r} has no single rate to search over; use one"
+                f" of {', '.join(RATE_ARRIVALS)} or a trace (rescaled with workload.target_rate)"
+            )
+        workload.num_requests = int(num_requests)
+        workload.duration_s = None
+        probe.seed = int(seed)
+        probe.output.write_steps = False
+        probe.output.print_summary = False
+        probe.output.progress = False
+        if "timeline_interval_s" in probe.output:
+            probe.output.timeline_interval_s = 0.0
+    return probe
+
+
+def run_probe(
+    cfg: DictConfig, rate: float, seed: int, num_requests: int, slo: Slo, out_dir: Path | None = None
+) -> ProbeResult:
+    """Simulate `cfg` at `rate` and check the SLO on the requests after the warm-up."""
+    probe = with_rate(cfg, rate, seed, num_requests)
+    spec = build_run_spec(probe)
+    with tempfile.TemporaryDirectory(prefix="sim-probe-") as tmp:
+        folder = out_dir or Path(tmp)
+        result = simulate(spec, folder, resolved_config(probe))
+        requests = pq.read_table(folder / "requests.parquet", columns=REQUEST_COLUMNS).to_pydict()
+    ttft, tpot, num_failed = slo_samples(requests, slo.warmup_fraction)
+    ttft_q = tail(ttft, slo.quantile)
+    tpot_q = tail(tpot, slo.quantile)
+    return ProbeResult(
+        rate=float(rate),
+        seed=int(seed),
+        num_checked=int(ttft.size),
+        num_failed=num_failed,
+        ttft_p99_s=ttft_q,
+        tpot_p99_s=tpot_q,
+        output_tokens_per_s=float(result.summary["throughput"]["output_tokens_per_s"]),
+        meets=bool(ttft.size) and ttft_q <= slo.ttft_p99_s and tpot_q <= slo.tpot_p99_s,
+        summary=result.summary,
+    )
+
+
+def slo_samples(
+    requests: dict[str, list], warmup_fraction: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """TTFT and TPOT samples of the requests that arrived after the warm-up; a rejected or
+    unfinished request is an infinite TTFT and TPOT. Also returns how many failed."""
+    arrival = np.asarray(requests["arrival_s"], dtype=np.float64)
+    if arrival.size == 0:
+        return np.empty(0), np.empty(0), 0
+    start = arrival.min() + warmup_fraction * (arrival.max() - arrival.min())
+    kept = arrival >= start
+    finished = np.asarray(requests["status"], dtype=object) == "finished"
+    ttft = np.where(finished, np.asarray(requests["ttft_s"], dtype=np.float64), np.inf)[kept]
+    tpot_all = np.where(finished, np.asarray(requests["tpot_s"], dtype=np.float64), np.inf)
+    tpot = tpot_all[kept]
+    tpot = tpot[~np.isnan(tpot)]  # one-token outputs have no TPOT
+    return ttft, tpot, int((~finished[kept]).sum())
+
+
+def tail(values: np.ndarray, quantile: float) -> float:
+    """An order statistic (no interpolation, so infinite samples stay infinite)."""
+    if values.size == 0:
+        return 0.0
+    return float(np.quantile(values, quantile, method="inverted_cdf"))
