@@ -1,8 +1,11 @@
 """`python -m sim [+scenario=NAME] [group=option ...] [key=value ...]`: one simulation run.
 
 Hydra composes the config (configs/ plus the scenarios/ overlays), creates the run folder and
-hands us the result; everything user-facing that goes wrong is a SimError, printed as one
-message with a non-zero exit code.
+hands us the result. Exit codes: 0 done; 1 a config Hydra could not compose (unknown option,
+misspelt key, wrong type: Hydra's own message, which lists the options); 2 a SimError (bad
+value, model that does not fit, malformed trace), printed as one `error: ...` line; 130 / 143
+interrupted by SIGINT / SIGTERM, with partial outputs and the manifest marked incomplete.
+Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from sim.config.schema import register_schemas
 from sim.errors import SimError
 
 register_schemas()
-register_scenarios()
+try:
+    register_scenarios()
+except SimError as err:  # a scenario file that is not valid YAML
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="config")
@@ -34,9 +41,16 @@ def main(cfg: DictConfig) -> None:
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    if not result.complete:
-        print("interrupted: partial outputs written, manifest marked incomplete", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C outside the simulation loop (set-up, or writing outputs)
+        print("interrupted: outputs not written or incomplete", file=sys.stderr)
         sys.exit(130)
+    if not result.complete:
+        print(
+            f"interrupted by {result.interrupted_by}: partial outputs written to {out_dir},"
+            " manifest marked incomplete",
+            file=sys.stderr,
+        )
+        sys.exit(143 if result.interrupted_by == "SIGTERM" else 130)
 
 
 if __name__ == "__main__":

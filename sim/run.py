@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import simpy
 
 import sim
+from sim.clients import start_traffic
 from sim.config.build import RunSpec
 from sim.core.kv_cache_manager import KVCacheManager
+from sim.core.request import Request
 from sim.core.scheduler import Scheduler
 from sim.cost.roofline import build_cost_model
 from sim.metrics.recorder import Recorder
@@ -23,9 +28,9 @@ from sim.metrics.report import format_summary
 from sim.metrics.summary import RunShape, summarize
 from sim.progress import Progress
 from sim.router import make_router
-from sim.simulation import Replica, RequestFactory, arrival_process
+from sim.simulation import Replica, RequestFactory
 from sim.workload.request_spec import RequestSpec
-from sim.workload.build import build_requests
+from sim.workload.build import build_workload
 
 PACKAGES = ("simpy", "numpy", "scipy", "pyarrow", "hydra-core", "omegaconf")
 
@@ -35,27 +40,69 @@ class RunResult:
     summary: dict[str, Any]
     manifest: dict[str, Any]
     complete: bool
+    interrupted_by: str | None = None  # "SIGINT" or "SIGTERM" when not complete
 
 
 class _Counted:
-    """Counts the specs the arrival process pulls from the workload."""
+    """Counts the requests that arrived: the factory runs at each arrival, so a request drawn
+    from the workload but due after an interruption or the horizon is not counted."""
 
-    def __init__(self, specs: Iterator[RequestSpec]) -> None:
-        self._specs = specs
+    def __init__(self, make_request: Callable[[RequestSpec], Request]) -> None:
+        self._make_request = make_request
         self.count = 0
 
-    def __iter__(self) -> Iterator[RequestSpec]:
-        for spec in self._specs:
-            self.count += 1
-            yield spec
+    def __call__(self, spec: RequestSpec) -> Request:
+        self.count += 1
+        return self._make_request(spec)
+
+
+class _StopOnSignal:
+    """While active, SIGINT (Ctrl-C) and SIGTERM only note the signal: the event loop stops
+    between two events, so no request is caught half-way through a scheduler update, and the
+    Parquet files are closed before the process can be interrupted again."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # else handlers cannot be set
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.signal_name = self.signal_name or signal.Signals(signum).name
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_events(env: simpy.Environment, horizon_s: float | None, stop: _StopOnSignal) -> None:
+    """`env.run(until=horizon_s)` that also stops on a signal. As with SimPy's `until`, events
+    due at the horizon itself are not processed."""
+    until = math.inf if horizon_s is None else horizon_s
+    step, peek = env.step, env.peek  # peek() is inf once no event is left
+    while stop.signal_name is None and peek() < until:
+        step()
 
 
 def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> RunResult:
     """Run to completion (or until interrupted) and write every output under `out_dir`."""
     wall_start = time.perf_counter()
-    env = simpy.Environment()
-    recorder = Recorder(out_dir, write_steps=spec.write_steps)
+    # Workload and cost model first: a bad trace or cost setting fails before any file is opened.
+    specs = build_workload(
+        spec.workload,
+        np.random.SeedSequence(spec.seed),
+        max_model_len=spec.scheduler.max_model_len,
+        block_size=spec.block_size if spec.enable_prefix_caching else None,
+    )
     cost_model = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
+    env = simpy.Environment()
+    recorder = Recorder(
+        out_dir, write_steps=spec.write_steps, timeline_interval_s=spec.timeline_interval_s
+    )
     progress = Progress(enabled=spec.progress)
     replicas = [
         Replica(
@@ -73,37 +120,27 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
             cost_model,
             recorder,
             on_step=progress.tick,
+            max_waiting_requests=spec.max_waiting_requests,
         )
         for replica_id in range(spec.num_replicas)
     ]
-    workload_seed = np.random.SeedSequence(spec.seed)
-    specs = _Counted(
-        build_requests(spec.workload, workload_seed, max_model_len=spec.scheduler.max_model_len)
+    arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching))
+    start_traffic(
+        env, specs, arrivals, replicas, make_router(spec.router, spec.num_replicas), recorder
     )
-    env.process(
-        arrival_process(
-            env,
-            specs,
-            RequestFactory(spec.block_size, spec.enable_prefix_caching),
-            replicas,
-            make_router(spec.router, spec.num_replicas),
-            recorder,
-        )
-    )
-    complete = True
-    try:
-        env.run()
-    except KeyboardInterrupt:
-        complete = False
-    finally:
-        progress.close()
-        for replica in replicas:
-            for request in (*replica.scheduler.running, *replica.scheduler.waiting):
-                recorder.record_unfinished(request)
-        recorder.close()
-
-    if complete:
-        _check_conservation(replicas)
+    with _StopOnSignal() as stop:
+        try:
+            _run_events(env, spec.horizon_s, stop)
+        finally:
+            progress.close()
+            for replica in replicas:
+                for request in (*replica.scheduler.running, *replica.scheduler.waiting):
+                    recorder.record_unfinished(request)
+                recorder.record_evictions(replica.scheduler.kv_cache_manager.block_pool.num_evicted_total)
+            recorder.close()
+    interrupted_by = stop.signal_name  # "SIGINT" or "SIGTERM": partial outputs
+    complete = interrupted_by is None
+    _check_conservation(replicas)  # a signal stops the loop between events: invariants hold
     itl = np.concatenate(
         [
             np.repeat(
@@ -118,7 +155,7 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
         gpus_per_replica=spec.tp,
         peak_flops=spec.hardware.peak_flops[spec.precision.activation_dtype],
         memory_bandwidth=spec.hardware.memory_bandwidth,
-        num_arrived=specs.count,
+        num_arrived=arrivals.count,
         tdp_w=spec.hardware.tdp_w,
         idle_power_w=spec.hardware.idle_power_w,
         price_per_hour_usd=spec.hardware.price_per_hour_usd,
@@ -133,17 +170,21 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     }
     manifest = {
         "complete": complete,
+        "interrupted_by": interrupted_by,
+        "horizon_s": spec.horizon_s,
         "seed": spec.seed,
         "sim_version": sim.__version__,
         "vllm_behaviour_matched": sim.VLLM_VERSION_MATCHED,
+        "assumptions": summary["assumptions"],
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
         "wall_time_s": time.perf_counter() - wall_start,
-        "events_simulated": specs.count + recorder.steps.num_steps,
-        "arrivals": specs.count,
+        "events_simulated": arrivals.count + recorder.steps.num_steps,
+        "arrivals": arrivals.count,
         "engine_steps": recorder.steps.num_steps,
         "outputs": ["requests.parquet", "summary.json"]
-        + (["steps.parquet"] if spec.write_steps else []),
+        + (["steps.parquet"] if spec.write_steps else [])
+        + (["timeline.parquet"] if spec.timeline_interval_s > 0 else []),
         "resolved_config": resolved_config,
     }
     _write_json(out_dir / "summary.json", summary)
@@ -151,7 +192,7 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     if spec.print_summary:
         print(format_summary(summary))
         print(f"\noutputs in {out_dir}")
-    return RunResult(summary, manifest, complete)
+    return RunResult(summary, manifest, complete, interrupted_by)
 
 
 def _check_conservation(replicas: list[Replica]) -> None:
@@ -189,9 +230,10 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
 def _assumptions(spec: RunSpec, cost_model: Any) -> dict[str, Any]:
     return {
         "vllm_behaviour_matched": sim.VLLM_VERSION_MATCHED,
-        "efficiency_source": cost_model.provenance(),
+        **cost_model.assumptions(),
         "clocks": _clocks(spec.hardware),
         "cpu_overhead_per_step_ms": spec.cost.step_overhead_ms,
+        "cpu_overhead_source": "assumed (cost.step_overhead_ms): engine CPU time is not measured",
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
+import numpy as np
 import simpy
 
 from sim.core.request import Request, RequestStatus
@@ -31,25 +32,34 @@ class Replica:
         cost_model: CostModel,
         recorder: Recorder,
         on_step: Callable[[float, int], None] | None = None,
+        max_waiting_requests: int | None = None,
     ) -> None:
         self.replica_id = replica_id
         self.on_step = on_step
+        self.max_waiting_requests = max_waiting_requests  # admission limit; None: unbounded
         self.env = env
         self.scheduler = scheduler
         self.cost_model = cost_model
         self.recorder = recorder
         self.num_outstanding = 0
         self.num_steps = 0
+        # Told of every request that finishes or is rejected here (sim.clients: closed loops).
+        self.on_finish: Callable[[Request], None] | None = None
         self._wakeup: simpy.Event | None = None
         self.process = env.process(self.engine_loop())
 
     def add_request(self, request: Request) -> None:
         request.replica_id = self.replica_id
         reason = self.scheduler.rejection_reason(request.num_prompt_tokens, request.max_tokens)
+        limit = self.max_waiting_requests
+        if not reason and limit is not None and len(self.scheduler.waiting) >= limit:
+            reason = f"queue full: {limit} requests already waiting (scheduler.max_waiting_requests)"
         if reason:
             request.status = RequestStatus.REJECTED
             request.reject_reason = reason
             self.recorder.record_rejected(request)
+            if self.on_finish is not None:
+                self.on_finish(request)
             return
         self.scheduler.add_request(request)
         self.num_outstanding += 1
@@ -93,6 +103,8 @@ class Replica:
             for request in finished:
                 self.num_outstanding -= 1
                 self.recorder.record_finished(request)
+                if self.on_finish is not None:
+                    self.on_finish(request)
             if self.on_step is not None:
                 self.on_step(env.now, len(self.recorder.requests.ttft_s))
 
@@ -110,35 +122,52 @@ class RequestFactory:
 
     def __call__(self, spec: RequestSpec) -> Request:
         hashes: tuple[int, ...] = ()
-        if self.enable_prefix_caching and spec.prefix_hashes:
-            hashes = kv_block_hashes(spec, self.block_size)
+        if self.enable_prefix_caching:
+            if spec.block_hashes:  # sessions: already per KV block, answer included
+                hashes = spec.block_hashes
+            elif spec.prefix_hashes:
+                hashes = kv_block_hashes(spec, self.block_size)
         return Request(
             request_id=spec.request_id,
             arrival_s=spec.arrival_s,
             num_prompt_tokens=spec.prompt_tokens,
             max_tokens=spec.output_tokens,
             block_hashes=hashes,
+            session_id=spec.session_id,
+            turn=spec.turn,
         )
 
 
 def kv_block_hashes(spec: RequestSpec, block_size: int) -> tuple[int, ...]:
-    """Hash chain of the prompt's full KV blocks from the workload's coarser prefix hashes.
+    """Identities of the prompt's full KV blocks from the workload's coarser prefix hashes.
 
-    KV block k covers prompt tokens [k*block_size, (k+1)*block_size) and lies inside workload
-    block j = k*block_size // prefix_block_tokens. Its identity chains its parent's with
-    (hash id j, k), as vLLM chains a block's hash with its parent's, so two requests share KV
-    block k exactly when they share every workload block up to j.
+    Workload block j covers prompt tokens [j*P, (j+1)*P) (P = prefix_block_tokens); a hash
+    chain over the workload's ids, c_j = hash(c_{j-1}, id_j), identifies blocks 0..j, as vLLM
+    chains a block's hash with its parent's. KV block k covers tokens [k*B, (k+1)*B); its
+    identity mixes k with c_j of the workload block holding its last token, so two requests
+    share KV block k exactly when they share every workload block up to that one. One Python
+    hash per workload block; the per-KV-block work is vectorised.
     """
     per_block = spec.prefix_block_tokens
-    num_full = spec.prompt_tokens // block_size
-    # A KV block is shareable only if the workload block containing it is declared whole.
-    limit = min(num_full, (len(spec.prefix_hashes) * per_block) // block_size)
-    hashes = []
+    # A KV block is shareable only if the workload block holding its last token is declared.
+    limit = min(spec.prompt_tokens // block_size, (len(spec.prefix_hashes) * per_block) // block_size)
+    if limit <= 0:
+        return ()
+    chain = []
     parent = 0
-    for k in range(limit):
-        parent = hash((parent, spec.prefix_hashes[k * block_size // per_block], k))
-        hashes.append(parent)
-    return tuple(hashes)
+    for block_id in spec.prefix_hashes[: (limit * block_size - 1) // per_block + 1]:
+        parent = hash((parent, block_id))
+        chain.append(parent)
+    # Python hashes are signed 64-bit; wrap-around arithmetic in uint64 is intended.
+    c = np.array(chain, dtype=np.int64).view(np.uint64)
+    if per_block % block_size == 0:  # the usual case: whole KV blocks per workload block
+        c = np.repeat(c, per_block // block_size)[:limit]
+    else:
+        c = c[(np.arange(1, limit + 1) * block_size - 1) // per_block]
+    return tuple((c * _MIX + np.arange(limit, dtype=np.uint64)).tolist())
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: k -> c * _MIX + k is one-to-one for each chain c
 
 
 def arrival_process(
@@ -154,6 +183,11 @@ def arrival_process(
         delay = spec.arrival_s - env.now
         if delay > 0.0:
             yield env.timeout(delay)
-        request = make_request(spec)
-        recorder.record_arrival(request.arrival_s)
-        replicas[router.route(replicas)].add_request(request)
+        dispatch(make_request(spec), replicas, router, recorder)
+
+
+def dispatch(request: Request, replicas: list[Replica], router: Router, recorder: Recorder) -> None:
+    """A request arrives: the router picks its replica."""
+    replica = replicas[router.route(replicas)]
+    recorder.record_arrival(request.arrival_s, replica.replica_id)
+    replica.add_request(request)

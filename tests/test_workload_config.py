@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sim.errors import ConfigError
-from sim.workload import WorkloadConfig, build_requests
+from sim.workload import SessionSource, WorkloadConfig, build_requests, build_workload
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "workload"
 YAMLS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -29,8 +29,14 @@ def test_yaml_composes_against_the_schema_and_builds(path: Path) -> None:
     # Merging onto the structured schema is the check Hydra applies to a group file.
     cfg = OmegaConf.merge(OmegaConf.structured(WorkloadConfig), OmegaConf.load(path))
     assert cfg.name == path.stem
-    it = build_requests(cfg, np.random.SeedSequence(0), max_model_len=1_000_000)
-    first = [next(it) for _ in range(50)]
+    workload = build_workload(cfg, np.random.SeedSequence(0), max_model_len=1_000_000, block_size=16)
+    if isinstance(workload, SessionSource):  # closed loop / sessions: turns come as answers do
+        session = workload.new_session()
+        assert session is not None and session.num_turns >= 1
+        spec = session.next_request(0, 0.0)
+        assert spec.prompt_tokens >= cfg.shared_prefix_tokens + 1 and spec.output_tokens >= 1
+        return
+    first = [next(workload) for _ in range(50)]
     assert [r.request_id for r in first] == list(range(50))
     assert all(b.arrival_s >= a.arrival_s for a, b in zip(first, first[1:]))
 

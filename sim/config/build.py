@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
 from sim.config.schema import CostConfig
@@ -18,6 +20,7 @@ from sim.model_spec import ModelSpec
 from sim.precision import PrecisionSpec
 from sim.router import ROUTERS
 from sim.workload.config import WorkloadConfig
+from sim.workload.validate import as_workload_config, validate
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class RunSpec:
     write_steps: bool
     print_summary: bool
     progress: bool
+    horizon_s: float | None = None  # stop at this simulated time; None: when all requests end
+    max_waiting_requests: int | None = None  # per replica; None: unbounded
+    timeline_interval_s: float = 1.0  # bin width of timeline.parquet; 0: not written
 
 
 def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -52,8 +58,45 @@ def _positive(name: str, value: float | int | None, allow_none: bool = False) ->
         raise ConfigError(f"{name}={value} must be positive")
 
 
+def _non_negative(name: str, value: float) -> float:
+    if not value >= 0:
+        raise ConfigError(f"{name}={value} must be zero or positive")
+    return value
+
+
+def _check_complete(cfg: DictConfig) -> None:
+    """Every value resolves, none is missing, and every number is finite: the errors that
+    would otherwise surface as an OmegaConf exception (or a NaN) deep inside the model."""
+    try:
+        tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        where = f"{exc.full_key}: " if getattr(exc, "full_key", None) else ""
+        raise ConfigError(f"{where}{str(exc).splitlines()[0]}") from None
+    _check_finite(tree, "")
+
+
+def _check_finite(node: Any, path: str) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_finite(value, f"{path}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{path}={node} is not a finite number")
+
+
 def build_run_spec(cfg: DictConfig) -> RunSpec:
-    """Validate the composed config and derive the memory plan (which may refuse the model)."""
+    """Validate the composed config and derive the memory plan (which may refuse the model).
+
+    Every refusal is a ConfigError (a SimError) naming the key: no user input may reach an
+    exception of another kind, which would be a bug."""
+    _check_complete(cfg)
+    if cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed} must be a non-negative integer")
+    _positive("horizon_s", cfg.horizon_s, allow_none=True)
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        _positive(f"slo.{key}", cfg.slo[key], allow_none=key == "e2e_s")
     model = model_spec_from_config(cfg.model)
     hardware = hardware_spec_from_config(cfg.hardware)
     precision = precision_spec_from_config(cfg.precision, hardware)
@@ -67,6 +110,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
     _positive("scheduler.max_num_seqs", sch.max_num_seqs)
     _positive("scheduler.max_model_len", sch.max_model_len, allow_none=True)
     _positive("scheduler.block_size", sch.block_size)
+    _positive("scheduler.max_waiting_requests", sch.max_waiting_requests, allow_none=True)
     if sch.long_prefill_token_threshold < 0:
         raise ConfigError("scheduler.long_prefill_token_threshold must be >= 0 (0 disables it)")
     max_model_len = sch.max_model_len or model.max_position_embeddings
@@ -95,7 +139,8 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
     )
     cost = OmegaConf.to_object(cfg.cost)
-    workload = OmegaConf.to_object(cfg.workload)
+    workload = as_workload_config(cfg.workload)
+    validate(workload)
     return RunSpec(
         scenario_name=cfg.scenario_name,
         question=cfg.question,
@@ -122,6 +167,9 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         write_steps=cfg.output.write_steps,
         print_summary=cfg.output.print_summary,
         progress=cfg.output.progress,
+        horizon_s=cfg.horizon_s,
+        max_waiting_requests=sch.max_waiting_requests,
+        timeline_interval_s=_non_negative("output.timeline_interval_s", cfg.output.timeline_interval_s),
     )
 
 

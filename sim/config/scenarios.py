@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from sim.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -25,6 +28,13 @@ def register_scenarios(directory: Path = SCENARIO_DIR) -> list[str]:
     cs = ConfigStore.instance()
     names = []
     for path in scenario_files(directory):
-        cs.store(group="scenario", name=path.stem, node=OmegaConf.load(path), package="_global_")
+        try:
+            node = OmegaConf.load(path)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(exc).split())
+            raise ConfigError(f"scenario file {path} is not valid YAML: {problem}") from None
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"scenario file {path} must hold a mapping of config keys")
+        cs.store(group="scenario", name=path.stem, node=node, package="_global_")
         names.append(path.stem)
     return names

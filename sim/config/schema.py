@@ -135,6 +135,7 @@ class OutputConfig:
     write_steps: bool = True
     print_summary: bool = True
     progress: bool = True
+    timeline_interval_s: float = 1.0  # bin width of timeline.parquet, simulated s; 0: none
 
 
 @dataclass

@@ -30,6 +30,8 @@ class Request:
     num_prompt_tokens: int
     max_tokens: int  # output tokens to generate (the trace's or generator's output length)
     block_hashes: tuple[int, ...] = ()  # identity of each full KV block of the prompt
+    session_id: int = -1  # the client's conversation (sim.clients), -1 for open-loop requests
+    turn: int = 0
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then

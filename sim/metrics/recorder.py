@@ -1,7 +1,9 @@
-"""Collects what the simulation does: request rows, step rows, and running sums for the summary.
+"""Collects what the simulation does: request rows, step rows, a timeline, and running sums for
+the summary.
 
 Rows stream to Parquet in chunks; the summary keeps only per-request latency arrays and per-step
-running sums, so memory grows with the number of requests, not of tokens or steps.
+running sums, so memory grows with the number of requests, not of tokens or steps. The
+timeline keeps one small record per replica per bin of simulated time.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from sim.metrics.tables import (
     REQUEST_STATUS_UNFINISHED,
     REQUESTS_SCHEMA,
     STEPS_SCHEMA,
+    TIMELINE_SCHEMA,
     ChunkedParquetWriter,
 )
+from sim.metrics.timeline import ARRIVALS, FINISHED, REJECTED, Timeline
 
 NAN = math.nan
 
@@ -43,6 +47,9 @@ class StepTotals:
     kv_usage_max: float = 0.0
     prefill_tokens: int = 0
     decode_tokens: int = 0
+    # Prefix-cache lookups of requests at their first scheduling: prompt tokens, and hits.
+    prefix_cache_queries_tokens: int = 0
+    prefix_cache_hits_tokens: int = 0
     op_time_s: list[float] = field(default_factory=lambda: [0.0] * len(OP_CLASSES))
 
 
@@ -63,16 +70,22 @@ class RequestMetrics:
 
 
 class Recorder:
-    def __init__(self, out_dir: Path, write_steps: bool = True) -> None:
+    def __init__(
+        self, out_dir: Path, write_steps: bool = True, timeline_interval_s: float = 1.0
+    ) -> None:
+        """`timeline_interval_s`: bin width of timeline.parquet; 0 writes no timeline."""
         out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = out_dir
         self.requests_writer = ChunkedParquetWriter(out_dir / "requests.parquet", REQUESTS_SCHEMA)
         self.steps_writer = (
             ChunkedParquetWriter(out_dir / "steps.parquet", STEPS_SCHEMA) if write_steps else None
         )
+        self.timeline = Timeline(timeline_interval_s) if timeline_interval_s > 0 else None
         self.steps = StepTotals()
         self.requests = RequestMetrics()
         self.first_arrival_s = math.inf
         self.last_event_s = 0.0
+        self.num_evicted_blocks = 0  # cached KV blocks dropped for reuse, all replicas
 
     # ---- steps -------------------------------------------------------------------------
 
@@ -130,6 +143,26 @@ class Recorder:
         end_s = start_s + duration_s
         if end_s > self.last_event_s:
             self.last_event_s = end_s
+        # Requests admitted by this step (their prefix-cache lookup) and tokens it sampled:
+        # steady decodes all sample; another request did if its last token is this step's.
+        # DIVERGENCE: a request's lookup counts once, at its first scheduling; vLLM's
+        # prefix_cache_queries/hits also count each new lookup after a preemption.
+        admitted = queries = hits = 0
+        sampled = len(output.decodes)
+        for request in output.others:
+            if request.first_scheduled_s == start_s:
+                admitted += 1
+                queries += request.num_prompt_tokens
+                hits += request.num_cached_tokens
+            if request.last_token_s > start_s:
+                sampled += 1
+        totals.prefix_cache_queries_tokens += queries
+        totals.prefix_cache_hits_tokens += hits
+        if self.timeline is not None:
+            self.timeline.add_step(
+                replica_id, start_s, end_s, admitted, queries, hits, batch.num_prefill_tokens,
+                sampled, num_waiting, num_running, kv_usage,
+            )
         if self.steps_writer is None:
             return
         self.steps_writer.append(
@@ -159,9 +192,11 @@ class Recorder:
 
     # ---- requests ----------------------------------------------------------------------
 
-    def record_arrival(self, arrival_s: float) -> None:
+    def record_arrival(self, arrival_s: float, replica_id: int) -> None:
         if arrival_s < self.first_arrival_s:
             self.first_arrival_s = arrival_s
+        if self.timeline is not None:
+            self.timeline.bin(replica_id, arrival_s)[ARRIVALS] += 1
 
     def record_finished(self, request: Request) -> None:
         m = self.requests
@@ -176,10 +211,14 @@ class Recorder:
         m.output_tokens.append(n_out)
         m.cached_tokens.append(max(request.num_cached_tokens, 0))
         m.num_preemptions += request.num_preemptions
+        if self.timeline is not None:
+            self.timeline.bin(request.replica_id, request.finish_s)[FINISHED] += 1
         self._write_request(request, REQUEST_STATUS_FINISHED, ttft, tpot, e2e)
 
     def record_rejected(self, request: Request) -> None:
         self.requests.num_rejected += 1
+        if self.timeline is not None:
+            self.timeline.bin(request.replica_id, request.arrival_s)[REJECTED] += 1
         self._write_request(request, REQUEST_STATUS_REJECTED, NAN, NAN, NAN)
 
     def record_unfinished(self, request: Request) -> None:
@@ -211,13 +250,24 @@ class Recorder:
                 ttft,
                 tpot,
                 e2e,
+                request.session_id,
+                request.turn,
             )
         )
+
+    def record_evictions(self, num_evicted_blocks: int) -> None:
+        """A replica's count of cached KV blocks evicted (the end of the run)."""
+        self.num_evicted_blocks += num_evicted_blocks
 
     def close(self) -> None:
         self.requests_writer.close()
         if self.steps_writer is not None:
             self.steps_writer.close()
+        if self.timeline is not None:
+            writer = ChunkedParquetWriter(self.out_dir / "timeline.parquet", TIMELINE_SCHEMA)
+            for row in self.timeline.rows():
+                writer.append(row)
+            writer.close()
 
 
 def _or_nan(t: float) -> float:

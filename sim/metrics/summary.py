@@ -121,7 +121,13 @@ def summarize(
         "kv_cache": {
             "usage_mean": _ratio(steps.kv_usage_time_integral, steps.busy_s),
             "usage_max": steps.kv_usage_max,
+            # Cached / prompt tokens of finished requests, at their first scheduling (a
+            # recomputation after preemption is not a new lookup; vLLM's metric counts it).
             "prefix_cache_hit_rate": _ratio(float(cached.sum()), float(prompt.sum())),
+            # The same lookups for every request admitted, finished or not.
+            "prefix_cache_queries_tokens": steps.prefix_cache_queries_tokens,
+            "prefix_cache_hits_tokens": steps.prefix_cache_hits_tokens,
+            "evicted_blocks": recorder.num_evicted_blocks,  # cached blocks dropped for reuse
         },
         "roofs": {
             "peak_flops_per_gpu": shape.peak_flops,

@@ -32,6 +32,8 @@ REQUESTS_SCHEMA = pa.schema(
         ("ttft_s", pa.float64()),
         ("tpot_s", pa.float64()),  # mean time per output token after the first
         ("e2e_s", pa.float64()),
+        ("session_id", pa.int64()),  # closed loop and sessions; -1 for open-loop requests
+        ("turn", pa.int32()),  # 0-based turn within the session
     ]
 )
 
@@ -62,6 +64,28 @@ _STEP_OP_FIELDS = [
     for metric in ("time_s", "flops", "bytes")
 ]
 STEPS_SCHEMA = pa.schema(_STEP_BASE_FIELDS + _STEP_OP_FIELDS)
+
+# One row per replica per bin of `output.timeline_interval_s` simulated seconds (see
+# sim/metrics/timeline.py for where each event is counted).
+TIMELINE_SCHEMA = pa.schema(
+    [
+        ("t_s", pa.float64()),  # bin start
+        ("replica_id", pa.int32()),
+        ("arrivals", pa.int64()),  # requests routed to the replica (rejected ones included)
+        ("rejected", pa.int64()),
+        ("admitted", pa.int64()),  # requests scheduled for the first time
+        ("finished", pa.int64()),
+        ("prefill_tokens", pa.int64()),  # prompt tokens computed (prefill chunks, recomputation)
+        ("output_tokens", pa.int64()),  # tokens generated
+        ("prefix_cache_queries_tokens", pa.int64()),  # prompt tokens of the admitted requests
+        ("prefix_cache_hits_tokens", pa.int64()),  # of which found in the prefix cache
+        ("busy_s", pa.float64()),  # engine step time (GPU + CPU overhead) inside the bin
+        ("waiting_mean", pa.float64()),  # time-averaged requests waiting
+        ("running_mean", pa.float64()),  # time-averaged requests running
+        ("waiting_max", pa.int64()),  # most requests waiting after a step that started in the bin
+        ("kv_usage_mean", pa.float64()),  # time-averaged fraction of KV blocks in use
+    ]
+)
 
 
 class ChunkedParquetWriter:

@@ -1,20 +1,25 @@
 """Request sources: synthetic arrival processes, length samplers and trace replay.
 
-The engine calls `build_requests(cfg, seed, max_model_len=...)` and receives RequestSpecs in
-arrival order; everything else in this package serves that one call.
+The engine calls `build_workload(cfg, seed, ...)`: for an open-loop workload it receives
+RequestSpecs in arrival order (`build_requests`); for a closed loop or multi-turn sessions, a
+SessionSource that `sim.clients` draws conversations from as the engine answers.
 """
 
-from sim.workload.build import build_requests
+from sim.workload.build import build_requests, build_workload
 from sim.workload.config import LengthConfig, RatePoint, TraceColumns, WorkloadConfig
 from sim.workload.registry import DATASETS
 from sim.workload.request_spec import RequestSpec
+from sim.workload.sessions import Session, SessionSource
 
 __all__ = [
     "DATASETS",
     "LengthConfig",
     "RatePoint",
     "RequestSpec",
+    "Session",
+    "SessionSource",
     "TraceColumns",
     "WorkloadConfig",
     "build_requests",
+    "build_workload",
 ]

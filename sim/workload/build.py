@@ -24,12 +24,16 @@ from sim.workload.rate_schedule import schedule_process
 from sim.workload.registry import resolve
 from sim.workload.replay import replay_times
 from sim.workload.request_spec import RequestSpec
+from sim.workload.sessions import SYSTEM_PROMPT_SEGMENT, LengthPairs, SessionSource, session_start_times
 from sim.workload.trace_readers import load_table
-from sim.workload.validate import RENEWAL_KINDS, as_workload_config, validate
+from sim.workload.validate import RENEWAL_KINDS, as_workload_config, drives_clients, validate
 
 log = logging.getLogger(__name__)
 
-STREAMS = ("arrivals", "prompt_tokens", "output_tokens", "arrival_thinning")
+# Appending a stream keeps the earlier ones (child i of the seed is stream i).
+STREAMS = (
+    "arrivals", "prompt_tokens", "output_tokens", "arrival_thinning", "turns", "shared_prefix", "think_time",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +62,41 @@ def build_requests(
     """
     wc = as_workload_config(cfg)
     validate(wc)
+    if drives_clients(wc):
+        raise ConfigError(
+            f"workload {wc.name}: closed-loop and multi-turn requests depend on the engine's answers, "
+            "so they cannot be listed in advance; use build_workload (sessions for sim.clients)"
+        )
     rngs = spawn_streams(seed)
     if wc.arrival == "trace":
         chunks = _trace_chunks(wc)
     else:
         chunks = _synthetic_chunks(wc, rngs)
     return _emit(chunks, max_model_len, wc.name)
+
+
+def build_workload(
+    cfg: WorkloadConfig | DictConfig | Mapping[str, Any],
+    seed: np.random.SeedSequence,
+    *,
+    max_model_len: int | None = None,
+    block_size: int | None = None,
+) -> Iterator[RequestSpec] | SessionSource:
+    """What the simulator runs: timed requests (open loop), or sessions for SimPy clients
+    (closed loop, multi-turn sessions), whose requests depend on the engine's answers.
+
+    `block_size` is the engine's KV block size when prefix caching is on (sessions then give
+    their turns KV block identities), None otherwise.
+    """
+    wc = as_workload_config(cfg)
+    validate(wc)
+    if not drives_clients(wc):
+        return build_requests(wc, seed, max_model_len=max_model_len)
+    rngs = spawn_streams(seed)
+    start_times = None
+    if wc.arrival != "closed_loop":
+        start_times = session_start_times(_arrival_process(wc, rngs), wc.duration_s)
+    return SessionSource(wc, rngs, _length_pairs(wc, rngs), start_times, block_size)
 
 
 def spawn_streams(seed: np.random.SeedSequence | int) -> dict[str, np.random.Generator]:
@@ -102,26 +135,35 @@ def _arrival_process(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -
 def _synthetic_chunks(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -> Iterator[RequestChunk]:
     """Set up eagerly (so a bad lengths file fails now), then generate lazily."""
     process = _arrival_process(wc, rngs)
-    prompt_rng, output_rng = rngs["prompt_tokens"], rngs["output_tokens"]
-    if wc.lengths_from is not None:
-        src = resolve(wc.lengths_from, wc.trace_format, wc.columns, "workload.lengths_from")
-        empirical = EmpiricalLengths(load_table(src.path, src.format.reader, src.format.columns, with_arrival=False))
-
-        def lengths(n: int) -> tuple[np.ndarray, np.ndarray]:
-            return empirical.sample(prompt_rng, n)  # one row draw gives both lengths
-    else:
-        prompt = make_length_sampler(wc.prompt_tokens)
-        output = make_length_sampler(wc.output_tokens)
-
-        def lengths(n: int) -> tuple[np.ndarray, np.ndarray]:
-            return prompt(prompt_rng, n), output(output_rng, n)
+    lengths = _length_pairs(wc, rngs)
+    system = wc.shared_prefix_tokens
+    prefix_rng = rngs["shared_prefix"]
 
     def generate() -> Iterator[RequestChunk]:
         for times in bounded_chunks(process, wc.num_requests, wc.duration_s):
             p, o = lengths(len(times))
-            yield RequestChunk(times, p, o)
+            if not system:
+                yield RequestChunk(times, p, o)
+                continue
+            # A shared system prompt in front of a fraction of the prompts: one prefix block
+            # of `system` tokens, the same identity for every request that has it.
+            has = prefix_rng.random(len(times)) < wc.shared_prefix_fraction
+            hashes = [(SYSTEM_PROMPT_SEGMENT,) if h else () for h in has.tolist()]
+            yield RequestChunk(times, p + system * has, o, hashes, system)
 
     return generate()
+
+
+def _length_pairs(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -> LengthPairs:
+    """(prompt, output) length draws: two parametric laws, or rows of a dataset."""
+    prompt_rng, output_rng = rngs["prompt_tokens"], rngs["output_tokens"]
+    if wc.lengths_from is not None:
+        src = resolve(wc.lengths_from, wc.trace_format, wc.columns, "workload.lengths_from")
+        empirical = EmpiricalLengths(load_table(src.path, src.format.reader, src.format.columns, with_arrival=False))
+        return lambda n: empirical.sample(prompt_rng, n)  # one row draw gives both lengths
+    prompt = make_length_sampler(wc.prompt_tokens)
+    output = make_length_sampler(wc.output_tokens)
+    return lambda n: (prompt(prompt_rng, n), output(output_rng, n))
 
 
 def _trace_chunks(wc: WorkloadConfig) -> Iterator[RequestChunk]:
@@ -171,14 +213,13 @@ def _emit(chunks: Iterator[RequestChunk], max_model_len: int | None, name: str) 
                     int(c.prompt_tokens[too_long[0]] + c.output_tokens[too_long[0]]), max_model_len,
                 )
         columns = (c.arrival_s.tolist(), c.prompt_tokens.tolist(), c.output_tokens.tolist())
-        if c.source_lines is None:
+        if c.source_lines is None and c.prefix_hashes is None:
             for rid, (a, p, o) in enumerate(zip(*columns), start=request_id):
                 yield RequestSpec(rid, a, p, o)
         else:
             hashes = c.prefix_hashes if c.prefix_hashes is not None else [()] * len(columns[0])
+            lines = c.source_lines.tolist() if c.source_lines is not None else [0] * len(columns[0])
             block = c.prefix_block_tokens
-            for rid, (a, p, o, h, line) in enumerate(
-                zip(*columns, hashes, c.source_lines.tolist()), start=request_id
-            ):
+            for rid, (a, p, o, h, line) in enumerate(zip(*columns, hashes, lines), start=request_id):
                 yield RequestSpec(rid, a, p, o, h, block, line)
         request_id += len(columns[0])

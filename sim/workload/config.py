@@ -72,13 +72,21 @@ class WorkloadConfig:
       ramp      rate interpolated linearly in `schedule`} realised by thinning
       diurnal   rate * (1 + amplitude * sin(2 pi (t - phase_s) / period_s))
       trace     replay the file or short name in `trace`
-    Open-loop processes stop at `num_requests` or `duration_s`, whichever comes first (at
+      closed_loop  `concurrency` users, each sending its next request `think_time_s` after
+                its previous one finished or was rejected (all start at t = 0)
+    Synthetic workloads stop at `num_requests` or `duration_s`, whichever comes first (at
     least one is required). Lengths come from `prompt_tokens`/`output_tokens`, or, when
     `lengths_from` names a dataset, from (prompt, output) pairs drawn jointly from its rows.
+
+    Sessions: with `turns` other than 1, each arrival (or each closed-loop user's next
+    conversation) starts a multi-turn session. Turn k's prompt is the conversation so far plus
+    a new user message of `prompt_tokens`; the next turn is sent `think_time_s` after the
+    answer. `shared_prefix_tokens` puts one common system prompt in front of a fraction of
+    the requests (of the sessions, with turns). See `sim.workload.sessions`.
     """
 
     name: str = MISSING
-    arrival: str = "poisson"  # poisson | constant | gamma | offline | steps | ramp | diurnal | trace
+    arrival: str = "poisson"  # poisson | constant | gamma | offline | steps | ramp | diurnal | trace | closed_loop
     rate: float = 1.0  # requests per second (poisson, constant, gamma; mean rate of diurnal)
     cv: Optional[float] = None  # gamma: coefficient of variation of the inter-arrival gaps
     schedule: List[RatePoint] = field(default_factory=list)  # steps / ramp; first t_s must be 0
@@ -92,6 +100,16 @@ class WorkloadConfig:
     # A dataset short name (sharegpt, arxiv, or any trace name) or a file path; when set,
     # (prompt, output) pairs are sampled from its rows and prompt_tokens/output_tokens are ignored.
     lengths_from: Optional[str] = None
+
+    # --- closed loop and sessions (sent by sim.clients) ---
+    concurrency: int = 1  # closed_loop: number of users, each with one request in flight
+    think_time_s: float = 0.0  # mean pause between an answer and the same user's next request
+    think_time_kind: str = "fixed"  # fixed | exponential (mean think_time_s)
+    turns: LengthConfig = field(default_factory=lambda: LengthConfig(kind="fixed", value=1))
+    # A system prompt of this many tokens, identical across requests, in front of the prompt
+    # of this fraction of the requests (sessions); it adds to the sampled prompt length.
+    shared_prefix_tokens: int = 0
+    shared_prefix_fraction: float = 1.0
 
     # --- trace replay (arrival: trace) ---
     trace: Optional[str] = None  # short name (azure_conv, mooncake_conversation, ...) or path

@@ -12,6 +12,11 @@ class RequestSpec:
     `prefix_hashes` optionally identifies the prompt's prefix in blocks of `prefix_block_tokens`
     tokens (for example the 512-token `hash_ids` of a Mooncake trace): two requests whose first
     n hashes agree share their first n * prefix_block_tokens prompt tokens.
+
+    `block_hashes`, set only by sessions (which are built knowing the engine's KV block size),
+    are the identities of the request's full KV blocks themselves, prompt first and then the
+    answer it will generate, so that the next turn of the conversation can hit the answer's
+    blocks too. When set they are used as they are and `prefix_hashes` is ignored.
     """
 
     request_id: int
@@ -21,3 +26,6 @@ class RequestSpec:
     prefix_hashes: tuple[int, ...] = ()
     prefix_block_tokens: int = 0
     source_line: int = 0  # line of the trace file it came from (0 for synthetic requests)
+    block_hashes: tuple[int, ...] = ()
+    session_id: int = -1  # conversation it belongs to (closed loop, sessions); -1: none
+    turn: int = 0  # 0-based turn within the session

@@ -16,7 +16,8 @@ from sim.workload.config import LengthConfig, WorkloadConfig
 
 RENEWAL_KINDS = ("poisson", "constant", "gamma")
 SCHEDULE_KINDS = ("steps", "ramp", "diurnal")
-ARRIVAL_KINDS = (*RENEWAL_KINDS, "offline", *SCHEDULE_KINDS, "trace")
+ARRIVAL_KINDS = (*RENEWAL_KINDS, "offline", *SCHEDULE_KINDS, "trace", "closed_loop")
+THINK_TIME_KINDS = ("fixed", "exponential")
 LENGTH_KINDS = ("fixed", "uniform", "lognormal", "normal", "exponential")
 TRACE_FORMATS = ("auto", "azure", "mooncake", "csv", "jsonl", "parquet")
 TIME_UNITS = ("s", "ms", "us", "ns", "datetime")
@@ -50,6 +51,7 @@ def validate(cfg: WorkloadConfig) -> None:
     if cfg.arrival == "trace":
         _validate_trace(cfg)
         return
+    _validate_clients(cfg)
     if cfg.trace is not None:
         raise ConfigError(
             f"workload.trace is set ({cfg.trace!r}) but workload.arrival is {cfg.arrival!r}; "
@@ -70,11 +72,41 @@ def _validate_bounds(cfg: WorkloadConfig) -> None:
         raise ConfigError(f"workload.duration_s must be positive (got {cfg.duration_s})")
     if cfg.arrival == "offline" and cfg.num_requests is None:
         raise ConfigError("workload.arrival: offline sends everything at t = 0; set workload.num_requests")
-    open_loop = cfg.arrival not in ("offline", "trace")
-    if open_loop and cfg.num_requests is None and cfg.duration_s is None:
+    endless = cfg.arrival not in ("offline", "trace")
+    if endless and cfg.num_requests is None and cfg.duration_s is None:
         raise ConfigError(
             f"workload: arrival {cfg.arrival!r} never ends on its own; set workload.num_requests "
             "or workload.duration_s (or both: whichever is reached first stops it)"
+        )
+
+
+def is_single_turn(cfg: WorkloadConfig) -> bool:
+    """A session of one turn is a plain request."""
+    return cfg.turns.kind == "fixed" and cfg.turns.value == 1
+
+
+def drives_clients(cfg: WorkloadConfig) -> bool:
+    """Closed loops and sessions: requests depend on answers, so SimPy clients send them."""
+    return cfg.arrival == "closed_loop" or not is_single_turn(cfg)
+
+
+def _validate_clients(cfg: WorkloadConfig) -> None:
+    """Closed loop, sessions and the shared system prompt (synthetic workloads only)."""
+    if cfg.arrival == "closed_loop" and cfg.concurrency < 1:
+        raise ConfigError(f"workload.concurrency must be at least 1 user (got {cfg.concurrency})")
+    if not cfg.think_time_s >= 0:
+        raise ConfigError(f"workload.think_time_s must be non-negative seconds (got {cfg.think_time_s})")
+    if cfg.think_time_kind not in THINK_TIME_KINDS:
+        raise ConfigError(
+            f"workload.think_time_kind: unknown kind {cfg.think_time_kind!r}; choose one of "
+            f"{', '.join(THINK_TIME_KINDS)}"
+        )
+    validate_lengths(cfg.turns, "workload.turns")
+    if cfg.shared_prefix_tokens < 0:
+        raise ConfigError(f"workload.shared_prefix_tokens must be non-negative (got {cfg.shared_prefix_tokens})")
+    if not 0 <= cfg.shared_prefix_fraction <= 1:
+        raise ConfigError(
+            f"workload.shared_prefix_fraction must lie in [0, 1] (got {cfg.shared_prefix_fraction})"
         )
 
 
@@ -126,6 +158,11 @@ def _validate_trace(cfg: WorkloadConfig) -> None:
         raise ConfigError("workload.arrival is 'trace' but workload.trace is not set; give a short name or a path")
     if cfg.lengths_from is not None:
         raise ConfigError("workload.lengths_from cannot be combined with a trace: the trace carries its own lengths")
+    if not is_single_turn(cfg) or cfg.shared_prefix_tokens:
+        raise ConfigError(
+            "workload.turns and workload.shared_prefix_tokens apply to synthetic workloads; a trace "
+            "carries its own prompts (and, for Mooncake, their shared prefixes)"
+        )
     if not cfg.speedup > 0:
         raise ConfigError(f"workload.speedup must be positive (got {cfg.speedup})")
     if cfg.target_rate is not None:

@@ -1,0 +1,163 @@
+"""The SimPy edge on the traffic side: who sends requests, and when.
+
+An open-loop workload is a list of timed requests (`arrival_process`). Closed-loop users and
+multi-turn sessions wait for answers: each is a SimPy process that sends a request, waits
+until the engine reports it finished (or rejected, through `Replica.on_finish`), thinks, and
+sends the next. One event per request sent and one per think time; never one per token.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Callable, Iterator
+
+import simpy
+
+from sim.core.request import Request, RequestStatus
+from sim.metrics.recorder import Recorder
+from sim.simulation import Replica, Router, arrival_process, dispatch
+from sim.workload.request_spec import RequestSpec
+from sim.workload.sessions import Session, SessionSource
+
+log = logging.getLogger(__name__)
+
+MAX_INSTANT_REFUSALS = 1000  # refusals in a row at one instant before a lone user gives up
+
+
+def start_traffic(
+    env: simpy.Environment,
+    workload: Iterator[RequestSpec] | SessionSource,
+    make_request: Callable[[RequestSpec], Request],
+    replicas: list[Replica],
+    router: Router,
+    recorder: Recorder,
+) -> None:
+    """Start the processes that send the workload (what `sim.workload.build_workload` built)."""
+    if isinstance(workload, SessionSource):
+        Clients(env, workload, make_request, replicas, router, recorder).start()
+    else:
+        env.process(arrival_process(env, workload, make_request, replicas, router, recorder))
+
+
+class Clients:
+    """Users that wait for answers: `concurrency` closed-loop users, or one conversation per
+    arrival of an open-loop process. Each turn is sent after the previous answer plus a think
+    time; no request is sent at or after the workload's `duration_s`."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        source: SessionSource,
+        make_request: Callable[[RequestSpec], Request],
+        replicas: list[Replica],
+        router: Router,
+        recorder: Recorder,
+    ) -> None:
+        self.env = env
+        self.source = source
+        self.make_request = make_request
+        self.replicas = replicas
+        self.router = router
+        self.recorder = recorder
+        self._answers: dict[int, simpy.Event] = {}  # request_id -> event its sender waits on
+        self._request_ids = itertools.count()
+        # Fires when any request finishes: a rejected user with no think time retries then,
+        # so a full queue cannot make it retry forever at one instant.
+        self._progress = env.event()
+        for replica in replicas:
+            replica.on_finish = self._on_finish
+
+    def start(self) -> None:
+        if self.source.closed_loop:
+            for _ in range(self.source.concurrency):
+                self.env.process(self.user())
+        else:
+            self.env.process(self.session_arrivals())
+
+    def user(self):
+        """A closed-loop user: conversations back to back, thinking after every answer.
+
+        A refused request answers at once. With no think time, a user refused again at the
+        same instant waits until the engine finishes a request (a full queue then drains),
+        or, with nothing in flight, retries at once, giving up after MAX_INSTANT_REFUSALS
+        refusals in a row: otherwise simulated time could never advance.
+        """
+        env = self.env
+        refusals, refused_at_s = 0, -1.0
+        first = True
+        while True:
+            if not first:
+                yield from self._think()
+            first = False
+            if self._past_duration():
+                return
+            session = self.source.new_session()
+            if session is None:
+                return
+            refused = yield from self.conversation(session)
+            if not refused or self.source.think_time_mean_s > 0.0:
+                continue
+            refusals = refusals + 1 if refused_at_s == env.now else 1
+            refused_at_s = env.now
+            if refusals < 2:
+                continue
+            if any(replica.num_outstanding for replica in self.replicas):
+                yield self._progress
+            elif refusals >= MAX_INSTANT_REFUSALS:
+                log.warning(
+                    "a closed-loop user was refused %d times in a row at t=%.3f s with nothing in "
+                    "flight and stops; check the lengths against scheduler.max_model_len",
+                    refusals, env.now,
+                )
+                return
+
+    def session_arrivals(self):
+        """Open loop: a conversation starts at each arrival time of the workload's process."""
+        env = self.env
+        for start_s in self.source.start_times:  # type: ignore[union-attr]
+            delay = start_s - env.now
+            if delay > 0.0:
+                yield env.timeout(delay)
+            session = self.source.new_session()
+            if session is None:
+                return
+            env.process(self.conversation(session))
+
+    def conversation(self, session: Session):
+        """Send the session's turns in order; a rejected turn ends the conversation (the
+        process then returns True)."""
+        env = self.env
+        for turn in range(session.num_turns):
+            if turn:
+                yield from self._think()
+            if self._past_duration():
+                return False
+            answer = self._send(session.next_request(next(self._request_ids), env.now))
+            request = yield answer
+            if request.status == RequestStatus.REJECTED:
+                return True
+        return False
+
+    def _send(self, spec: RequestSpec) -> simpy.Event:
+        answer = self.env.event()
+        self._answers[spec.request_id] = answer  # before dispatch: a rejection answers at once
+        dispatch(self.make_request(spec), self.replicas, self.router, self.recorder)
+        return answer
+
+    def _on_finish(self, request: Request) -> None:
+        answer = self._answers.pop(request.request_id, None)
+        if answer is not None:
+            answer.succeed(request)
+        if request.status == RequestStatus.FINISHED and self._progress.callbacks:
+            self._progress.succeed()
+            self._progress = self.env.event()
+
+    def _think(self):
+        think_s = self.source.think_time_s()
+        if think_s > 0.0:
+            yield self.env.timeout(think_s)
+
+    def _past_duration(self) -> bool:
+        duration_s = self.source.duration_s
+        return duration_s is not None and self.env.now >= duration_s
