@@ -78,30 +78,36 @@ def batch_knee(
     table: Columns, out: Path, batch: str = "scheduler.max_num_seqs", by: Sequence[str] = (),
     slo_tpot_s: float | None = None, title: str = "",
 ) -> Path:
-    """Throughput and TPOT p99 against the batch limit: where more batch stops paying."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    """Throughput, TPOT p99 and the efficiency figures against the batch limit: where more
+    batch stops paying."""
+    util = [c for c in ("utilization.mfu", "utilization.memory_bandwidth_utilization") if c in table]
+    fig, axes = plt.subplots(3 if util else 2, 1, figsize=(8, 8.5 if util else 6.5), sharex=True)
+    top, middle = axes[0], axes[1]
     for (label, mask), colour in zip(groups(table, by), SERIES):
         x = table[batch][mask].astype(float)
         order = np.argsort(x)
         top.plot(x[order], table[THROUGHPUT][mask][order], "o-", color=colour, label=label or None)
-        bottom.plot(x[order], table[TPOT_P99][mask][order] * 1e3, "o-", color=colour, label=label or None)
-        if "utilization.mfu" in table:
-            mfu = table["utilization.mfu"][mask][order]
-            for xi, yi, m in zip(x[order], table[THROUGHPUT][mask][order], mfu):
-                top.annotate(f"MFU {m:.0%}", (xi, yi), xytext=(0, 6), textcoords="offset points",
-                             fontsize=6, ha="center", color=colour)
+        middle.plot(x[order], table[TPOT_P99][mask][order] * 1e3, "o-", color=colour, label=label or None)
+        for column, style in zip(util, ("o-", "s--")):
+            axes[2].plot(x[order], 100 * table[column][mask][order].astype(float), style, color=colour, ms=4)
     if slo_tpot_s:
-        bottom.axhline(slo_tpot_s * 1e3, color=SLO, ls="--", lw=1, label=f"SLO {slo_tpot_s * 1e3:g} ms")
+        middle.axhline(slo_tpot_s * 1e3, color=SLO, ls="--", lw=1, label=f"SLO {slo_tpot_s * 1e3:g} ms")
     top.set_xscale("log", base=2)
     top.set_ylim(0, top.get_ylim()[1] * 1.1)
     top.set_ylabel("output tokens/s")
-    bottom.set_ylabel("TPOT p99 (ms)")
-    bottom.set_xlabel(f"{batch} (batch limit, log scale)")
+    middle.set_ylabel("TPOT p99 (ms)")
+    if util:
+        axes[2].set_ylabel("% of peak")
+        axes[2].set_ylim(0, None)
+        axes[2].plot([], [], "o-", color="grey", label="MFU")
+        axes[2].plot([], [], "s--", color="grey", label="HBM bandwidth used")
+        axes[2].legend(loc="lower right")
+    axes[-1].set_xlabel(f"{batch} (batch limit, log scale)")
     xs = np.unique(table[batch].astype(float))
-    bottom.set_xticks(xs, [f"{v:g}" for v in xs])
+    axes[-1].set_xticks(xs, [f"{v:g}" for v in xs])
     top.legend(loc="upper left")
-    bottom.legend(loc="upper left")
-    top.set_title("Throughput and per-token latency against the batch limit")
+    middle.legend(loc="upper left")
+    top.set_title("Throughput, per-token latency and efficiency against the batch limit")
     fig.suptitle(title or "The batch-size knee", y=1.0)
     fig.tight_layout()
     return save(fig, out)

@@ -99,6 +99,20 @@ def write_table(study: Study, rows: list[dict[str, Any]], columns: Sequence[Colu
     return path
 
 
+def provenance(runs: Sequence[Run]) -> str:
+    """Where the runs' step times came from, per GPU, as their summaries state it."""
+    sources: dict[str, str] = {}
+    for run in runs:
+        gemm = (run.summary.get("assumptions", {}).get("efficiency_source") or {}).get("gemm", "unknown")
+        sources.setdefault(run.summary["setup"]["hardware"], str(gemm).split(" (")[0])
+    overhead = runs[0].summary.get("assumptions", {}).get("cpu_overhead_per_step_ms") if runs else None
+    return (
+        "cost model: step times " + ", ".join(f"for {hw} {src}" for hw, src in sources.items())
+        + (f"; CPU overhead {overhead:g} ms per step assumed" if overhead is not None else "")
+        + "; power-model weights not calibrated"
+    )
+
+
 def usd(v: float) -> str:
     return f"${v:,.2f}"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from analysis import plots_run, plots_sweep
-from analysis.studies import Study, concat_sweeps, num, usd, write_table
+from analysis.studies import Study, concat_sweeps, num, provenance, usd, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = "study_llama70b_hardware"
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         sweeps.append(study.sweep(tag, [*base, *overrides, f"workload.rate={rates}",
                                         f"workload.num_requests={requests}"]))
         run = study.run(tag, [f"+scenario={SCENARIO}", *overrides, f"parallel.replicas={sizing['replicas']}",
-                              f"workload.num_requests={3 * requests}"])
+                              f"workload.num_requests={2 * requests * sizing['replicas']}"])
         runs.append(run)
         s = run.summary
         rows.append({
@@ -81,18 +81,23 @@ def main(argv: list[str] | None = None) -> int:
                              title=f"Llama-3.1-70B at {target:g} req/s, each candidate sized to meet the SLOs")
     plots_run.roofline(runs[0], study.out / "roofline_h100_tp4.png")
     plots_run.roofline(runs[1], study.out / "roofline_h200_tp2.png")
-    write_table(study, rows, COLUMNS, answer(rows, target, slo))
+    write_table(study, rows, COLUMNS, answer(rows, target, slo, provenance(runs)))
     return 0
 
 
-def answer(rows: list[dict], target: float, slo: tuple[float, float]) -> str:
-    cheapest = min(rows, key=lambda r: r["usd_per_hour"])
-    h100 = next(r for r in rows if r["tag"] == "h100_tp4")
+def answer(rows: list[dict], target: float, slo: tuple[float, float], source: str) -> str:
+    best, runner_up, *rest = sorted(rows, key=lambda r: r["usd_per_hour"])
+    margin = runner_up["usd_per_hour"] / best["usd_per_hour"] - 1
+    verdict = "level (within 5%) with" if margin < 0.05 else f"{margin:.0%} cheaper than"
+
+    def sized(r: dict) -> str:
+        return f"{r['replicas']} replicas = {r['gpus']} GPUs, ${r['usd_per_hour']:,.2f}/h"
+
+    tail = "".join(f"; {r['candidate']} needs {sized(r)}" for r in rest)
     return (
-        f"**Answer** (current, uncalibrated cost model): at {target:g} req/s within TTFT p99 <= "
-        f"{slo[0]:g} s and TPOT p99 <= {slo[1] * 1e3:g} ms, the cheapest is **{cheapest['candidate']}**:"
-        f" {cheapest['replicas']} replicas = {cheapest['gpus']} GPUs, ${cheapest['usd_per_hour']:,.2f}/h,"
-        f" against {h100['gpus']} H100 SXM GPUs (${h100['usd_per_hour']:,.2f}/h) with TP4."
+        f"**Answer** ({source}): at {target:g} req/s within TTFT p99 <="
+        f" {slo[0]:g} s and TPOT p99 <= {slo[1] * 1e3:g} ms, the cheapest is **{best['candidate']}**"
+        f" with {sized(best)}. It is {verdict} {runner_up['candidate']} ({sized(runner_up)}){tail}."
     )
 
 

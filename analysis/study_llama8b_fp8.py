@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from analysis import plots_run, plots_sweep
 from analysis.runs import read_sweep
-from analysis.studies import Study, concat_sweeps, num, usd, write_table
+from analysis.studies import Study, concat_sweeps, num, provenance, usd, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = "study_llama8b_fp8"
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         plots_run.roofline(run, study.out / f"roofline_{p}.png")
         plots_run.operator_time(run, study.out / f"operators_{p}.png")
     plots_run.dashboard(runs["fp8"], study.out / "dashboard_fp8.png")
-    write_table(study, rows, COLUMNS, answer(rows, slo))
+    write_table(study, rows, COLUMNS, answer(rows, slo, provenance(list(runs.values()))))
     return 0
 
 
@@ -88,17 +88,21 @@ def _row(p: str, caps: dict, s: dict) -> dict:
     }
 
 
-def answer(rows: list[dict], slo: tuple[float, float]) -> str:
-    bf16, fp8 = rows[0], rows[1]
-    saving = 1 - fp8["usd_per_million_output_tokens"] / bf16["usd_per_million_output_tokens"]
+def answer(rows: list[dict], slo: tuple[float, float], source: str) -> str:
+    bf16, *fp8s = rows
+    cost = bf16["usd_per_million_output_tokens"]
+    parts = "; ".join(
+        f"{r['label']}: {r['capacity']:.1f} req/s ({r['gain']:+.0%}),"
+        f" ${r['usd_per_million_output_tokens']:.3f} per M output tokens"
+        f" ({1 - r['usd_per_million_output_tokens'] / cost:.0%} less),"
+        f" {r['joules_per_output_token']:.3f} J per token" for r in fp8s)
     return (
-        f"**Answer** (current, uncalibrated cost model; accuracy loss of FP8 not modelled): within"
-        f" TTFT p99 <= {slo[0]:g} s and TPOT p99 <= {slo[1] * 1e3:g} ms, one H100 serves"
-        f" {bf16['capacity']:.1f} req/s in bf16 and {fp8['capacity']:.1f} req/s in FP8"
-        f" ({fp8['gain']:+.0%}); at capacity a million output tokens cost"
-        f" ${bf16['usd_per_million_output_tokens']:.2f} against ${fp8['usd_per_million_output_tokens']:.2f}"
-        f" ({saving:.0%} less) and {bf16['joules_per_output_token']:.3f} against"
-        f" {fp8['joules_per_output_token']:.3f} J per output token."
+        f"**Answer** ({source}; the accuracy cost of FP8 is not modelled):"
+        f" within TTFT p99 <= {slo[0]:g} s and TPOT p99 <= {slo[1] * 1e3:g} ms, one H100 serves"
+        f" {bf16['capacity']:.1f} req/s of chat in bf16 (${cost:.3f} per M output tokens,"
+        f" {bf16['joules_per_output_token']:.3f} J per token at capacity). {parts}. Yes, FP8 is worth"
+        f" it if its accuracy holds for the task: each GPU carries {min(r['gain'] for r in fp8s):.0%}"
+        f" or more traffic within the same SLOs."
     )
 
 

@@ -18,16 +18,19 @@ compute and a memory term. The split:
 - w_m = 0.4: memory-bound decode that keeps HBM near its bandwidth draws only about 140-300 W of
   a 700 W H200 (Ma et al., "The Illusion of Power Capping in LLM Decode", arXiv:2605.11999,
   2026): (300 - 75) / (700 - 75) = 0.36 of the dynamic range at u_m of about 0.9.
-- w_c = 0.9: tensor cores near their sustained peak take a Hopper board to its power limit
-  (that is why `sustained_clock_ratio` exists); with the flat GEMM efficiency of 0.7 a
-  compute-bound step sits at 0.9 x 0.7 + 0.4 x (its u_m) of the range, just under TDP.
+- w_c = 1.8: compute-bound prefill runs at the board's power limit: the calibration here
+  measured H100 prefill GEMMs throttling to 1.2-1.7 GHz at 700 W (README, "Cost-model
+  fidelity"), and the calibrated cost model puts those steps at u_c = 0.45-0.6 of the datasheet
+  peak with u_m = 0.1-0.2, so 1.8 u_c + 0.4 u_m reaches 1 there. Llama-3.1-8B decode on an H100
+  then draws about 205 W at batch 1 and 365 W at batch 100.
 
-With these weights and efficiencies no step reaches the cap (a step's w_c u_c + w_m u_m is at
-most 0.9 x 0.7 + 0.4 x 0.85 < 1), so the energy is linear in the run's FLOP and byte totals and
-the summary computes it from them; `power_w` applies the same formula, cap included, to each
-row of steps.parquet for power over time. NVLink, host CPU and cooling power are not modelled.
-The weights are placeholders until measured on the target GPUs, like the cost model's
-efficiencies.
+The cap binds on prefill-heavy steps, so energy is summed step by step: the summary reads the
+step columns back from steps.parquet when the run wrote it (`energy_from_steps`); without it
+(`output.write_steps=false`) the energy comes from the run's FLOP and byte totals, exact while
+no step reaches the cap and an upper bound otherwise (`energy_from_totals`). `power_w` is the
+same formula for each row of steps.parquet (power over time). NVLink, host CPU and cooling
+power are not modelled. The weights are placeholders until board power is measured on the
+target GPUs (the cost model's calibration measured kernel times, not watts).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-COMPUTE_POWER_WEIGHT = 0.9  # w_c: share of (TDP - idle) at 100% of the tensor peak
+COMPUTE_POWER_WEIGHT = 1.8  # w_c: (TDP - idle) shares per unit of tensor-peak use
 MEMORY_POWER_WEIGHT = 0.4  # w_m: share of (TDP - idle) at 100% of the HBM bandwidth
 SECONDS_PER_HOUR = 3600.0
 JOULES_PER_KWH = 3.6e6
@@ -79,14 +82,21 @@ class PowerModel:
         """Power during a step (or each of an array of steps), capped at TDP."""
         return self.idle_w + self.dynamic_w * np.minimum(self.activity(flops, bytes_, duration_s), 1.0)
 
-    def energy_j(self, flops: float, bytes_: float, busy_s: float, elapsed_s: float) -> float:
+    def energy_from_totals(self, flops: float, bytes_: float, busy_s: float, elapsed_s: float) -> float:
         """One GPU over `elapsed_s`: idle power throughout plus the dynamic energy of steps
-        totalling `busy_s`, `flops` and `bytes_` (exact while no step reaches the cap)."""
+        totalling `busy_s`, `flops` and `bytes_` (exact while no step reaches the cap, an
+        upper bound otherwise)."""
         dynamic_j = self.dynamic_w * (
             self.compute_weight * flops / self.peak_flops
             + self.memory_weight * bytes_ / self.memory_bandwidth
         )
         return self.idle_w * elapsed_s + min(dynamic_j, self.dynamic_w * busy_s)
+
+    def energy_from_steps(self, flops: Any, bytes_: Any, duration_s: Any, elapsed_s: float) -> float:
+        """The same, exact: each step's capped power times its duration, idle elsewhere."""
+        duration = np.asarray(duration_s, dtype=np.float64)
+        step_j = float((self.power_w(flops, bytes_, duration) * duration).sum())
+        return step_j + self.idle_w * max(elapsed_s - float(duration.sum()), 0.0)
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "formula": FORMULA}
@@ -103,16 +113,24 @@ def cost_energy(
     bytes_: float,
     output_tokens: float,
     total_tokens: float,
+    steps: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary's `cost_energy` section. `busy_s`, `flops` and `bytes_` are summed over the
-    steps of every replica, per GPU of a replica (all GPUs of a TP group step together)."""
+    steps of every replica, per GPU of a replica (all GPUs of a TP group step together);
+    `steps`, when given, holds the per-step `flops`, `bytes` and `duration_s` columns."""
     gpus = num_replicas * gpus_per_replica
     cost_usd = price_per_gpu_hour_usd * gpus * duration_s / SECONDS_PER_HOUR
     priced = price_per_gpu_hour_usd > 0.0
-    energy_j = None
+    energy_j = method = None
     if power.known and duration_s > 0:
-        per_replica_gpu = power.energy_j(flops, bytes_, busy_s, duration_s * num_replicas)
-        energy_j = per_replica_gpu * gpus_per_replica
+        elapsed = duration_s * num_replicas  # replica-seconds: one GPU of each TP group
+        if steps is not None:
+            method = "per step, from steps.parquet"
+            per_gpu = power.energy_from_steps(steps["flops"], steps["bytes"], steps["duration_s"], elapsed)
+        else:
+            method = "from run totals: exact unless a step reached TDP, then an upper bound"
+            per_gpu = power.energy_from_totals(flops, bytes_, busy_s, elapsed)
+        energy_j = per_gpu * gpus_per_replica
     return {
         "gpus": gpus,
         "price_per_gpu_hour_usd": price_per_gpu_hour_usd if priced else None,
@@ -129,6 +147,7 @@ def cost_energy(
         ),
         # tokens/s per W of the whole deployment = output tokens per joule
         "output_tokens_per_s_per_w": _per(output_tokens, energy_j),
+        "energy_method": method,
         "power_model": power.describe() if power.known else None,
     }
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.sweep.capacity import main, search_seed, size_for_target, summarize_seeds
+from sim.sweep.capacity import confirm_seed, main, search_seed, size_for_target, summarize_seeds
 from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe, slo_samples, tail
 
 SLO = Slo(ttft_p99_s=2.0, tpot_p99_s=0.1)
@@ -27,6 +27,15 @@ def test_bisection_brackets_the_threshold_within_tolerance():
     assert found.upper_rate - found.lower_rate <= 0.01 * found.lower_rate
     down = search_seed(fake_probe(0.3), seed=0, start_rate=16.0, rel_tol=0.01)
     assert down.lower_rate <= 0.3 < down.upper_rate
+
+
+def test_a_longer_probe_lowers_an_answer_it_cannot_confirm():
+    found = search_seed(fake_probe(10.0), seed=0, start_rate=4.0, rel_tol=0.01)
+    confirm_seed(fake_probe(9.0), found, step=0.02)  # longer runs: the threshold is lower
+    assert found.lower_rate <= 9.0 < found.upper_rate <= 1.0205 * found.lower_rate
+    assert found.confirm_steps >= 1
+    confirm_seed(fake_probe(0.0), found, step=0.01, max_steps=3)
+    assert found.lower_rate is None
 
 
 def test_unreachable_slo_has_no_capacity():
@@ -59,14 +68,20 @@ def llama8b():
 def llama8b_capacity(llama8b):
     def probe(rate, seed):
         return run_probe(llama8b, rate, seed, REQUESTS, SLO)
-    return search_seed(probe, seed=0, start_rate=16.0, rel_tol=0.02)
+
+    def long_probe(rate, seed):
+        return run_probe(llama8b, rate, seed, 2 * REQUESTS, SLO)
+
+    found = search_seed(probe, seed=0, start_rate=16.0, rel_tol=0.02)
+    confirm_seed(long_probe, found, step=0.02)
+    return found
 
 
 def test_llama8b_capacity_meets_the_slo_and_ten_percent_more_misses(llama8b, llama8b_capacity):
     rate = llama8b_capacity.lower_rate
     assert 8 < rate < 80  # chat traffic on one H100: tens of requests/s
-    at = run_probe(llama8b, rate, 0, REQUESTS, SLO)
-    above = run_probe(llama8b, 1.1 * rate, 0, REQUESTS, SLO)
+    at = run_probe(llama8b, rate, 0, 2 * REQUESTS, SLO)  # the confirmation's length
+    above = run_probe(llama8b, 1.1 * rate, 0, 2 * REQUESTS, SLO)
     assert at.meets and at.ttft_p99_s <= 2.0 and at.tpot_p99_s <= 0.1 and at.num_failed == 0
     assert not above.meets and above.ttft_p99_s > 2.0
     assert above.output_tokens_per_s > 0.95 * at.output_tokens_per_s

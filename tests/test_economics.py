@@ -33,8 +33,9 @@ def test_power_is_idle_without_activity_and_capped_at_tdp():
     assert H100.power_w(0.0, 0.0, 1.0) == pytest.approx(70.0)
     assert H100.power_w(1e15, 3e12, 1.0) == pytest.approx(700.0)  # both roofs: capped
     memory_bound = H100.power_w(0.0, 0.9 * 3e12, 1.0)
-    compute_bound = H100.power_w(0.7e15, 0.1 * 3e12, 1.0)
-    assert 70 < memory_bound < compute_bound < 700  # decode draws less than prefill
+    compute_bound = H100.power_w(0.5e15, 0.1 * 3e12, 1.0)
+    assert 70 < memory_bound < 350 < compute_bound < 700  # decode draws less than prefill
+    assert H100.power_w(0.6e15, 0.2 * 3e12, 1.0) == pytest.approx(700.0)  # dense prefill: TDP
 
 
 def test_run_energy_from_totals_matches_the_sum_over_steps(tmp_path):
@@ -47,10 +48,21 @@ def test_run_energy_from_totals_matches_the_sum_over_steps(tmp_path):
     per_step = (step_power_w(steps, model) * steps["duration_s"]).sum()
     total = per_step + model["idle_w"] * (result.summary["duration_s"] - busy)
     assert ce["energy_j"] == pytest.approx(total, rel=1e-9)
-    # every step under the cap: the linear total is exact
-    activity = model["compute_weight"] * steps["flops"] / (steps["duration_s"] * model["peak_flops"])
-    activity += model["memory_weight"] * steps["bytes"] / (steps["duration_s"] * model["memory_bandwidth"])
-    assert activity.max() < 1.0
+    assert ce["energy_method"].startswith("per step")
+
+
+def test_without_steps_the_totals_bound_the_energy(tmp_path):
+    prefill_heavy = ["workload.output_tokens.kind=fixed", "workload.output_tokens.value=2",
+                     "workload.prompt_tokens.kind=fixed", "workload.prompt_tokens.value=4000"]
+    exact = run(tmp_path / "a", prefill_heavy).summary["cost_energy"]
+    totals = run(tmp_path / "b", [*prefill_heavy, "output.write_steps=false"]).summary["cost_energy"]
+    assert totals["energy_method"].startswith("from run totals")
+    assert exact["energy_j"] < totals["energy_j"] < 1.2 * exact["energy_j"]  # prefill hits TDP
+    decode = ["workload.output_tokens.kind=fixed", "workload.output_tokens.value=300",
+              "workload.prompt_tokens.kind=fixed", "workload.prompt_tokens.value=50"]
+    exact = run(tmp_path / "c", decode).summary["cost_energy"]
+    totals = run(tmp_path / "d", [*decode, "output.write_steps=false"]).summary["cost_energy"]
+    assert totals["energy_j"] == pytest.approx(exact["energy_j"], rel=1e-9)  # never capped
 
 
 def test_cost_per_token_follows_the_hourly_price(tmp_path):

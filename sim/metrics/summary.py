@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from sim.cost.breakdown import OP_CLASSES
 from sim.economics import PowerModel, cost_energy
@@ -133,7 +134,7 @@ def summarize(
             "peak_flops_per_gpu": shape.peak_flops,
             "memory_bandwidth_per_gpu": shape.memory_bandwidth,
         },
-        "cost_energy": _cost_energy(shape, steps, duration_s, output_generated, prompt),
+        "cost_energy": _cost_energy(shape, recorder, duration_s, output_generated, prompt),
         "steps": {
             "count": steps.num_steps,
             "prefill_tokens": steps.prefill_tokens,
@@ -144,8 +145,9 @@ def summarize(
 
 
 def _cost_energy(
-    shape: RunShape, steps: Any, duration_s: float, output_tokens: int, prompt: np.ndarray
+    shape: RunShape, recorder: Recorder, duration_s: float, output_tokens: int, prompt: np.ndarray
 ) -> dict[str, Any]:
+    steps = recorder.steps
     power = PowerModel(
         idle_w=shape.idle_power_w,
         tdp_w=shape.tdp_w,
@@ -163,7 +165,18 @@ def _cost_energy(
         bytes_=steps.bytes,
         output_tokens=float(output_tokens),
         total_tokens=float(output_tokens) + float(prompt.sum()),
+        steps=_step_columns(recorder),
     )
+
+
+def _step_columns(recorder: Recorder) -> dict[str, np.ndarray] | None:
+    """Per-step FLOPs, bytes and durations read back from the closed steps.parquet, for the
+    power model's per-step cap; None when the run wrote no step table."""
+    writer = recorder.steps_writer
+    if writer is None or not writer.path.exists():
+        return None
+    table = pq.read_table(writer.path, columns=["flops", "bytes", "duration_s"])
+    return {name: table.column(name).to_numpy() for name in table.column_names}
 
 
 def _ratio(num: float, den: float) -> float | None:

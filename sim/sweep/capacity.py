@@ -10,9 +10,14 @@ there); the uncertainty reported is the bracket width and the seed-to-seed sprea
 per-seed capacities. With the same seed, a higher rate replays the same requests with the
 gaps between arrivals shrunk, so the probes of one seed differ only in load.
 
+Near saturation the queue drifts, so the tail latency keeps growing with the length of the run:
+a probe of N requests can pass a rate that a run of 2N fails. So the lower end is confirmed
+with a probe `--confirm-factor` times longer (default 2), stepping down by `--tol` while that
+misses; the bracket's upper end follows.
+
 `--target-rate R` then sizes the deployment: replicas = ceil(R / capacity per replica), checked
-by simulating R on that many replicas (each seed) and adding replicas until every seed meets
-the SLOs. GPUs = replicas x TP.
+by simulating R on that many replicas (each seed, confirmation-length runs) and adding replicas
+until every seed meets the SLOs, or removing them while all still do. GPUs = replicas x TP.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class SeedCapacity:
     lower_rate: float | None  # highest rate probed that met the SLOs (None: none did)
     upper_rate: float | None  # lowest rate probed above it that missed (None: none did)
     probes: list[ProbeResult] = field(default_factory=list)
+    confirm_steps: int = 0  # times the longer probe sent the lower end down
 
 
 @dataclass(slots=True)
@@ -92,6 +98,24 @@ def search_seed(
     return found
 
 
+def confirm_seed(probe: Probe, found: SeedCapacity, step: float = 0.02, max_steps: int = 10) -> None:
+    """Re-run the lower end with a longer probe; while it misses, lower the rate by `step`
+    (the missed rate becomes the upper end). Unconfirmed after `max_steps`: no capacity."""
+    rate = found.lower_rate
+    if rate is None:
+        return
+    for _ in range(max_steps):
+        result = probe(rate, found.seed)
+        found.probes.append(result)
+        if result.meets:
+            found.lower_rate = rate
+            return
+        found.upper_rate = rate if found.upper_rate is None else min(found.upper_rate, rate)
+        found.confirm_steps += 1
+        rate *= 1.0 - step
+    found.lower_rate = None
+
+
 def summarize_seeds(seeds: list[SeedCapacity]) -> dict[str, Any]:
     """The answer (lowest per-seed capacity) and its uncertainty."""
     lows = [s.lower_rate for s in seeds]
@@ -111,6 +135,7 @@ def summarize_seeds(seeds: list[SeedCapacity]) -> dict[str, Any]:
         "seed_spread_rate": (max(met) - min(met)) if met else None,
         "bracket_width_rate": max(widths) if widths else None,
         "probes": sum(len(s.probes) for s in seeds),
+        "confirm_steps": [s.confirm_steps for s in seeds],
     }
 
 
@@ -177,6 +202,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=1, help="independent searches (seeds 0..N-1)")
     parser.add_argument("--warmup", type=float, default=0.1, help="fraction of arrivals excluded")
     parser.add_argument("--tol", type=float, default=0.02, help="bracket width / rate to stop at")
+    parser.add_argument("--confirm-factor", type=float, default=2.0,
+                        help="confirm the answer with probes this many times longer (<= 1: off)")
     parser.add_argument("--start-rate", type=float, default=None, help="default: workload.rate")
     parser.add_argument("--target-rate", type=float, default=None, help="req/s to size for")
     parser.add_argument("--json", type=Path, default=None, help="write the answer here")
@@ -187,20 +214,14 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
     """Run the search the arguments describe, printing each probe; returns the answer."""
     cfg = compose_config(args.overrides)
     slo = Slo(args.ttft_p99, args.tpot_p99, warmup_fraction=args.warmup)
-    start = args.start_rate or float(cfg.workload.rate)
     seeds = list(range(args.seeds))
-
-    def probe(rate: float, seed: int) -> ProbeResult:
-        result = run_probe(cfg, rate, seed, args.requests, slo)
-        echo(_probe_line(result))
-        return result
-
-    echo(f"{'rate':>9} {'seed':>4} {'TTFT p99':>9} {'TPOT p99':>9} {'failed':>6} {'out tok/s':>10}")
-    per_seed = [search_seed(probe, seed, start, rel_tol=args.tol) for seed in seeds]
+    long_requests = int(args.requests * max(args.confirm_factor, 1.0))
+    per_seed = _search_seeds(cfg, args, slo, seeds, long_requests, echo)
     answer: dict[str, Any] = {
         "overrides": list(args.overrides),
         "slo": asdict(slo),
         "requests_per_probe": args.requests,
+        "requests_per_confirmation": long_requests,
         **summarize_seeds(per_seed),
         "tp": int(cfg.parallel.tp),
         "replicas": int(cfg.parallel.replicas),
@@ -217,7 +238,7 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
             f" {answer['seed_spread_rate']:.2g} req/s)"
         )
     if args.target_rate and rate:
-        sizing = size_for_target(cfg, slo, rate, args.target_rate, seeds, args.requests)
+        sizing = size_for_target(cfg, slo, rate, args.target_rate, seeds, long_requests)
         for replicas, check in sizing.checks:
             echo(f"{_probe_line(check)}  with {replicas} replica(s)")
         answer["sizing"] = {k: v for k, v in asdict(sizing).items() if k != "checks"}
@@ -227,6 +248,33 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
             f" {sizing.gpus} GPUs{cost}"
         )
     return answer
+
+
+def _search_seeds(
+    cfg: DictConfig, args: argparse.Namespace, slo: Slo, seeds: list[int], long_requests: int,
+    echo: Callable[[str], None],
+) -> list[SeedCapacity]:
+    """One search per seed, each confirmed with the longer probe; every probe is echoed."""
+
+    def probe(rate: float, seed: int) -> ProbeResult:
+        result = run_probe(cfg, rate, seed, args.requests, slo)
+        echo(_probe_line(result))
+        return result
+
+    def long_probe(rate: float, seed: int) -> ProbeResult:
+        result = run_probe(cfg, rate, seed, long_requests, slo)
+        echo(f"{_probe_line(result)}  (confirming with {long_requests} requests)")
+        return result
+
+    echo(f"{'rate':>9} {'seed':>4} {'TTFT p99':>9} {'TPOT p99':>9} {'failed':>6} {'out tok/s':>10}")
+    start = args.start_rate or float(cfg.workload.rate)
+    per_seed = []
+    for seed in seeds:
+        found = search_seed(probe, seed, start, rel_tol=args.tol)
+        if long_requests > args.requests:
+            confirm_seed(long_probe, found, step=args.tol)
+        per_seed.append(found)
+    return per_seed
 
 
 def _probe_line(r: ProbeResult) -> str:
