@@ -141,14 +141,10 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     interrupted_by = stop.signal_name  # "SIGINT" or "SIGTERM": partial outputs
     complete = interrupted_by is None
     _check_conservation(replicas)  # a signal stops the loop between events: invariants hold
-    itl = np.concatenate(
-        [
-            np.repeat(
-                np.frombuffer(r.scheduler.itl_s, dtype=np.float64),
-                np.frombuffer(r.scheduler.itl_count, dtype=np.int64),
-            )
-            for r in replicas
-        ]
+    # Inter-token gaps as (value, count) pairs: one pair per step covers a whole decode batch.
+    itl = np.concatenate([np.frombuffer(r.scheduler.itl_s, dtype=np.float64) for r in replicas])
+    itl_counts = np.concatenate(
+        [np.frombuffer(r.scheduler.itl_count, dtype=np.int64) for r in replicas]
     )
     shape = RunShape(
         num_replicas=spec.num_replicas,
@@ -165,7 +161,7 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
         "question": spec.question,
         "complete": complete,
         "setup": _setup(spec),
-        **summarize(recorder, shape, spec.slo, itl),
+        **summarize(recorder, shape, spec.slo, itl, itl_counts),
         "assumptions": _assumptions(spec, cost_model),
     }
     manifest = {

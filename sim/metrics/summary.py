@@ -38,18 +38,37 @@ class RunShape:
     price_per_hour_usd: float = 0.0  # per GPU; 0: unknown, no cost figures
 
 
-def distribution(values: np.ndarray) -> dict[str, float | None]:
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+def distribution(values: np.ndarray, counts: np.ndarray | None = None) -> dict[str, float | None]:
+    """Mean and percentiles; with `counts`, of the values each repeated that many times.
+
+    The percentiles equal numpy's (linear interpolation) on the repeated array, computed from
+    cumulative counts so that millions of identical inter-token gaps never get expanded.
+    """
+    keep = np.isfinite(values)
+    if counts is None:
+        counts = np.ones(values.size, dtype=np.int64)
+    values, counts = values[keep], counts[keep]
+    total = int(counts.sum())
+    if total == 0:
         return {"mean": None, **{f"p{p}": None for p in PERCENTILES}}
-    stats = {"mean": float(finite.mean())}
-    for p, v in zip(PERCENTILES, np.percentile(finite, PERCENTILES)):
-        stats[f"p{p}"] = float(v)
+    order = np.argsort(values, kind="stable")
+    values, cumulative = values[order], np.cumsum(counts[order])
+    stats = {"mean": float(np.dot(values, counts[order]) / total)}
+    for p in PERCENTILES:
+        position = p / 100 * (total - 1)
+        lo, hi = int(np.floor(position)), int(np.ceil(position))
+        v_lo = values[np.searchsorted(cumulative, lo, side="right")]
+        v_hi = values[np.searchsorted(cumulative, hi, side="right")]
+        stats[f"p{p}"] = float(v_lo + (position - lo) * (v_hi - v_lo))
     return stats
 
 
 def summarize(
-    recorder: Recorder, shape: RunShape, slo: SloTargets, itl_s: np.ndarray
+    recorder: Recorder,
+    shape: RunShape,
+    slo: SloTargets,
+    itl_s: np.ndarray,
+    itl_counts: np.ndarray | None = None,
 ) -> dict[str, Any]:
     req = recorder.requests
     steps = recorder.steps
@@ -97,7 +116,7 @@ def summarize(
         "latency_s": {
             "ttft": distribution(ttft),
             "tpot": distribution(tpot),
-            "itl": distribution(itl_s),
+            "itl": distribution(itl_s, itl_counts),
             "e2e": distribution(e2e),
         },
         "goodput": {
