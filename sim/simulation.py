@@ -78,7 +78,7 @@ class Replica:
                 self._wakeup = None
             start_s = env.now
             output = scheduler.schedule(start_s)
-            if not output.scheduled:
+            if not output.decodes and not output.others:
                 raise RuntimeError(
                     f"replica {self.replica_id}: unfinished requests but nothing schedulable at"
                     f" t={start_s:.6f}s (running={len(scheduler.running)},"

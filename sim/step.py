@@ -37,9 +37,7 @@ class StepShape:
     def batch_summary(self) -> BatchSummary:
         b, c = self.batch, self.ctx
         if self.phase == "decode":
-            return BatchSummary(
-                num_decode_seqs=b, decode_context_tokens=b * c, max_decode_context=c
-            )
+            return BatchSummary(num_decode_seqs=b, decode_context_tokens=b * c)
         return BatchSummary(
             num_prefill_tokens=b * c,
             num_prefill_seqs=b,

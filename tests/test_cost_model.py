@@ -109,7 +109,6 @@ def decode(num_seqs: int, context_per_seq: int) -> BatchSummary:
     return BatchSummary(
         num_decode_seqs=num_seqs,
         decode_context_tokens=num_seqs * context_per_seq,
-        max_decode_context=context_per_seq,
     )
 
 

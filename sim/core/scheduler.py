@@ -77,6 +77,8 @@ class Scheduler:
     # ---- queue ---------------------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:
+        # vLLM stops a request at max_tokens or at max_model_len, whichever comes first.
+        request.finish_num_tokens = min(request.finish_num_tokens, self.config.max_model_len)
         self.waiting.append(request)
 
     def has_unfinished_requests(self) -> bool:
@@ -110,10 +112,11 @@ class Scheduler:
         token_budget = cfg.max_num_batched_tokens
         batch = _BatchAccumulator()
         decoding: list[Request] = []
+        decoding_append = decoding.append
         scheduled: list[Request] = []
         num_scheduled: list[int] = []
         preempted: list[Request] = []
-        decodes = decode_ctx = max_ctx = 0
+        decode_ctx = 0
 
         # A for-loop over `running` stays correct while preemption pops its tail: iteration
         # stops at the shortened end, and everything before the current request is scheduled.
@@ -123,37 +126,29 @@ class Scheduler:
                 break
             num_computed = request.num_computed_tokens
             num_new = request.num_tokens - num_computed
-            if num_new == 1:
-                # One more token needs a new block only at a block boundary.
-                needs_blocks = num_computed % block_size == 0
-            else:
-                if 0 < threshold < num_new:
-                    num_new = threshold
-                num_new = min(num_new, token_budget, max_model_len - 1 - num_computed)
-                if num_new <= 0:
-                    continue
-                needs_blocks = num_computed + num_new > len(request.block_ids) * block_size
-            if caching or needs_blocks:
-                while not kv.allocate_slots(request, num_new):
-                    victim = running.pop()
-                    self._preempt(victim)
-                    preempted.append(victim)
-                    if victim is request:
-                        break
-                if request.status != RequestStatus.RUNNING:
+            if num_new == 1 and num_computed >= request.num_prompt_tokens:
+                # A steady decode (it has output already), the hot path of the simulator. One
+                # more token needs a new block only at a block boundary.
+                if (caching or not num_computed % block_size) and not self._allocate_or_preempt(
+                    request, 1, preempted
+                ):
                     break
-            token_budget -= num_new
-            # The batch summary, inline: this loop runs for every running request every step.
-            if num_new == 1 and num_computed:
-                decodes += 1
+                token_budget -= 1
                 decode_ctx += num_computed
-                if num_computed > max_ctx:
-                    max_ctx = num_computed
-                if request.first_token_s >= 0.0:
-                    decoding.append(request)
-                    continue
-            else:
-                batch.add(num_computed, num_new)
+                decoding_append(request)
+                continue
+            if 0 < threshold < num_new:
+                num_new = threshold
+            num_new = min(num_new, token_budget, max_model_len - 1 - num_computed)
+            if num_new <= 0:
+                continue
+            needs_blocks = num_computed + num_new > len(request.block_ids) * block_size
+            if (caching or needs_blocks) and not self._allocate_or_preempt(
+                request, num_new, preempted
+            ):
+                break
+            token_budget -= num_new
+            batch.add(num_computed, num_new)
             scheduled.append(request)
             num_scheduled.append(num_new)
 
@@ -168,8 +163,23 @@ class Scheduler:
             scheduled,
             num_scheduled,
             preempted,
-            batch.summary(decodes, decode_ctx, max_ctx),
+            batch.summary(len(decoding), decode_ctx),
         )
+
+    def _allocate_or_preempt(
+        self, request: Request, num_new: int, preempted: list[Request]
+    ) -> bool:
+        """Slots for `num_new` more tokens, preempting the newest running requests until they
+        fit; False when the request had to preempt itself."""
+        kv = self.kv_cache_manager
+        running = self.running
+        while not kv.allocate_slots(request, num_new):
+            victim = running.pop()
+            self._preempt(victim)
+            preempted.append(victim)
+            if victim is request:
+                return False
+        return True
 
     def _schedule_waiting(
         self,
@@ -221,7 +231,6 @@ class Scheduler:
         """Advance the scheduled requests by the step that just ended; return the finished."""
         finished: list[Request] = []
         itl_s, itl_count = self.itl_s, self.itl_count
-        max_model_len = self.config.max_model_len
         previous_end_s = self._last_step_end_s
         num_regular = 0  # decodes whose previous token came at the end of the previous step
         for request in output.decodes:
@@ -234,7 +243,7 @@ class Scheduler:
                 itl_s.append(now - request.last_token_s)
                 itl_count.append(1)
             request.last_token_s = now
-            if num_tokens >= request.finish_num_tokens or num_tokens >= max_model_len:
+            if num_tokens >= request.finish_num_tokens:
                 self._finish(request, now, finished)
         if num_regular:
             itl_s.append(now - previous_end_s)
@@ -251,7 +260,7 @@ class Scheduler:
                 itl_s.append(now - request.last_token_s)
                 itl_count.append(1)
             request.last_token_s = now
-            if num_tokens >= request.finish_num_tokens or num_tokens >= max_model_len:
+            if num_tokens >= request.finish_num_tokens:
                 self._finish(request, now, finished)
         self._last_step_end_s = now
         if finished:
@@ -270,11 +279,11 @@ class _BatchAccumulator:
     decode, anything else a prefill chunk (vLLM's attention backends split them the same way).
     The running loop sums its decodes in local variables and hands them to `summary`."""
 
-    __slots__ = ("tokens", "seqs", "pairs", "kv_tokens", "decodes", "decode_ctx", "max_ctx")
+    __slots__ = ("tokens", "seqs", "pairs", "kv_tokens", "decodes", "decode_ctx")
 
     def __init__(self) -> None:
         self.tokens = self.seqs = self.kv_tokens = 0
-        self.decodes = self.decode_ctx = self.max_ctx = 0
+        self.decodes = self.decode_ctx = 0
         self.pairs = 0.0
 
     def add(self, p: int, q: int) -> None:
@@ -282,14 +291,13 @@ class _BatchAccumulator:
         if q == 1 and p:
             self.decodes += 1
             self.decode_ctx += p
-            self.max_ctx = max(self.max_ctx, p)
             return
         self.tokens += q
         self.seqs += 1
         self.pairs += q * p + q * (q + 1) / 2
         self.kv_tokens += p + q
 
-    def summary(self, decodes: int, decode_ctx: int, max_ctx: int) -> BatchSummary:
+    def summary(self, decodes: int, decode_ctx: int) -> BatchSummary:
         return BatchSummary(
             num_prefill_tokens=self.tokens,
             num_prefill_seqs=self.seqs,
@@ -297,5 +305,4 @@ class _BatchAccumulator:
             prefill_kv_tokens=self.kv_tokens,
             num_decode_seqs=self.decodes + decodes,
             decode_context_tokens=self.decode_ctx + decode_ctx,
-            max_decode_context=max(self.max_ctx, max_ctx),
         )

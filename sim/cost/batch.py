@@ -29,7 +29,6 @@ class BatchSummary:
     prefill_kv_tokens: int = 0  # sum over chunks of p + q: KV tokens the chunk's attention reads
     num_decode_seqs: int = 0  # requests generating one token this step
     decode_context_tokens: int = 0  # sum over decodes of their cached context length c
-    max_decode_context: int = 0  # longest context among the decodes
 
     @property
     def num_tokens(self) -> int:
