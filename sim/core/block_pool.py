@@ -18,11 +18,14 @@ NULL_BLOCK_ID = 0
 
 
 class BlockPool:
-    def __init__(self, num_gpu_blocks: int, enable_caching: bool) -> None:
+    """The block pool with prefix caching (see UncachedBlockPool for the pool without it)."""
+
+    enable_caching = True
+
+    def __init__(self, num_gpu_blocks: int) -> None:
         if num_gpu_blocks < 2:
             raise ValueError("a block pool needs the null block plus at least one usable block")
         self.num_gpu_blocks = num_gpu_blocks
-        self.enable_caching = enable_caching
         self.ref_cnt: list[int] = [0] * num_gpu_blocks
         self.block_hash: list[int | None] = [None] * num_gpu_blocks
         self.cached_block_hash_to_block: dict[int, int] = {}
@@ -55,13 +58,11 @@ class BlockPool:
             blocks = [popitem(last=False)[0]]
         else:
             blocks = [popitem(last=False)[0] for _ in range(num_blocks)]
+        block_hash = self.block_hash
         for block_id in blocks:
             ref_cnt[block_id] = 1
-        if self.enable_caching:  # without caching no block ever carries a hash
-            block_hash = self.block_hash
-            for block_id in blocks:
-                if block_hash[block_id] is not None:
-                    self._evict(block_id)
+            if block_hash[block_id] is not None:
+                self._evict(block_id)
         self.num_acquired_total += num_blocks
         return blocks
 
@@ -96,13 +97,6 @@ class BlockPool:
         order given (the caller passes a request's blocks tail first, so its last blocks are
         evicted before its shared prefix)."""
         ref_cnt = self.ref_cnt
-        if not self.enable_caching:
-            # Without caching nothing is shared: every count is 1 and drops to 0.
-            for block_id in ordered_block_ids:
-                ref_cnt[block_id] = 0
-            self.free_block_queue.update(dict.fromkeys(ordered_block_ids))
-            self.num_released_total += len(ordered_block_ids)
-            return
         queue = self.free_block_queue
         for block_id in ordered_block_ids:
             ref_cnt[block_id] -= 1
@@ -120,3 +114,54 @@ class BlockPool:
         )
         assert all(self.ref_cnt[b] == 0 for b in self.free_block_queue)
         assert self.ref_cnt[NULL_BLOCK_ID] == 0 and NULL_BLOCK_ID not in self.free_block_queue
+
+
+class UncachedBlockPool:
+    """The block pool without prefix caching: free blocks are interchangeable, nothing is ever
+    taken from the middle of the queue, so a list used as a stack does the job with slices.
+
+    Same interface as `BlockPool` for what the KV manager calls when caching is off. Which
+    free block a request gets differs from vLLM's queue order, which nothing observable
+    depends on without caching.
+    """
+
+    enable_caching = False
+
+    def __init__(self, num_gpu_blocks: int) -> None:
+        if num_gpu_blocks < 2:
+            raise ValueError("a block pool needs the null block plus at least one usable block")
+        self.num_gpu_blocks = num_gpu_blocks
+        self._free: list[int] = list(range(num_gpu_blocks - 1, NULL_BLOCK_ID, -1))
+        self.num_acquired_total = 0
+        self.num_released_total = 0
+        self.num_evicted_total = 0
+
+    @property
+    def num_usable_blocks(self) -> int:
+        return self.num_gpu_blocks - 1
+
+    def get_num_free_blocks(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_usable_blocks - len(self._free)
+
+    def get_new_blocks(self, num_blocks: int) -> list[int]:
+        free = self._free
+        blocks = free[-num_blocks:]
+        del free[-num_blocks:]
+        self.num_acquired_total += num_blocks
+        return blocks
+
+    def free_blocks(self, ordered_block_ids: list[int]) -> None:
+        self._free += ordered_block_ids
+        self.num_released_total += len(ordered_block_ids)
+
+    def check_invariants(self) -> None:
+        """Free blocks are distinct real blocks, and held = acquired - released."""
+        free = self._free
+        assert len(set(free)) == len(free) and NULL_BLOCK_ID not in free
+        assert all(0 < b < self.num_gpu_blocks for b in free)
+        assert self.num_acquired_total - self.num_released_total == self.num_used_blocks
+

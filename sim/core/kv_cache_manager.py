@@ -18,7 +18,7 @@ blocks the workload declares shared can ever hit.
 
 from __future__ import annotations
 
-from sim.core.block_pool import BlockPool
+from sim.core.block_pool import BlockPool, UncachedBlockPool
 from sim.core.request import Request
 
 
@@ -29,7 +29,11 @@ class KVCacheManager:
         self.block_size = block_size
         self.max_model_len = max_model_len
         self.enable_caching = enable_caching
-        self.block_pool = BlockPool(num_gpu_blocks, enable_caching)
+        self.block_pool: BlockPool | UncachedBlockPool = (
+            BlockPool(num_gpu_blocks)
+            if enable_caching
+            else UncachedBlockPool(num_gpu_blocks)
+        )
         # request_id -> number of its leading blocks already published in the prefix cache
         self._num_cached_blocks: dict[int, int] = {}
 
@@ -81,13 +85,13 @@ class KVCacheManager:
         num_required_blocks = -(-num_tokens_need_slot // self.block_size)
         if not new_computed_blocks:
             num_new_blocks = num_required_blocks - len(request.block_ids)
-            if num_new_blocks > len(pool.free_block_queue):
+            if num_new_blocks > pool.get_num_free_blocks():
                 return False
         else:
             num_new_blocks = num_required_blocks - len(request.block_ids) - len(new_computed_blocks)
             # Hits still in the free queue leave it when touched: they count against it too.
             num_evictable_hits = sum(1 for b in new_computed_blocks if pool.ref_cnt[b] == 0)
-            if num_new_blocks + num_evictable_hits > len(pool.free_block_queue):
+            if num_new_blocks + num_evictable_hits > pool.get_num_free_blocks():
                 return False
             pool.touch(new_computed_blocks)
             request.block_ids.extend(new_computed_blocks)
