@@ -19,9 +19,12 @@ import simpy
 import sim
 from sim.clients import start_traffic
 from sim.config.build import RunSpec
+from sim.core.engine_clock import EngineClock
 from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.request import Request
 from sim.core.scheduler import Scheduler
+from sim.cost.engine_costs import EngineCosts, max_cudagraph_capture_size
+from sim.cost.engine_profiles import load_engine_costs
 from sim.cost.roofline import build_cost_model
 from sim.metrics.recorder import Recorder
 from sim.metrics.report import format_summary
@@ -99,6 +102,10 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
         block_size=spec.block_size if spec.enable_prefix_caching else None,
     )
     cost_model = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
+    engine_costs = load_engine_costs(spec.hardware, spec.cost.step_overhead_ms * 1e-3)
+    capture_size = max_cudagraph_capture_size(
+        spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens
+    )
     env = simpy.Environment()
     recorder = Recorder(
         out_dir, write_steps=spec.write_steps, timeline_interval_s=spec.timeline_interval_s
@@ -119,6 +126,8 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
             ),
             cost_model,
             recorder,
+            EngineClock(engine_costs, capture_size),
+            async_scheduling=spec.async_scheduling,
             on_step=progress.tick,
             max_waiting_requests=spec.max_waiting_requests,
         )
@@ -134,7 +143,8 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
         finally:
             progress.close()
             for replica in replicas:
-                for request in (*replica.scheduler.running, *replica.scheduler.waiting):
+                scheduler = replica.scheduler
+                for request in (*scheduler.running, *scheduler.waiting, *replica.in_transit.values()):
                     recorder.record_unfinished(request)
                 recorder.record_evictions(replica.scheduler.kv_cache_manager.block_pool.num_evicted_total)
             recorder.close()
@@ -142,10 +152,7 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     complete = interrupted_by is None
     _check_conservation(replicas)  # a signal stops the loop between events: invariants hold
     # Inter-token gaps as (value, count) pairs: one pair per step covers a whole decode batch.
-    itl = np.concatenate([np.frombuffer(r.scheduler.itl_s, dtype=np.float64) for r in replicas])
-    itl_counts = np.concatenate(
-        [np.frombuffer(r.scheduler.itl_count, dtype=np.int64) for r in replicas]
-    )
+    itl, itl_counts = recorder.inter_token_latencies()
     shape = RunShape(
         num_replicas=spec.num_replicas,
         gpus_per_replica=spec.tp,
@@ -162,7 +169,7 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
         "complete": complete,
         "setup": _setup(spec),
         **summarize(recorder, shape, spec.slo, itl, itl_counts),
-        "assumptions": _assumptions(spec, cost_model),
+        "assumptions": _assumptions(spec, cost_model, engine_costs),
     }
     manifest = {
         "complete": complete,
@@ -219,17 +226,20 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
         "num_gpu_blocks": spec.memory.num_gpu_blocks,
         "kv_cache_tokens": spec.memory.num_gpu_blocks * spec.block_size,
         "enable_prefix_caching": spec.enable_prefix_caching,
+        "async_scheduling": spec.async_scheduling,
         "memory": spec.memory.describe(),
     }
 
 
-def _assumptions(spec: RunSpec, cost_model: Any) -> dict[str, Any]:
+def _assumptions(spec: RunSpec, cost_model: Any, engine_costs: EngineCosts) -> dict[str, Any]:
     return {
         "vllm_behaviour_matched": sim.VLLM_VERSION_MATCHED,
         **cost_model.assumptions(),
         "clocks": _clocks(spec.hardware),
-        "cpu_overhead_per_step_ms": spec.cost.step_overhead_ms,
-        "cpu_overhead_source": "assumed (cost.step_overhead_ms): engine CPU time is not measured",
+        "engine_loop": "async scheduling (batch queue of 2)" if spec.async_scheduling else "serial",
+        "engine_time_source": engine_costs.source,
+        "engine_time_fit_error": engine_costs.fit_error or "none: not fitted",
+        "scheduler_defaults": spec.defaults_source,
     }
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import simpy
 
 from sim.core.request import Request, RequestStatus
-from sim.core.scheduler import Scheduler
+from sim.core.engine_clock import EngineClock, StepTiming
+from sim.core.scheduler import Scheduler, SchedulerOutput
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import StepCost
 from sim.metrics.recorder import Recorder
@@ -22,7 +23,9 @@ class CostModel(Protocol):
 
 
 class Replica:
-    """One engine (a TP group of GPUs) running vLLM's schedule → execute → update loop."""
+    """One engine (a TP group of GPUs) running vLLM's engine-core loop (sim.core.engine_clock):
+    with async scheduling the next step is scheduled and launched while the GPU runs the last
+    one; without it, schedule, run and apply follow one another."""
 
     def __init__(
         self,
@@ -31,6 +34,8 @@ class Replica:
         scheduler: Scheduler,
         cost_model: CostModel,
         recorder: Recorder,
+        clock: EngineClock,
+        async_scheduling: bool = True,
         on_step: Callable[[float, int], None] | None = None,
         max_waiting_requests: int | None = None,
     ) -> None:
@@ -41,18 +46,26 @@ class Replica:
         self.scheduler = scheduler
         self.cost_model = cost_model
         self.recorder = recorder
+        self.clock = clock
+        self.async_scheduling = async_scheduling
         self.num_outstanding = 0
         self.num_steps = 0
         # Told of every request that finishes or is rejected here (sim.clients: closed loops).
         self.on_finish: Callable[[Request], None] | None = None
         self._wakeup: simpy.Event | None = None
+        self._input_s = clock.costs.input_s
+        # Sent, not yet in the scheduler (on the input path): request_id -> request.
+        self.in_transit: dict[int, Request] = {}
         self.process = env.process(self.engine_loop())
 
     def add_request(self, request: Request) -> None:
+        """A request is sent: refused at once if it can never run, else it reaches the engine
+        core after the input path's latency (API process, IPC)."""
         request.replica_id = self.replica_id
         reason = self.scheduler.rejection_reason(request.num_prompt_tokens, request.max_tokens)
         limit = self.max_waiting_requests
-        if not reason and limit is not None and len(self.scheduler.waiting) >= limit:
+        num_queued = len(self.scheduler.waiting) + len(self.in_transit)
+        if not reason and limit is not None and num_queued >= limit:
             reason = f"queue full: {limit} requests already waiting (scheduler.max_waiting_requests)"
         if reason:
             request.status = RequestStatus.REJECTED
@@ -61,52 +74,89 @@ class Replica:
             if self.on_finish is not None:
                 self.on_finish(request)
             return
-        self.scheduler.add_request(request)
         self.num_outstanding += 1
+        if self._input_s > 0.0:
+            self.in_transit[request.request_id] = request
+            self.env.timeout(self._input_s).callbacks.append(lambda _: self._enqueue(request))
+        else:
+            self._enqueue(request)
+
+    def _enqueue(self, request: Request) -> None:
+        self.in_transit.pop(request.request_id, None)
+        self.scheduler.add_request(request)
         if self._wakeup is not None and not self._wakeup.triggered:
             self._wakeup.succeed()
 
     def engine_loop(self):
-        """Schedule a batch, hold for its step time, apply its outputs; sleep when idle."""
+        """One SimPy timeout per loop iteration; each iteration applies at most one step."""
         env = self.env
         scheduler = self.scheduler
-        kv = scheduler.kv_cache_manager
+        clock = self.clock
+        in_flight: tuple[SchedulerOutput, StepCost, StepTiming] | None = None
         while True:
-            if not scheduler.has_unfinished_requests():
+            if in_flight is None and not scheduler.has_unfinished_requests():
                 self._wakeup = env.event()
                 yield self._wakeup
                 self._wakeup = None
-            start_s = env.now
-            output = scheduler.schedule(start_s)
-            if not output.decodes and not output.others:
-                raise RuntimeError(
-                    f"replica {self.replica_id}: unfinished requests but nothing schedulable at"
-                    f" t={start_s:.6f}s (running={len(scheduler.running)},"
-                    f" waiting={len(scheduler.waiting)}, free blocks="
-                    f"{kv.block_pool.get_num_free_blocks()})"
-                )
-            cost = self.cost_model.step_cost(output.batch)
-            yield env.timeout(cost.time_s)
-            finished = scheduler.update_from_output(output, env.now)
-            self.recorder.record_step(
-                self.replica_id,
-                self.num_steps,
-                start_s,
-                output,
-                cost,
-                len(scheduler.running),
-                len(scheduler.waiting),
-                kv.num_used_blocks,
-                kv.usage,
-            )
-            self.num_steps += 1
-            for request in finished:
-                self.num_outstanding -= 1
-                self.recorder.record_finished(request)
-                if self.on_finish is not None:
+            now = env.now
+            launched = self._schedule_and_launch(now) if scheduler.has_unfinished_requests() else None
+            cpu_free_s = launched[2].launch_end_s if launched else clock.empty_schedule_end_s(now)
+            if in_flight is None:
+                if launched is None:
+                    self._stuck(now)
+                if self.async_scheduling:
+                    in_flight = launched  # the queue is not full: schedule the next one at once
+                    yield env.timeout(cpu_free_s - now)
+                    continue
+                in_flight, launched = launched, None
+            output, cost, timing = in_flight
+            update_end_s = clock.update_end_s(cpu_free_s, timing, output.num_reqs)
+            yield env.timeout(update_end_s - now)
+            self._apply(output, cost, timing, update_end_s)
+            in_flight = launched
+
+    def _schedule_and_launch(self, now: float) -> tuple[SchedulerOutput, StepCost, StepTiming] | None:
+        output = self.scheduler.schedule(now)
+        batch = output.batch
+        if batch.num_tokens == 0:
+            return None
+        cost = self.cost_model.step_cost(batch)
+        timing = self.clock.launch(
+            now, batch.num_tokens, output.num_reqs, batch.num_decode_seqs, cost.gpu_time_s
+        )
+        return output, cost, timing
+
+    def _apply(self, output: SchedulerOutput, cost: StepCost, timing: StepTiming, update_end_s: float) -> None:
+        scheduler = self.scheduler
+        kv = scheduler.kv_cache_manager
+        finished = scheduler.update_from_output(output)
+        delivery_s = self.clock.emit_s(update_end_s, len(output.decodes) + len(output.sampling))
+        cpu_time_s = timing.cpu_time_s + self.clock.costs.update_time_s(output.num_reqs)
+        self.recorder.record_step(
+            self.replica_id, self.num_steps, output, cost, timing, update_end_s, cpu_time_s,
+            len(scheduler.running), len(scheduler.waiting), kv.num_used_blocks, kv.usage,
+        )  # fmt: skip
+        self.recorder.record_tokens(self.replica_id, output, delivery_s)
+        self.num_steps += 1
+        for request in finished:
+            self.num_outstanding -= 1
+            self.recorder.record_finished(request)
+            if self.on_finish is not None:  # the client learns it when the last token arrives
+                delay_s = request.finish_s - self.env.now
+                if delay_s > 0.0:
+                    self.env.timeout(delay_s).callbacks.append(lambda _, r=request: self.on_finish(r))
+                else:
                     self.on_finish(request)
-            if self.on_step is not None:
-                self.on_step(env.now, len(self.recorder.requests.ttft_s))
+        if self.on_step is not None:
+            self.on_step(self.env.now, len(self.recorder.requests.ttft_s))
+
+    def _stuck(self, now: float) -> None:
+        scheduler = self.scheduler
+        raise RuntimeError(
+            f"replica {self.replica_id}: unfinished requests but nothing schedulable at"
+            f" t={now:.6f}s (running={len(scheduler.running)}, waiting={len(scheduler.waiting)},"
+            f" free blocks={scheduler.kv_cache_manager.block_pool.get_num_free_blocks()})"
+        )
 
 
 class Router(Protocol):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.request import Request
 from sim.core.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from sim.metrics.token_times import TokenTimes
 
 
 def make_scheduler(
@@ -51,12 +53,20 @@ class StepLog:
     output: SchedulerOutput = field(repr=False)
 
 
+_TOKEN_TIMES: weakref.WeakKeyDictionary[Scheduler, TokenTimes] = weakref.WeakKeyDictionary()
+
+
 def step(scheduler: Scheduler, index: int, step_s: float = 1.0) -> StepLog:
-    """Schedule at t=index*step_s, finish the step at (index+1)*step_s."""
+    """Schedule at t=index*step_s, apply the step and deliver its tokens at (index+1)*step_s
+    (serial engine: each step is applied before the next is scheduled)."""
     out = scheduler.schedule(index * step_s)
     scheduled = {r.request_id: n for r, n in zip(out.scheduled, out.num_scheduled_tokens)}
     blocks_used = scheduler.kv_cache_manager.num_used_blocks
-    finished = scheduler.update_from_output(out, (index + 1) * step_s)
+    end_s = (index + 1) * step_s
+    finished = scheduler.update_from_output(out)
+    _TOKEN_TIMES.setdefault(scheduler, TokenTimes()).deliver(out, end_s)
+    for request in finished:
+        request.finish_s = request.last_token_s
     return StepLog(
         index, scheduled, [r.request_id for r in out.preempted], [r.request_id for r in finished], blocks_used, out
     )

@@ -52,7 +52,8 @@ def test_queue_limit_rejects_arrivals_when_the_waiting_queue_is_full(tmp_path):
     full = [r for r in rows if r["status"] == "rejected"]
     assert counts["rejected"] == len(full) > 100
     assert all(r["reject_reason"].startswith("queue full") for r in full)
-    assert counts["unfinished"] <= 32 + 256  # the waiting queue plus max_num_seqs running
+    max_num_seqs = result.summary["setup"]["max_num_seqs"]
+    assert counts["unfinished"] <= 32 + max_num_seqs  # the waiting queue plus those running
     steps = pq.read_table(tmp_path / "steps.parquet", columns=["num_waiting"])
     assert max(steps.column("num_waiting").to_pylist()) <= 32
 

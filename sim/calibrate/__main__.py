@@ -1,6 +1,8 @@
 """Measure the local GPU with PyTorch and write a hardware profile for the cost model.
 
     python -m sim.calibrate --hardware h100_sxm [--out sim/data/profiles/h100_sxm.json]
+    python -m sim.calibrate engine DIR [DIR ...] --hardware h200   (engine time, no GPU needed:
+                                                                     sim.calibrate.engine)
 
 Needs PyTorch with a CUDA GPU (`pip install -e '.[calibrate]'` adds PyTorch) and the measuring
 scripts of the repository's `calibration/` folder. It runs the per-operator step sweep and the
@@ -38,6 +40,11 @@ def gpu_problem() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "engine":
+        from sim.calibrate.engine import main as engine_main
+
+        return engine_main(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hardware", required=True, help="catalog name of this GPU, e.g. h100_sxm")
     p.add_argument("--out", type=Path, help="profile path (default sim/data/profiles/<hardware>.json)")

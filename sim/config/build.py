@@ -11,6 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
 from sim.config.schema import CostConfig
+from sim.config.vllm_defaults import batch_limits
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
@@ -46,6 +47,8 @@ class RunSpec:
     write_steps: bool
     print_summary: bool
     progress: bool
+    async_scheduling: bool = True
+    defaults_source: str = ""  # where the batch limits came from
     horizon_s: float | None = None  # stop at this simulated time; None: when all requests end
     max_waiting_requests: int | None = None  # per replica; None: unbounded
     timeline_interval_s: float = 1.0  # bin width of timeline.parquet; 0: not written
@@ -106,8 +109,8 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
     _positive("parallel.replicas", par.replicas)
     if par.router not in ROUTERS:
         raise ConfigError(f"parallel.router={par.router!r} is unknown; choose one of {', '.join(ROUTERS)}")
-    _positive("scheduler.max_num_batched_tokens", sch.max_num_batched_tokens)
-    _positive("scheduler.max_num_seqs", sch.max_num_seqs)
+    _positive("scheduler.max_num_batched_tokens", sch.max_num_batched_tokens, allow_none=True)
+    _positive("scheduler.max_num_seqs", sch.max_num_seqs, allow_none=True)
     _positive("scheduler.max_model_len", sch.max_model_len, allow_none=True)
     _positive("scheduler.block_size", sch.block_size)
     _positive("scheduler.max_waiting_requests", sch.max_waiting_requests, allow_none=True)
@@ -119,10 +122,14 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
             f"scheduler.max_model_len={max_model_len} exceeds {model.name}'s context of"
             f" {model.max_position_embeddings} tokens"
         )
-    if not sch.enable_chunked_prefill and sch.max_num_batched_tokens < max_model_len:
+    limits = batch_limits(
+        hardware, sch.max_num_seqs, sch.max_num_batched_tokens, max_model_len,
+        sch.enable_chunked_prefill,
+    )  # fmt: skip
+    if not sch.enable_chunked_prefill and limits.max_num_batched_tokens < max_model_len:
         raise ConfigError(
             f"with chunked prefill off, scheduler.max_num_batched_tokens"
-            f" ({sch.max_num_batched_tokens}) must be >= max_model_len ({max_model_len}), or a long"
+            f" ({limits.max_num_batched_tokens}) must be >= max_model_len ({max_model_len}), or a long"
             " prompt could never be scheduled; raise it, lower scheduler.max_model_len, or set"
             " scheduler.enable_chunked_prefill=true"
         )
@@ -133,8 +140,8 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         par.tp,
         block_size=sch.block_size,
         gpu_memory_utilization=sch.gpu_memory_utilization,
-        max_num_batched_tokens=sch.max_num_batched_tokens,
-        max_num_seqs=sch.max_num_seqs,
+        max_num_batched_tokens=limits.max_num_batched_tokens,
+        max_num_seqs=limits.max_num_seqs,
         max_model_len=max_model_len,
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
     )
@@ -152,14 +159,16 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         num_replicas=par.replicas,
         router=par.router,
         scheduler=SchedulerConfig(
-            max_num_batched_tokens=sch.max_num_batched_tokens,
-            max_num_seqs=sch.max_num_seqs,
+            max_num_batched_tokens=limits.max_num_batched_tokens,
+            max_num_seqs=limits.max_num_seqs,
             max_model_len=max_model_len,
             enable_chunked_prefill=sch.enable_chunked_prefill,
             long_prefill_token_threshold=sch.long_prefill_token_threshold,
         ),
         block_size=sch.block_size,
         enable_prefix_caching=sch.enable_prefix_caching,
+        async_scheduling=sch.async_scheduling,
+        defaults_source=limits.source,
         memory=memory,
         workload=workload,
         cost=cost,

@@ -93,15 +93,18 @@ class ParallelConfig:
 class SchedulerConfig:
     """vLLM's SchedulerConfig and CacheConfig fields we model (names as in vLLM)."""
 
-    max_num_batched_tokens: int = 8192
-    max_num_seqs: int = 256
+    # None: vLLM's `vllm serve` defaults for the GPU (sim.config.vllm_defaults).
+    max_num_batched_tokens: Optional[int] = None
+    max_num_seqs: Optional[int] = None
     max_model_len: Optional[int] = None  # default: the model's max_position_embeddings
     enable_chunked_prefill: bool = True
     long_prefill_token_threshold: int = 0  # 0: a prefill chunk may take the whole budget
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks_override: Optional[int] = None
-    enable_prefix_caching: bool = False
+    enable_prefix_caching: bool = True  # on by default in vLLM v1
+    # vLLM's default since 0.11: step N+1 is scheduled while the GPU runs step N.
+    async_scheduling: bool = True
     # Admission limit per replica: a request arriving while this many wait is rejected with
     # reason "queue full" (vLLM has no such limit; a front-end or load balancer would). None: unbounded.
     max_waiting_requests: Optional[int] = None
@@ -116,7 +119,9 @@ class CostConfig:
     memory_efficiency: float = 0.85
     elementwise_efficiency: float = 0.6
     allreduce_efficiency: float = 0.7
-    step_overhead_ms: float = 2.0  # engine CPU time per step: scheduling, input prep, sampling
+    # Serial engine CPU time per step, used only for a GPU without an engine-time profile
+    # (sim/data/profiles/engine/) and by `python -m sim.step`'s step_ms.
+    step_overhead_ms: float = 2.0
     # auto: the GPU's fitted profile, else one of its generation (transferred), else the flat
     # factors above; calibrated: refuse without a profile; flat: the factors above only
     efficiency: str = "auto"

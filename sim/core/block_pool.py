@@ -29,6 +29,9 @@ class BlockPool:
         self.ref_cnt: list[int] = [0] * num_gpu_blocks
         self.block_hash: list[int | None] = [None] * num_gpu_blocks
         self.cached_block_hash_to_block: dict[int, int] = {}
+        # Further blocks holding a hash already published (vLLM keeps every block of a hash,
+        # `BlockHashToBlockMap`); one takes over when the published block is evicted.
+        self._same_hash_blocks: dict[int, list[int]] = {}
         self.free_block_queue: OrderedDict[int, None] = OrderedDict.fromkeys(
             range(1, num_gpu_blocks)
         )
@@ -69,8 +72,16 @@ class BlockPool:
     def _evict(self, block_id: int) -> None:
         block_hash = self.block_hash[block_id]
         self.block_hash[block_id] = None
+        others = self._same_hash_blocks.get(block_hash)
         if self.cached_block_hash_to_block.get(block_hash) == block_id:
-            del self.cached_block_hash_to_block[block_hash]
+            if others:
+                self.cached_block_hash_to_block[block_hash] = others.pop()
+            else:
+                del self.cached_block_hash_to_block[block_hash]
+        elif others:
+            others.remove(block_id)
+        if others is not None and not others:
+            del self._same_hash_blocks[block_hash]
         self.num_evicted_total += 1
 
     def get_cached_block(self, block_hash: int) -> int | None:
@@ -85,12 +96,14 @@ class BlockPool:
             self.ref_cnt[block_id] += 1
 
     def cache_block(self, block_id: int, block_hash: int) -> None:
-        """Publish a full block under its hash. A hash already published keeps its block (the
-        duplicate stays private to its request, as in vLLM)."""
+        """Publish a full block under its hash. A hash already published keeps its block for
+        lookups; the new one is kept too and takes over if that one is evicted (vLLM 0.24.0
+        `vllm/v1/core/block_pool.py` keeps all blocks of a hash)."""
         if self.block_hash[block_id] is not None:
             return
         self.block_hash[block_id] = block_hash
-        self.cached_block_hash_to_block.setdefault(block_hash, block_id)
+        if self.cached_block_hash_to_block.setdefault(block_hash, block_id) != block_id:
+            self._same_hash_blocks.setdefault(block_hash, []).append(block_id)
 
     def free_blocks(self, ordered_block_ids: list[int]) -> None:
         """Drop one reference each; blocks reaching zero join the back of the free queue in the

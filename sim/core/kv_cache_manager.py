@@ -12,8 +12,10 @@ Behaviour matched: vLLM `vllm/v1/core/kv_cache_manager.py` and `single_type_kv_c
 - `free`: blocks are released tail first so that a request's shared prefix is evicted last.
 
 A block's identity is its hash: a prompt block takes the request's `block_hashes` entry, any
-later block (outputs, or a prompt without hashes) a key unique to the request, so only the
-blocks the workload declares shared can ever hit.
+later block (outputs, or a prompt without hashes) a key unique to the request. Other requests
+hit only the blocks the workload declares shared; a preempted request, coming back, finds its
+own blocks that are still cached, outputs included, as vLLM's block hashes (which grow with
+the output) let it.
 """
 
 from __future__ import annotations
@@ -62,10 +64,12 @@ class KVCacheManager:
         if not self.enable_caching:
             return [], 0
         max_hit_blocks = (request.num_tokens - 1) // self.block_size
+        if not request.num_preemptions:  # only declared blocks can be someone else's
+            max_hit_blocks = min(max_hit_blocks, len(request.block_hashes))
         pool = self.block_pool
         hits: list[int] = []
-        for index in range(min(max_hit_blocks, len(request.block_hashes))):
-            block_id = pool.get_cached_block(request.block_hashes[index])
+        for index in range(max_hit_blocks):
+            block_id = pool.get_cached_block(self._block_hash(request, index))
             if block_id is None:
                 break
             hits.append(block_id)

@@ -18,9 +18,11 @@ class RequestStatus(enum.IntEnum):
 class Request:
     """One request. vLLM's invariant: `num_computed_tokens` catches up with `num_tokens`.
 
-    `num_tokens` = prompt tokens + output tokens generated so far. A step schedules
-    `num_tokens - num_computed_tokens` of them (or fewer, under the token budget); when a step
-    brings `num_computed_tokens` up to `num_tokens`, the model samples one new output token.
+    `num_tokens` = prompt tokens + output tokens generated so far, including those still being
+    sampled by a step in flight. A step schedules `num_tokens - num_computed_tokens` of them (or
+    fewer, under the token budget) and advances `num_computed_tokens` at once, as vLLM's
+    `_update_after_schedule` does; when a scheduled chunk reaches `num_tokens`, the step will
+    sample one new output token, counted as a placeholder until the step is applied.
     After a preemption `num_computed_tokens` drops to 0 and the whole sequence, outputs
     included, is computed again as one long prefill.
     """
@@ -34,6 +36,10 @@ class Request:
     turn: int = 0
     status: RequestStatus = RequestStatus.WAITING
     num_computed_tokens: int = 0
+    # Tokens that scheduled steps will sample but whose step has not been applied yet: with
+    # async scheduling the next step is scheduled before the last one's output is known
+    # (vLLM's AsyncScheduler keeps the same count). `num_tokens` includes them.
+    num_output_placeholders: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then
     num_preemptions: int = 0
     replica_id: int = 0
@@ -54,7 +60,8 @@ class Request:
 
     @property
     def num_output_tokens(self) -> int:
-        return self.num_tokens - self.num_prompt_tokens
+        """Output tokens whose step has been applied (placeholders excluded)."""
+        return self.num_tokens - self.num_output_placeholders - self.num_prompt_tokens
 
     @property
     def is_finished(self) -> bool:

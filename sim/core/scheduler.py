@@ -14,6 +14,16 @@ up with its `num_tokens` under one budget of `max_num_batched_tokens` tokens per
 2. Waiting requests, in queue order, only if nobody was preempted this step: admitted while
    there is budget, fewer than `max_num_seqs` are running, and the KV cache has room; a
    prefix-cache hit starts the request past its cached tokens.
+3. Every scheduled request's `num_computed_tokens` advances as soon as it is scheduled
+   (`_update_after_schedule`); a chunk that reaches the end of the request's tokens will sample
+   one, held as an output placeholder until `update_from_output` applies the step. With async
+   scheduling (`vllm/v1/core/sched/async_scheduler.py`) the next step is scheduled before that:
+   a request whose placeholders already reach its last token is not scheduled again, and it
+   keeps its KV blocks and its `max_num_seqs` slot until its step is applied.
+
+Token timing is not the scheduler's business: it only says which requests sampled a token
+(`SchedulerOutput.decodes` and `.sampling`) and which finished; the engine loop decides when the
+tokens reach the client (sim.simulation) and the recorder keeps the latencies.
 
 DIVERGENCE: vLLM calls `allocate_slots` for every running request each step; without prefix
 caching we skip the call when the request's blocks already hold the new tokens (for a decode:
@@ -22,7 +32,6 @@ unless its context sits on a block boundary), which is the same decision without
 
 from __future__ import annotations
 
-from array import array
 from collections import deque
 from dataclasses import dataclass
 
@@ -48,8 +57,13 @@ class SchedulerOutput:
     decodes: list[Request]
     others: list[Request]  # prefill chunks, recomputation, first tokens after a cache hit
     others_num_tokens: list[int]
+    sampling: list[Request]  # those of `others` whose chunk reaches the end: they sample a token
     preempted: list[Request]
     batch: BatchSummary
+
+    @property
+    def num_reqs(self) -> int:
+        return len(self.decodes) + len(self.others)
 
     @property
     def scheduled(self) -> list[Request]:
@@ -66,12 +80,6 @@ class Scheduler:
         self.kv_cache_manager = kv_cache_manager
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
-        # Inter-token latencies of every output token after a request's first, in seconds, as
-        # (value, count) pairs: a step adds one pair for all requests that also produced a
-        # token in the step before, and one pair per exception.
-        self.itl_s = array("d")
-        self.itl_count = array("q")
-        self._last_step_end_s = -1.0
         self.num_preemptions = 0
 
     # ---- queue ---------------------------------------------------------------------------
@@ -115,6 +123,7 @@ class Scheduler:
         decoding_append = decoding.append
         scheduled: list[Request] = []
         num_scheduled: list[int] = []
+        sampling: list[Request] = []
         preempted: list[Request] = []
         decode_ctx = 0
 
@@ -124,8 +133,11 @@ class Scheduler:
         for request in running:
             if token_budget <= 0:
                 break
+            num_tokens = request.num_tokens
+            if num_tokens >= request.finish_num_tokens:
+                continue  # async: its last token is being sampled by the step in flight
             num_computed = request.num_computed_tokens
-            num_new = request.num_tokens - num_computed
+            num_new = num_tokens - num_computed
             if num_new == 1 and num_computed >= request.num_prompt_tokens:
                 # A steady decode (it has output already), the hot path of the simulator. One
                 # more token needs a new block only at a block boundary.
@@ -135,6 +147,9 @@ class Scheduler:
                     break
                 token_budget -= 1
                 decode_ctx += num_computed
+                request.num_computed_tokens = num_tokens
+                request.num_tokens = num_tokens + 1
+                request.num_output_placeholders += 1
                 decoding_append(request)
                 continue
             if 0 < threshold < num_new:
@@ -156,12 +171,23 @@ class Scheduler:
             token_budget = self._schedule_waiting(
                 now, token_budget, scheduled, num_scheduled, batch
             )
+        # vLLM's _update_after_schedule for the non-decodes (the decodes were advanced above).
+        # Preemption only takes requests the running loop has not reached yet, so none of
+        # these was reset after being scheduled.
+        for index, request in enumerate(scheduled):
+            num_computed = request.num_computed_tokens + num_scheduled[index]
+            request.num_computed_tokens = num_computed
+            if num_computed == request.num_tokens:
+                request.num_tokens = num_computed + 1
+                request.num_output_placeholders += 1
+                sampling.append(request)
 
         assert token_budget >= 0 and len(running) <= cfg.max_num_seqs
         return SchedulerOutput(
             decoding,
             scheduled,
             num_scheduled,
+            sampling,
             preempted,
             batch.summary(len(decoding), decode_ctx),
         )
@@ -227,49 +253,30 @@ class Scheduler:
         self.num_preemptions += 1
         self.waiting.appendleft(request)
 
-    def update_from_output(self, output: SchedulerOutput, now: float) -> list[Request]:
-        """Advance the scheduled requests by the step that just ended; return the finished."""
+    def update_from_output(self, output: SchedulerOutput) -> list[Request]:
+        """Apply a step that has run: its sampled tokens become real; return the finished.
+
+        A request preempted after this step was scheduled still receives the token the step
+        sampled (vLLM appends it too); if that was its last one it finishes in the queue."""
         finished: list[Request] = []
-        itl_s, itl_count = self.itl_s, self.itl_count
-        previous_end_s = self._last_step_end_s
-        num_regular = 0  # decodes whose previous token came at the end of the previous step
         for request in output.decodes:
-            num_tokens = request.num_tokens
-            request.num_computed_tokens = num_tokens
-            request.num_tokens = num_tokens = num_tokens + 1
-            if request.last_token_s == previous_end_s:
-                num_regular += 1
-            else:
-                itl_s.append(now - request.last_token_s)
-                itl_count.append(1)
-            request.last_token_s = now
-            if num_tokens >= request.finish_num_tokens:
-                self._finish(request, now, finished)
-        if num_regular:
-            itl_s.append(now - previous_end_s)
-            itl_count.append(num_regular)
-        for request, num_new in zip(output.others, output.others_num_tokens):
-            num_computed = request.num_computed_tokens + num_new
-            request.num_computed_tokens = num_computed
-            if num_computed < request.num_tokens:
-                continue  # a prefill chunk that did not reach the end: nothing sampled
-            request.num_tokens = num_tokens = num_computed + 1
-            if request.first_token_s < 0.0:
-                request.first_token_s = now
-            else:  # the first token after a recomputation
-                itl_s.append(now - request.last_token_s)
-                itl_count.append(1)
-            request.last_token_s = now
-            if num_tokens >= request.finish_num_tokens:
-                self._finish(request, now, finished)
-        self._last_step_end_s = now
+            placeholders = request.num_output_placeholders - 1
+            request.num_output_placeholders = placeholders
+            if request.num_tokens - placeholders >= request.finish_num_tokens:
+                self._finish(request, finished)
+        for request in output.sampling:
+            placeholders = request.num_output_placeholders - 1
+            request.num_output_placeholders = placeholders
+            if request.num_tokens - placeholders >= request.finish_num_tokens:
+                self._finish(request, finished)
         if finished:
             self.running = [r for r in self.running if r.status == RequestStatus.RUNNING]
+            if any(r.status == RequestStatus.FINISHED for r in self.waiting):
+                self.waiting = deque(r for r in self.waiting if r.status != RequestStatus.FINISHED)
         return finished
 
-    def _finish(self, request: Request, now: float, finished: list[Request]) -> None:
+    def _finish(self, request: Request, finished: list[Request]) -> None:
         request.status = RequestStatus.FINISHED
-        request.finish_s = now
         self.kv_cache_manager.free(request)
         finished.append(request)
 

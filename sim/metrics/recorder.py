@@ -13,6 +13,9 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from sim.core.engine_clock import StepTiming
 from sim.core.request import Request
 from sim.core.scheduler import SchedulerOutput
 from sim.cost.breakdown import BOUND_COMPUTE, BOUND_LATENCY, BOUND_MEMORY, OP_CLASSES, StepCost
@@ -26,6 +29,7 @@ from sim.metrics.tables import (
     ChunkedParquetWriter,
 )
 from sim.metrics.timeline import ARRIVALS, FINISHED, REJECTED, Timeline
+from sim.metrics.token_times import TokenTimes
 
 NAN = math.nan
 
@@ -86,6 +90,7 @@ class Recorder:
         self.first_arrival_s = math.inf
         self.last_event_s = 0.0
         self.num_evicted_blocks = 0  # cached KV blocks dropped for reuse, all replicas
+        self.token_times: dict[int, TokenTimes] = {}  # per replica
 
     # ---- steps -------------------------------------------------------------------------
 
@@ -93,16 +98,22 @@ class Recorder:
         self,
         replica_id: int,
         step: int,
-        start_s: float,
         output: SchedulerOutput,
         cost: StepCost,
+        timing: StepTiming,
+        update_end_s: float,
+        cpu_time_s: float,
         num_running: int,
         num_waiting: int,
         kv_blocks_used: int,
         kv_usage: float,
     ) -> None:
-        duration_s = cost.time_s
-        gpu_time_s = cost.gpu_time_s
+        """One applied step. Its row spans the GPU's occupancy by the step (from its start
+        until its work, or its launch, ends), which does not overlap the next step's; the CPU
+        time is schedule + launch + update."""
+        start_s = timing.gpu_start_s
+        duration_s = timing.gpu_end_s - start_s
+        gpu_time_s = timing.gpu_time_s
         batch = output.batch
         totals = self.steps
         # One pass over the operator classes: sums, the time under each roof, the row values.
@@ -132,7 +143,7 @@ class Recorder:
         totals.num_steps += 1
         totals.busy_s += duration_s
         totals.gpu_time_s += gpu_time_s
-        totals.overhead_s += cost.overhead_s
+        totals.overhead_s += cpu_time_s
         totals.flops += step_flops
         totals.bytes += step_bytes
         totals.kv_usage_time_integral += kv_usage * duration_s
@@ -141,21 +152,20 @@ class Recorder:
         totals.prefill_tokens += batch.num_prefill_tokens
         totals.decode_tokens += batch.num_decode_seqs
         end_s = start_s + duration_s
-        if end_s > self.last_event_s:
-            self.last_event_s = end_s
+        if update_end_s > self.last_event_s:
+            self.last_event_s = update_end_s
         # Requests admitted by this step (their prefix-cache lookup) and tokens it sampled:
         # steady decodes all sample; another request did if its last token is this step's.
         # DIVERGENCE: a request's lookup counts once, at its first scheduling; vLLM's
         # prefix_cache_queries/hits also count each new lookup after a preemption.
         admitted = queries = hits = 0
-        sampled = len(output.decodes)
+        sampled = len(output.decodes) + len(output.sampling)
+        scheduled_s = timing.schedule_start_s
         for request in output.others:
-            if request.first_scheduled_s == start_s:
+            if request.first_scheduled_s == scheduled_s:
                 admitted += 1
                 queries += request.num_prompt_tokens
                 hits += request.num_cached_tokens
-            if request.last_token_s > start_s:
-                sampled += 1
         totals.prefix_cache_queries_tokens += queries
         totals.prefix_cache_hits_tokens += hits
         if self.timeline is not None:
@@ -172,7 +182,7 @@ class Recorder:
                 start_s,
                 duration_s,
                 gpu_time_s,
-                cost.overhead_s,
+                cpu_time_s,
                 batch.num_tokens,
                 batch.num_prefill_tokens,
                 batch.num_prefill_seqs,
@@ -198,7 +208,25 @@ class Recorder:
         if self.timeline is not None:
             self.timeline.bin(replica_id, arrival_s)[ARRIVALS] += 1
 
+    def record_tokens(self, replica_id: int, output: SchedulerOutput, delivery_s: float) -> None:
+        """The tokens a step sampled reach the client at `delivery_s`."""
+        token_times = self.token_times.get(replica_id)
+        if token_times is None:
+            token_times = self.token_times[replica_id] = TokenTimes()
+        token_times.deliver(output, delivery_s)
+        if delivery_s > self.last_event_s:
+            self.last_event_s = delivery_s
+
+    def inter_token_latencies(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every inter-token gap of the run as (gap_s, count) arrays, replicas in id order."""
+        gaps = [np.frombuffer(self.token_times[r].itl_s, dtype=np.float64) for r in sorted(self.token_times)]
+        counts = [np.frombuffer(self.token_times[r].itl_count, dtype=np.int64) for r in sorted(self.token_times)]
+        if not gaps:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return np.concatenate(gaps), np.concatenate(counts)
+
     def record_finished(self, request: Request) -> None:
+        request.finish_s = request.last_token_s  # the last token's delivery
         m = self.requests
         ttft = request.first_token_s - request.arrival_s
         e2e = request.finish_s - request.arrival_s

@@ -159,6 +159,9 @@ def summarize(
             "prefill_tokens": steps.prefill_tokens,
             "decode_tokens": steps.decode_tokens,
             "mean_step_s": _ratio(steps.busy_s, steps.num_steps),
+            # GPU work per step (kernels + the runtime's), without launch-bound waiting
+            "mean_gpu_time_s": _ratio(steps.gpu_time_s, steps.num_steps),
+            "mean_cpu_time_s": _ratio(steps.overhead_s, steps.num_steps),
         },
     }
 

@@ -1,0 +1,84 @@
+"""When each part of an engine step happens: the engine-core loop's CPU and the GPU's stream.
+
+Behaviour matched: vLLM 0.24.0 `vllm/v1/engine/core.py`. With async scheduling (the default)
+the engine core keeps a batch queue of two (`step_with_batch_queue`), one iteration of its
+busy loop being:
+
+    CPU:  schedule(k+1) | launch(k+1) | wait for GPU(k) | update(k) | next iteration
+    GPU:  ...... GPU(k) ............... | GPU(k+1) ...............................
+
+so the CPU prepares step k+1 while the GPU runs step k, and step k's tokens are applied (and
+sent to the client) only after step k+1 has been scheduled and launched. A request that
+arrives during an iteration is added at its end, so it is scheduled in step k+2 at the
+earliest; blocks that step k frees are free for step k+2. The first step after an idle engine
+has nothing in flight: it is launched and the loop schedules the next one at once.
+
+Without async scheduling (`EngineCore.step`) each iteration is schedule, launch, wait, update:
+the CPU work is serial with the GPU's.
+
+A launch overlaps its own GPU work: kernels run as they are launched, so a step's GPU work
+ends at max(GPU start + GPU time, end of its launch).
+
+Plain Python: the SimPy replica asks this for times and sleeps until them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.cost.engine_costs import EngineCosts, cudagraph_mode
+
+
+@dataclass(frozen=True, slots=True)
+class StepTiming:
+    """One step's times (simulated seconds)."""
+
+    schedule_start_s: float
+    launch_end_s: float  # schedule() and the launch done: the CPU is free
+    gpu_start_s: float
+    gpu_end_s: float
+    gpu_time_s: float  # kernels priced by the cost model plus the runtime's own GPU work
+    cpu_time_s: float  # schedule + launch (the update is added when the step is applied)
+    cudagraph_mode: str
+
+
+class EngineClock:
+    """The GPU's queue of launched work, and the CPU costs of the loop."""
+
+    def __init__(self, costs: EngineCosts, capture_size: int) -> None:
+        self.costs = costs
+        self.capture_size = capture_size
+        self.gpu_free_s = 0.0  # when the GPU has finished everything launched so far
+
+    def launch(self, now: float, num_tokens: int, num_reqs: int, num_decodes: int,
+               kernel_time_s: float) -> StepTiming:  # fmt: skip
+        """Schedule and launch a step at `now` whose kernels take `kernel_time_s` on the GPU."""
+        costs = self.costs
+        mode = cudagraph_mode(num_tokens, num_reqs, num_decodes, self.capture_size)
+        schedule_end_s = now + costs.schedule_time_s(num_reqs)
+        launch_end_s = schedule_end_s + costs.launch_time_s(mode, num_reqs)
+        gpu_time_s = kernel_time_s + costs.runtime_gpu_s(num_decodes)
+        gpu_start_s = max(self.gpu_free_s, schedule_end_s)
+        gpu_end_s = max(gpu_start_s + gpu_time_s, launch_end_s)
+        self.gpu_free_s = gpu_end_s
+        return StepTiming(
+            schedule_start_s=now,
+            launch_end_s=launch_end_s,
+            gpu_start_s=gpu_start_s,
+            gpu_end_s=gpu_end_s,
+            gpu_time_s=gpu_time_s,
+            cpu_time_s=launch_end_s - now,
+            cudagraph_mode=mode,
+        )
+
+    def empty_schedule_end_s(self, now: float) -> float:
+        """A schedule() that found nothing to run."""
+        return now + self.costs.schedule_time_s(0)
+
+    def update_end_s(self, cpu_free_s: float, step: StepTiming, num_reqs: int) -> float:
+        """The CPU waits for the step's GPU work (and its sampled tokens), then applies it."""
+        return max(cpu_free_s, step.gpu_end_s) + self.costs.update_time_s(num_reqs)
+
+    def emit_s(self, update_end_s: float, num_outputs: int) -> float:
+        """When the step's tokens reach the client."""
+        return update_end_s + self.costs.output_latency_s(num_outputs)
