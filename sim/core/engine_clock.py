@@ -19,6 +19,10 @@ the CPU work is serial with the GPU's.
 A launch overlaps its own GPU work: kernels run as they are launched, so a step's GPU work
 ends at max(GPU start + GPU time, end of its launch).
 
+DIVERGENCE: a launch is one CPU interval per CUDA-graph mode (the step log shows only the
+total of input preparation and kernel launches), and the API process's and input thread's
+work on a new request is one fixed latency before the engine core sees it.
+
 Plain Python: the SimPy replica asks this for times and sleeps until them.
 """
 

@@ -246,6 +246,9 @@ class Scheduler:
         return token_budget
 
     def _preempt(self, request: Request) -> None:
+        # DIVERGENCE: a request whose step is in flight keeps that token's placeholder in
+        # `num_tokens`, so its recomputation includes it; vLLM recomputes the known tokens and
+        # receives the in-flight one afterwards (one token of difference, under KV pressure).
         self.kv_cache_manager.free(request)
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0

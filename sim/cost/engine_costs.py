@@ -18,7 +18,8 @@ Where the time goes (vLLM 0.24.0, `vllm/v1/engine/core.py` `step_with_batch_queu
   the paged-attention bookkeeping, per step and per decode sequence.
 - The request's way in (API process -> ZMQ -> engine-core input thread) and its tokens' way out
   (output thread -> ZMQ -> API process -> client), per step and per request in the step.
-  These runs skip detokenisation; a deployment that detokenises adds to the way out.
+  DIVERGENCE: detokenisation is not modelled; the measured runs skip it (token ids only), and
+  a deployment that detokenises has a longer way out.
 
 Each coefficient is fitted from real runs by `sim.calibrate.engine_fit` and stored in the
 hardware profile's `engine` section with its fit error; `EngineCosts.assumed()` is the
