@@ -12,8 +12,9 @@ caching off. Overrides after the folder go to every replay.
 Prints one table, per run and metric (throughput, TTFT, TPOT, E2E and ITL at p50 and p99;
 p50 only for runs under 20 requests): vLLM, the simulator, and the relative error; then the
 median |error| per metric and the worst run-metric, against the targets (median |error| <= 5%
-per metric, no run-metric over 15%). Writes the same table as Markdown (validate_e2e.md) and
-every row as JSON (validate_e2e.json) into --out, and each replay's outputs under it.
+per metric, no run-metric over 15%). Writes, as Markdown (validate_e2e.md), the errors with one
+row per run, the summary and the full table; every cell as JSON (validate_e2e.json); and each
+replay's own outputs, all into --out.
 """
 
 from __future__ import annotations
@@ -155,14 +156,29 @@ def tables(cells: list[Cell]) -> tuple[list[str], list[list[str]], list[str], li
     return head, body, ["metric", "median abs error", "max abs error", "runs", "within targets"], summary
 
 
-def plain(head: list[str], body: list[list[str]]) -> str:
+def pivot(cells: list[Cell]) -> tuple[list[str], list[list[str]]]:
+    """One row per run, one column per metric: the signed error (compact, for a README)."""
+    runs = list(dict.fromkeys(c.run for c in cells))
+    by = {(c.run, c.column): c for c in cells}
+    head = ["run", *(heading for _, _, heading in COLUMNS)]
+    body = []
+    for run in runs:
+        row = [run]
+        for _, _, heading in COLUMNS:
+            c = by.get((run, heading))
+            row.append("" if c is None or c.error is None else f"{c.error:+.1%}")
+        body.append(row)
+    return head, body
+
+
+def plain(head: list[str], body: list[list[str]], left: int = 1) -> str:
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    fmt = lambda r: "  ".join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([fmt(head), *(fmt(r) for r in body)])
 
 
-def markdown(head: list[str], body: list[list[str]]) -> str:
-    align = ["---", "---", *["---:"] * (len(head) - 2)]
+def markdown(head: list[str], body: list[list[str]], left: int = 1) -> str:
+    align = [*["---"] * left, *["---:"] * (len(head) - left)]
     return "\n".join("| " + " | ".join(r) + " |" for r in [head, align, *body])
 
 
@@ -180,14 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     head, body, sum_head, sum_body = tables(cells)
     _, verdict = summary_lines(cells)
-    print(plain(head, body))
+    print(plain(head, body, left=2))
     print()
     print(plain(sum_head, sum_body))
     print("\n".join(verdict))
     args.out.mkdir(parents=True, exist_ok=True)
     md = args.out / "validate_e2e.md"
-    md.write_text(markdown(head, body) + "\n\n" + markdown(sum_head, sum_body) + "\n\n"
-                  + "\n".join(f"- {v}" for v in verdict) + "\n")
+    md.write_text("\n\n".join([
+        markdown(*pivot(cells)),
+        markdown(sum_head, sum_body),
+        "\n".join(f"- {v}" for v in verdict),
+        markdown(head, body, left=2),
+    ]) + "\n")
     (args.out / "validate_e2e.json").write_text(
         json.dumps([dataclasses.asdict(c) for c in cells], indent=2) + "\n"
     )

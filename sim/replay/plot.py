@@ -56,7 +56,7 @@ def write_cdf_plot(result: ReplayResult, path: Path | None = None) -> Path | Non
             if points:
                 ax.plot(*zip(*points), "o--", color=SIMULATED, label="simulated p50/p90/p99")
         positive = x[x > 0]
-        if positive.size and positive.max() / positive.min() > 50:
+        if positive.size and positive.max() / positive.min() > 20:
             ax.set_xscale("log")
         ax.set_title(label)
         ax.set_xlabel(f"{label} (ms)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,9 @@ def format_table(result: ReplayResult) -> str:
         f"engine       {setup.get('model')} on {setup.get('tp', 1)}x {setup.get('hardware')}"
         f"{', ' + str(setup['precision']) if 'precision' in setup else ''}"
     )
-    lines = [head, "settings     " + "; ".join(_settings_used(result))]
-    lines.append("simulated    " + " ".join(result.overrides))
-    lines += [f"note         {note}" for note in result.notes]
+    lines = [head, _wrapped("settings", "; ".join(_settings_used(result))),
+             _wrapped("simulated", " ".join(result.overrides))]
+    lines += [_wrapped("note", note) for note in result.notes]
     if run.num_requests < MIN_REQUESTS_FOR_TAILS:
         lines.append(f"note         fewer than {MIN_REQUESTS_FOR_TAILS} requests: latencies compared at mean and p50 only")
     width = max(len(row_label(r.metric, r.stat)) for r in result.rows)
@@ -62,6 +63,11 @@ def format_table(result: ReplayResult) -> str:
             f"  {_value(r.metric, r.simulated):>11}  {_error(r.error):>8}"
         )
     return "\n".join(lines)
+
+
+def _wrapped(label: str, text: str) -> str:
+    return textwrap.fill(text, width=100, initial_indent=f"{label:<13}", subsequent_indent=" " * 13,
+                         break_on_hyphens=False)
 
 
 def _settings_used(result: ReplayResult) -> list[str]:
