@@ -179,6 +179,14 @@ def test_malformed_csv_bench_and_unknown(tmp_path, name, text, needle):
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["requests_x.jsonl.gz", "run.csv.gz", "run.json.gz"])
+def test_corrupt_gzip(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"this is not gzip data")
+    with pytest.raises(TraceError, match="cannot"):
+        read_run(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(TraceError, match="no such file"):
         read_run(tmp_path / "nope.jsonl")

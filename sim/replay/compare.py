@@ -22,8 +22,8 @@ class Side:
     """One side of the comparison: throughput and latency distributions (seconds)."""
 
     num_requests: int  # finished
-    output_tokens_per_s: float
-    requests_per_s: float
+    output_tokens_per_s: float | None  # None: not measured (a file with lengths only)
+    requests_per_s: float | None
     latency: dict[str, dict[str, float | None]]  # metric -> stat -> value; None: not measured
 
 

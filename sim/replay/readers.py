@@ -20,6 +20,7 @@ import csv
 import gzip
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -181,8 +182,6 @@ def read_vllm_bench(path: Path, name: str) -> MeasuredRun:
 
 def _rebased(run: MeasuredRun) -> MeasuredRun:
     """Send times relative to the first send: `start_times` are perf_counter readings."""
-    from dataclasses import replace
-
     return replace(run, send_s=run.send_s - run.send_s.min())
 
 
@@ -202,7 +201,7 @@ def read_csv(path: Path, name: str) -> MeasuredRun:
             header = next(reader)
         except StopIteration:
             raise TraceError(f"{path}: empty file; expected a header row") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
             raise TraceError(f"{path}:1: cannot parse the header ({exc})") from None
         cols = {key: _column(header, key) for key in CSV_COLUMNS}
         missing = [key for key in ("arrival", "prompt", "output") if cols[key] is None]
@@ -216,7 +215,7 @@ def read_csv(path: Path, name: str) -> MeasuredRun:
                 if not values or not any(v.strip() for v in values):
                     continue
                 _csv_row(run, values, index, cols, f"{path}:{lineno}")
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except (csv.Error, UnicodeDecodeError, OSError, EOFError) as exc:
             raise TraceError(f"{path}: cannot parse the CSV ({exc})") from None
     return run.build()
 
