@@ -72,7 +72,10 @@ def session_folders(root: Path, scratch: Path) -> list[Path]:
     archives = sorted(root.glob("*.tar.gz")) if root.is_dir() else []
     for archive in archives:
         with tarfile.open(archive) as tar:
-            tar.extractall(scratch, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: refuse unsafe members
+                tar.extractall(scratch, filter="data")
+            else:
+                tar.extractall(scratch)
     search = [scratch] if archives else [root]
     return sorted({p.parent for base in search for p in base.rglob("meta.json")})
 

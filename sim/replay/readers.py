@@ -8,9 +8,12 @@ Formats:
               token's arrival at the client, s, same clock as `send`); `.jsonl.gz` too.
   vllm-bench  `vllm bench serve --save-result --save-detailed` JSON: per-request lists
               `input_lens`, `output_lens`, `ttfts`, `itls`, `latencies`, `start_times`,
-              `errors` (vllm/benchmarks/serve.py, vLLM 0.24.0: `benchmark()` builds them from
-              `RequestFuncOutput`; `start_time` is `time.perf_counter()` when the request is
-              sent, vllm/benchmarks/lib/endpoint_request_func.py).
+              `errors`. vllm/benchmarks/serve.py (vLLM 0.24.0; read at vllm-project/vllm
+              commit 009e6d4a): `benchmark()` builds them from each `RequestFuncOutput`,
+              `main_async()` drops them unless --save-detailed, a failed request has an
+              `errors` entry and output length 0, and TPOT is (latency - ttft) /
+              (output_len - 1). `start_time` is `time.perf_counter()` when the request is
+              sent (vllm/benchmarks/lib/endpoint_request_func.py), so only differences count.
   csv         a header and one row per request; see CSV_COLUMNS for the accepted names.
 """
 
