@@ -247,6 +247,8 @@ def test_run_names_and_meta(tmp_path):
         locate(tmp_path / "requests_c.jsonl")
     with pytest.raises(TraceError, match="no run 'zz' in runs"):
         locate(tmp_path, "zz")
+    with pytest.raises(TraceError, match="the file is run 'a', not --run 'b'"):
+        locate(tmp_path / "requests_a.jsonl", "b")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "meta.json").write_text("{oops")

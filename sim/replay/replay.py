@@ -55,6 +55,9 @@ def locate(path: Path, run: str | None = None, meta: Path | None = None) -> RunI
         file = candidates[names.index(run)]
     elif path.is_file():
         file = path
+        implied = run_name_from_path(file)
+        if run is not None and file.name.startswith("requests_") and implied != run:
+            raise TraceError(f"{file}: the file is run {implied!r}, not --run {run!r}; pass its folder with --run instead")
     else:
         raise TraceError(f"{path}: no such file or folder")
     meta_path = meta if meta is not None else file.parent / META_FILE
