@@ -1,0 +1,34 @@
+"""The simulator against real vLLM 0.24.0 runs on one H200 (tests/data/vllm: b1, pois_6,
+pois_20, off_4k_64), replayed as `analysis/validate_e2e.py` replays the whole set.
+
+Targets, per metric (throughput, TTFT, TPOT, E2E and ITL at p50 and p99; p50 only for runs
+under 20 requests): median |error| over the runs <= 5%, and no run-metric above 15%.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data" / "vllm"
+sys.path.insert(0, str(REPO))
+
+from analysis import validate_e2e  # noqa: E402
+
+
+@pytest.mark.xfail(strict=False, reason="awaits the async-scheduling engine model")
+def test_replayed_runs_within_targets(tmp_path):
+    cells = validate_e2e.replay_all(DATA, tmp_path, overrides=[], plots=False)
+    assert {c.run for c in cells} == {"b1", "pois_6", "pois_20", "off_4k_64"}
+    misses = []
+    for _, _, column in validate_e2e.COLUMNS:
+        errors = {c.run: abs(c.error) for c in cells if c.column == column}
+        median = float(np.median(list(errors.values())))
+        if median > validate_e2e.TARGET_MEDIAN:
+            misses.append(f"{column}: median |error| {median:.1%}")
+        misses += [f"{run} {column}: |error| {e:.1%}" for run, e in errors.items() if e > validate_e2e.TARGET_MAX]
+    assert not misses, "; ".join(misses)

@@ -1,0 +1,166 @@
+"""`python -m sim.replay` end to end on a real run (b1, 3 requests), and its clean refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from sim.replay import read_run
+from sim.replay.__main__ import main
+
+DATA = Path(__file__).parent / "data" / "vllm"
+B1 = DATA / "requests_b1.jsonl.gz"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cli_replays_b1(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(B1), "--out", str(out), "--no-prefix-caching", "scheduler.max_model_len=8192"]) == 0
+    table = capsys.readouterr().out
+    assert "== replay of b1: 3 requests" in table
+    flat = " ".join(table.split())  # the settings lines wrap
+    assert "KV blocks 56,057 (meta.json)" in flat and "max_model_len 8,192 (override)" in flat
+    for label in ("output tok/s", "requests/s", "TTFT p50 (ms)", "TPOT mean (ms)", "ITL p50 (ms)", "E2E p50 (ms)"):
+        assert label in table
+    assert "p99" not in table.split("metric", 1)[1]  # 3 requests: mean and p50 only
+
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["run"] == "b1" and comparison["num_requests"] == 3
+    assert len(comparison["rows"]) == 2 + 4 * 2
+    assert comparison["settings"]["num_gpu_blocks"] == {"value": 56057, "source": "meta.json"}
+    assert comparison["simulated_requests"] == {"finished": 3, "rejected": 0, "unfinished": 0}
+    ttft = next(r for r in comparison["rows"] if r["metric"] == "ttft" and r["stat"] == "p50")
+    assert ttft["measured"] == pytest.approx(float(np.median(read_run(B1).ttft_s)))
+    assert ttft["error"] == pytest.approx(ttft["simulated"] / ttft["measured"] - 1)
+    assert (out / "cdf.png").stat().st_size > 10_000
+
+    # The replay keeps the measured send times (the trace starts at the first send).
+    sim = pq.read_table(out / "sim" / "requests.parquet").to_pydict()
+    sends = read_run(B1).send_s
+    assert np.asarray(sim["arrival_s"]) + sends[0] == pytest.approx(sends, abs=1e-12)
+    assert sim["prompt_tokens"] == [1024] * 3 and sim["output_tokens"] == [256] * 3
+    summary = json.loads((out / "sim" / "summary.json").read_text())
+    assert summary["setup"]["num_gpu_blocks"] == 56057
+    assert summary["setup"]["enable_prefix_caching"] is False
+    assert summary["setup"]["hardware"] == "h200"
+
+
+def test_overrides_and_options_win_over_meta(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(DATA), "--run", "b1", "--out", str(out), "--max-num-seqs", "2",
+                 "--no-plot", "scheduler.max_num_batched_tokens=512"]) == 0
+    summary = json.loads((out / "sim" / "summary.json").read_text())
+    assert summary["setup"]["max_num_seqs"] == 2
+    assert summary["setup"]["max_num_batched_tokens"] == 512
+    assert not (out / "cdf.png").exists()
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert "scheduler.max_num_batched_tokens=8192" not in comparison["overrides"]
+    assert comparison["settings"]["max_num_seqs"]["source"] == "command line"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["{tmp}/missing.jsonl"], "no such file"),
+        ([str(DATA), "--run", "pois_99"], "no run 'pois_99' in runs[]"),
+        ([str(B1), "--format", "xml"], "invalid choice"),
+        ([str(B1), "scheduler.max_num_seqs=lots"], "cannot compose the config"),
+        ([str(B1), "nonsense"], "neither an option nor a key=value override"),
+        ([str(B1), "--hardware", "tpu9"], "cannot compose the config"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path, capsys, args, needle):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert run_cli([*args, "--out", str(tmp_path / "out")]) == 2
+    assert needle in one_error_line(capsys)
+
+
+def run_cli(args: list[str]) -> int:
+    """main()'s exit code, whether it returns it or argparse exits with it."""
+    try:
+        return main(args)
+    except SystemExit as exit_:
+        return int(exit_.code)
+
+
+def test_unknown_model_without_meta(tmp_path, capsys):
+    path = tmp_path / "run.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,3\n")
+    assert main([str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "pass --model NAME" in one_error_line(capsys)
+
+
+def test_malformed_line_from_the_command_line(tmp_path):
+    bad = tmp_path / "requests_x.jsonl"
+    bad.write_text('{"send": 0, "prompt": 1, "output": 1, "tok": [0.1]}\n{"send": 0\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "sim.replay", str(bad), "--model", "llama3_8b", "--hardware", "h200"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {bad}:2: not valid JSON (Expecting ',' delimiter); each line must be one JSON object"
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_e2e_on_an_archive(tmp_path, capsys):
+    """analysis/validate_e2e.py extracts a set's tar.gz and tabulates every run it lists."""
+    sys.path.insert(0, str(REPO))
+    from analysis import validate_e2e
+
+    folder = tmp_path / "set" / "one_session"
+    folder.mkdir(parents=True)
+    meta = json.loads((DATA / "meta.json").read_text())
+    meta["runs"] = [r for r in meta["runs"] if r["run"] == "b1"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "requests_b1.jsonl.gz").write_bytes(B1.read_bytes())
+    archive_dir = tmp_path / "shared"
+    archive_dir.mkdir()
+    with tarfile.open(archive_dir / "runs.tar.gz", "w:gz") as tar:
+        tar.add(folder, arcname="one_session")
+    out = tmp_path / "val"
+    assert validate_e2e.main([str(archive_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "b1" in printed and "TTFT p50" in printed and "TTFT p99" not in printed
+    assert "targets (median |error| <= 5% per metric, no run-metric > 15%)" in printed
+    md = (out / "validate_e2e.md").read_text()
+    assert md.startswith("| run | throughput | TTFT p50 |")
+    assert "| run | metric | vLLM | sim | error |" in md
+    cells = json.loads((out / "validate_e2e.json").read_text())
+    assert {c["column"] for c in cells} == {"throughput", "TTFT p50", "TPOT p50", "E2E p50", "ITL p50"}
+    assert validate_e2e.main([str(tmp_path / "empty_dir_missing")]) == 2
+
+
+@pytest.mark.parametrize("fmt", ["vllm-bench", "csv"])
+def test_cli_other_formats(tmp_path, capsys, fmt):
+    """A vllm bench serve JSON and a CSV replay through the same path, settings on the command line."""
+    if fmt == "vllm-bench":
+        path = tmp_path / "bench.json"
+        path.write_text(json.dumps({
+            "start_times": [50.0, 50.2], "input_lens": [512, 256], "output_lens": [32, 16],
+            "ttfts": [0.03, 0.02], "itls": [[0.005] * 31, [0.006] * 15], "latencies": [0.185, 0.11],
+            "errors": ["", ""],
+        }))
+    else:
+        path = tmp_path / "run.csv"
+        path.write_text("arrival_s,prompt_tokens,output_tokens,ttft_s,e2e_s\n0,512,32,0.03,0.185\n0.2,256,16,0.02,0.11\n")
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out), "--model", "llama3_8b", "--hardware", "h200", "--no-plot"]) == 0
+    assert f"2 requests ({fmt}" in capsys.readouterr().out
+    rows = {(r["metric"], r["stat"]): r for r in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert rows[("ttft", "p50")]["measured"] == pytest.approx(0.025)
+    assert rows[("tpot", "mean")]["measured"] == pytest.approx((0.155 / 31 + 0.09 / 15) / 2)
+    assert rows[("ttft", "p50")]["simulated"] > 0
+    assert (rows[("itl", "p50")]["measured"] is None) == (fmt == "csv")
