@@ -132,3 +132,19 @@ def test_profile_ignores_and_refit_keeps_an_engine_section(tmp_path):
     fitted = json.loads(out.read_text())
     assert fitted["engine"] == raw["engine"] and "validation" not in fitted
     assert set(fitted["allreduce_extrapolation"]) >= {"hop_latency_s", "ring_bandwidth", "model"}
+
+
+def test_summary_and_capacity_state_the_cost_model(tmp_path):
+    from conftest import compose_config
+    from sim.config.build import build_run_spec, resolved_config
+    from sim.metrics.report import format_summary
+    from sim.run import simulate
+    from sim.sweep.capacity import _cost_model_source
+
+    cfg = compose_config(["+scenario=llama8b_h100", "hardware=b200", "workload.num_requests=20",
+                          "output.print_summary=false", "output.progress=false"])
+    summary = simulate(build_run_spec(cfg), tmp_path, resolved_config(cfg)).summary
+    stated = summary["assumptions"]["efficiency_source"]["cost_model"]
+    assert stated.startswith("transferred from h") and "assumed" in stated
+    assert f"cost-model   {stated}" in format_summary(summary).splitlines()
+    assert _cost_model_source(cfg) == stated
