@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from analysis.runs import Columns, Run
+from analysis.studies import cost_model_of, short_source
 from analysis.style import SERIES, SLO, plt, save
 
 THROUGHPUT = "throughput.output_tokens_per_s"
@@ -127,8 +128,11 @@ COMPARE = (  # panel title, value from a summary, label format, SLO line from a 
 
 
 def compare_runs(runs: Sequence[Run], out: Path, labels: Sequence[str] | None = None, title: str = "") -> Path:
-    """Side by side: the same metrics of each run as bars, one panel per metric."""
-    labels = list(labels or [r.label for r in runs])
+    """Side by side: the same metrics of each run as bars, one panel per metric; under each bar,
+    the run's cost-model source and stated uncertainty (a transferred or flat run must not look
+    as trustworthy as a calibrated one)."""
+    labels = [f"{label}\n{short_source(cost_model_of(r.summary))}"
+              for label, r in zip(list(labels or [r.label for r in runs]), runs)]
     fig, axes = plt.subplots(2, 4, figsize=(13, 5.5))
     for ax, (name, get, fmt, *slo) in zip(axes.flat, COMPARE):
         values = [get(r.summary) for r in runs]

@@ -6,6 +6,7 @@ a table. Studies drive the simulator through its command lines (`python -m sim`,
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ class Study:
         self.name = name
         self.log = self.out / "commands.log"
         self.log.write_text(f"# {name}: commands run, in order\n")
+        self.cost_models: dict[str, str] = {}  # tag of each run -> its cost-model source
 
     def sh(self, args: Sequence[str], label: str) -> str:
         """Run `python <args>`; returns stdout, raises with the tail of stderr on failure."""
@@ -54,7 +56,9 @@ class Study:
         if start_rate:
             args += ["--start-rate", str(start_rate)]
         self.sh(args, f"capacity search {tag}")
-        return json.loads(path.read_text())
+        answer = json.loads(path.read_text())
+        self.cost_models.setdefault(tag, answer.get("cost_model", "unknown"))
+        return answer
 
     def sweep(self, tag: str, overrides: Sequence[str]) -> Path:
         """A multirun on this machine's cores, collected to <out>/sweep_<tag>.parquet."""
@@ -68,7 +72,9 @@ class Study:
     def run(self, tag: str, overrides: Sequence[str]) -> Run:
         folder = self.out / f"run_{tag}"
         self.sh(["-m", "sim", *overrides, *QUIET, f"hydra.run.dir={folder}"], f"run {tag}")
-        return Run(folder)
+        run = Run(folder)
+        self.cost_models[tag] = cost_model_of(run.summary)
+        return run
 
 
 def concat_sweeps(paths: Sequence[Path], out: Path) -> Columns:
@@ -89,8 +95,29 @@ def markdown_table(rows: list[dict[str, Any]], columns: Sequence[Column]) -> str
     return "\n".join([head, rule, *body])
 
 
+def cost_model_of(summary: dict[str, Any]) -> str:
+    """The run's cost-model source and its stated uncertainty, as its summary states it."""
+    return (summary.get("assumptions", {}).get("efficiency_source") or {}).get("cost_model", "unknown")
+
+
+def short_source(text: str) -> str:
+    """'calibrated on h200 (step error ~4% median, 8% p90, measured)' -> 'calibrated on h200, ~4% measured'."""
+    head, _, rest = text.partition(" (")
+    err = re.search(r"~\d+%", rest)
+    basis = "assumed" if "assumed" in rest else "measured"
+    return f"{head}, {err.group(0)} {basis}" if err else head
+
+
 def write_table(study: Study, rows: list[dict[str, Any]], columns: Sequence[Column], answer: str) -> Path:
-    """table.parquet (every field of every row), README.md (the question, table and answer)."""
+    """table.parquet (every field of every row), README.md (the question, table and answer).
+
+    Every comparison carries each row's cost-model source and stated uncertainty (column
+    `cost_model`): the row's `tag`, else the runs in the order the study ran them."""
+    tags = list(study.cost_models)
+    for i, row in enumerate(rows):
+        tag = row.get("tag") or (tags[i] if len(tags) == len(rows) else None)
+        row.setdefault("cost_model", study.cost_models.get(tag, "unknown"))
+    columns = [*columns, ("cost_model", "cost model", short_source)]
     pq.write_table(pa.Table.from_pylist(rows), study.out / "table.parquet")
     text = f"# {study.name}\n\n{markdown_table(rows, columns)}\n\n{answer}\n"
     path = study.out / "README.md"
@@ -103,8 +130,7 @@ def provenance(runs: Sequence[Run]) -> str:
     """Where the runs' step times came from, per GPU, as their summaries state it."""
     sources: dict[str, str] = {}
     for run in runs:
-        gemm = (run.summary.get("assumptions", {}).get("efficiency_source") or {}).get("gemm", "unknown")
-        sources.setdefault(run.summary["setup"]["hardware"], str(gemm).split(" (")[0])
+        sources.setdefault(run.summary["setup"]["hardware"], cost_model_of(run.summary))
     overhead = runs[0].summary.get("assumptions", {}).get("cpu_overhead_per_step_ms") if runs else None
     return (
         "cost model: step times " + ", ".join(f"for {hw} {src}" for hw, src in sources.items())

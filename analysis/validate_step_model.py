@@ -1,18 +1,27 @@
 """How far the cost model's step times are from measured ones.
 
     python analysis/validate_step_model.py calibration/data/h100_sxm_steps.csv \\
-        calibration/data/h200_steps.csv [--out errors.csv] [--flat]
+        calibration/data/h200_steps.csv [--out errors.csv] [--flat] [--override cost.profile=h100_sxm]
+    python analysis/validate_step_model.py calibration/data/h100_sxm_steps.csv \\
+        --record sim/data/profiles/h100_sxm.json own
+
+`--record PROFILE KEY` writes the overall error (n, median, p90, max, the files, the command)
+into the profile's `validation.KEY`: `own` for the profile on its own GPU's steps (the stated
+uncertainty of a calibrated run), `transfer` for it on another GPU of its generation (the
+stated uncertainty of a transferred run).
 
 The measured CSV has columns phase, batch, ctx, ms, hardware, model, tp (and optionally
 precision, default bf16). `ms` is the GPU time of one forward pass (one GPU of the TP group),
 compared with the model's `forward_ms`. Prints the median, 90th-percentile and maximum absolute
-relative error per hardware (and per phase), and which efficiency source each prediction used.
+relative error per hardware (and per phase, and per precision where not bf16), and which
+efficiency source each prediction used.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -35,6 +44,7 @@ class Comparison:
     measured_ms: float
     predicted_ms: float
     source: str
+    precision: str = "bf16"
 
     @property
     def error(self) -> float:
@@ -63,7 +73,11 @@ def compare(rows: list[dict[str, str]], extra_overrides: list[str]) -> list[Comp
         for r in members:
             shape = StepShape(r["phase"], int(r["batch"]), int(r["ctx"]))
             predicted = cost_model.step_cost(shape.batch_summary()).gpu_time_s * 1e3
-            out.append(Comparison(hardware, model, tp, shape.phase, shape.batch, shape.ctx, float(r["ms"]), predicted, source))
+            out.append(
+                Comparison(
+                    hardware, model, tp, shape.phase, shape.batch, shape.ctx, float(r["ms"]), predicted, source, precision
+                )
+            )
     return out
 
 
@@ -74,11 +88,31 @@ def error_table(comparisons: list[Comparison]) -> list[tuple[str, int, float, fl
         label = f"{c.hardware} tp{c.tp}" if c.tp > 1 else c.hardware
         groups[label].append(c.error)
         groups[f"{label} {c.phase}"].append(c.error)
+        if c.precision != "bf16":
+            groups[f"{label} {c.precision}"].append(c.error)
+            groups[f"{label} {c.precision} {c.phase}"].append(c.error)
     table = []
     for label in sorted(groups):
         e = np.array(groups[label])
         table.append((label, e.size, float(np.median(e)), float(np.percentile(e, 90)), float(e.max())))
     return table
+
+
+def record(profile: Path, key: str, comparisons: list[Comparison], measured: list[Path], overrides: list[str]) -> None:
+    e = np.array([c.error for c in comparisons])
+    raw = json.loads(profile.read_text())
+    raw.setdefault("validation", {})[key] = {
+        "n": int(e.size),
+        "median": float(np.median(e)),
+        "p90": float(np.percentile(e, 90)),
+        "max": float(e.max()),
+        "hardware": sorted({c.hardware for c in comparisons}),
+        "steps": [str(p) for p in measured],
+        "command": " ".join(["python analysis/validate_step_model.py", *map(str, measured),
+                             *(f"--override {o}" for o in overrides), "--record", str(profile), key]),
+    }
+    profile.write_text(json.dumps(raw, indent=2) + "\n")
+    print(f"recorded validation.{key} in {profile}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write one row per prediction here")
     p.add_argument("--flat", action="store_true", help="use the flat, uncalibrated factors")
     p.add_argument("--override", action="append", default=[], help="extra config override")
+    p.add_argument("--record", nargs=2, metavar=("PROFILE", "KEY"), help="write the overall error into PROFILE's validation.KEY")
     args = p.parse_args(argv)
     overrides = list(args.override) + (["cost.efficiency=flat"] if args.flat else [])
     try:
@@ -99,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<24}{n:>5}{med:>8.1%}{p90:>9.1%}{mx:>9.1%}")
     for source in sorted({(c.hardware, c.source) for c in comparisons}):
         print(f"efficiency source for {source[0]}: {source[1]}")
+    if args.record:
+        record(Path(args.record[0]), args.record[1], comparisons, args.measured, overrides)
     if args.out:
         with args.out.open("w", newline="") as f:
             writer = csv.writer(f)

@@ -3,12 +3,14 @@
 #   bash calibration/run_device.sh h100     # one H100 SXM: bandwidth, steps + ops, attention
 #   bash calibration/run_device.sh h200     # one H200: bandwidth, steps + ops, attention
 #   bash calibration/run_device.sh h200x4   # four H200: NCCL all-reduce, Llama-3.1-70B TP4 steps
+#   bash calibration/run_device.sh h200fp8  # one H200: FP8 GEMMs, FP8-KV attention, FP8 steps
+#   bash calibration/run_device.sh h200fp8f16  # one H200: the fp16-product FP8 attention variant
 # Writes the CSVs and log_<kind>.txt to $OUT (default calibration/data). Each sweep is bounded
 # by its --budget-s (seconds) so the whole call stays under ten minutes; rows are flushed one by
 # one, so a sweep cut short still leaves its CSV.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-calibration/data}
+OUT=$(realpath -m "${OUT:-calibration/data}")
 mkdir -p "$OUT"
 # NVLink multicast off everywhere (device README: it can take a shared host's GPUs down).
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -42,8 +44,23 @@ case "$1" in
       --models llama3_70b --decode-batches 1,8,32,128 --decode-ctx 1024,4096 \
       --prefill 1x1024,1x4096 --prefix h200x4_llama70b_tp4 --budget-s 240 2>&1 | tee -a "$log"
     ;;
+  h200fp8)
+    # scripts run from calibration/ (or a copy of it): they import each other by file name
+    (cd calibration && python3 measure_fp8_kernels.py --out-dir "$OUT" --parts attention \
+      --attention-budget-s 130 2>&1 | tee -a "$log")
+    (cd calibration && python3 measure_fp8_steps.py --out-dir "$OUT" --budget-s 200 2>&1 | tee -a "$log")
+    (cd calibration && python3 measure_fp8_kernels.py --out-dir "$OUT" --parts gemm \
+      --gemm-budget-s 110 2>&1 | tee -a "$log")
+    ;;
+  h200fp8f16)
+    # second call: the fp16-product variant of the FP8 attention kernel, alone and in steps
+    (cd calibration && python3 measure_fp8_kernels.py --out-dir "$OUT" --parts attention \
+      --kernels fp8_f16 --suffix _f16 --attention-budget-s 100 2>&1 | tee -a "$log")
+    (cd calibration && python3 measure_fp8_steps.py --out-dir "$OUT" --precisions fp8_kv,bf16_kv8 \
+      --f16-attention --suffix _f16 --budget-s 120 2>&1 | tee -a "$log")
+    ;;
   *)
-    echo "usage: $0 h100|h200|h200x4" >&2
+    echo "usage: $0 h100|h200|h200x4|h200fp8|h200fp8f16" >&2
     exit 2
     ;;
 esac

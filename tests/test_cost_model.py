@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sim.config.schema import CostConfig
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import BOUND_COMPUTE, BOUND_LATENCY, BOUND_MEMORY, OP_CLASSES, ZERO_OP
-from sim.cost.efficiency import FLAT_PROVENANCE, FlatEfficiency
+from sim.cost.efficiency import FLAT_COST_SOURCE, FLAT_PROVENANCE, FlatEfficiency
 from sim.cost.operators import expected_active_experts
 from sim.cost.roofline import RooflineCostModel, build_cost_model
 from sim.errors import ConfigError
@@ -357,7 +357,9 @@ def test_fp8_kv_cache_halves_kv_bytes_and_runs_attention_in_fp8():
 def test_build_cost_model_uses_the_config_and_records_provenance():
     model = build_cost_model(TINY, H100_LIKE, BF16, 1, CostConfig(step_overhead_ms=3.0))
     assert model.step_overhead_s == pytest.approx(3e-3)
-    assert set(model.provenance().values()) == {FLAT_PROVENANCE}
+    provenance = model.provenance()
+    assert provenance.pop("cost_model") == FLAT_COST_SOURCE
+    assert set(provenance.values()) == {FLAT_PROVENANCE}
 
 
 def test_memoised_parts_give_identical_costs():

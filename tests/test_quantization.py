@@ -53,9 +53,18 @@ def test_prefill_follows_the_tensor_core_rate_and_pays_for_dequantisation():
     assert forward_s("int4", PREFILL) > forward_s("bf16", PREFILL)
 
 
-def test_fp8_kv_makes_long_context_decode_cheaper():
+def test_fp8_kv_decode_follows_the_bytes_in_the_flat_model_and_the_measured_kernel_when_calibrated():
     long_ctx = StepShape("decode", 64, 16384).batch_summary()
-    assert forward_s("bf16_kv8", long_ctx) < 0.85 * forward_s("bf16", long_ctx)
+
+    def flat(precision):
+        model = build_step_cost_model(["model=llama3_8b", "hardware=h100_sxm", f"precision={precision}",
+                                       "cost.efficiency=flat"])
+        return model.step_cost(long_ctx).gpu_time_s
+
+    assert flat("bf16_kv8") < 0.85 * flat("bf16")  # half the KV bytes at the same bandwidth
+    # Calibrated: the measured FP8-KV kernel (Triton, dequantising) reads half the bytes at
+    # about half the bandwidth, so long-context decode costs about what bf16 costs.
+    assert forward_s("bf16_kv8", long_ctx) == pytest.approx(forward_s("bf16", long_ctx), rel=0.2)
 
 
 def test_fp4_only_where_the_hardware_has_it():

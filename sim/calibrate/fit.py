@@ -15,6 +15,7 @@ from scipy.optimize import least_squares
 
 from sim.calibrate.work import AttentionWork
 from sim.cost.calibrated import AllreduceFit, AttentionCurve, GemmCurve, smoothmax
+from sim.cost.efficiency import RingExtrapolation
 from sim.cost.operators import Gemm, Work
 
 TILE_M = 64  # wgmma/mma M tile of Hopper and Ampere tensor cores
@@ -123,8 +124,10 @@ def _decode_time(c: AttentionCurve, w: AttentionWork, kv_heads: int, peak: float
 
 
 def fit_attention_prefill(
-    samples: Sequence[AttentionSample], peak: float, bandwidth: float
+    samples: Sequence[AttentionSample], peak: float, bandwidth: float, half_starts: Sequence[float] = (64.0,)
 ) -> tuple[AttentionCurve, FitError]:
+    """`half_starts`: starting points of the half-efficiency query length; the best fit wins
+    (the least-squares surface has a second minimum at half -> 0 for some kernels)."""
     measured = np.array([s.seconds for s in samples])
 
     def curve(x: np.ndarray) -> AttentionCurve:
@@ -134,7 +137,11 @@ def fit_attention_prefill(
         c = curve(x)
         return np.array([s.count * _prefill_time(c, s.work, peak, bandwidth) for s in samples])
 
-    x = _least_squares(predict, measured, [5e-6, 0.6, 64.0, 4.0], [0.0, 0.05, 0.0, 1.0], [5e-4, 1.0, 1e5, 30.0])
+    fits = [
+        _least_squares(predict, measured, [5e-6, 0.6, h, 4.0], [0.0, 0.05, 0.0, 1.0], [5e-4, 1.0, 1e5, 30.0])
+        for h in half_starts
+    ]
+    x = min(fits, key=lambda x: float(np.sum(np.log(predict(x) / measured) ** 2)))
     return curve(x), FitError.of(predict(x), measured)
 
 
@@ -201,3 +208,48 @@ def fit_allreduce(
 
     x = _least_squares(predict, measured, [10e-6, 100e9], [0.0, 1e9], [1e-3, 5e12])
     return AllreduceFit(float(x[0]), float(x[1])), FitError.of(predict(x), measured)
+
+
+def fit_ring_extrapolation(
+    curves: dict[int, tuple[Sequence[float], Sequence[float]]],
+) -> tuple[RingExtrapolation, dict[str, dict[str, float]]]:
+    """Per-hop latency and ring bandwidth of `RingExtrapolation` from measured all-reduce
+    curves of two or more TP sizes at the same message sizes (tp -> (bytes, seconds)).
+
+    The fit predicts each larger group's curve from the next smaller one (t_b = t_a + increment)
+    and minimises the relative error of that prediction. Checks, returned by name: both
+    directions in-sample ('a->b', 'b->a'), and 'holdout a->b': fitted on every other message
+    size, scored on the rest. The hop latency rests on one difference of group sizes; with
+    two measured sizes nothing else checks it.
+    """
+    sizes = sorted(curves)
+    if len(sizes) < 2:
+        raise ValueError("ring extrapolation needs all-reduce curves of two TP sizes")
+    pairs = []
+    for a, b in zip(sizes, sizes[1:]):
+        ta = dict(zip(*curves[a]))
+        tb = dict(zip(*curves[b]))
+        common = sorted(set(ta) & set(tb))
+        pairs.append((a, b, np.array(common), np.array([ta[m] for m in common]), np.array([tb[m] for m in common])))
+
+    def fit(select: Callable[[np.ndarray], np.ndarray]) -> RingExtrapolation:
+        def predict(x: np.ndarray) -> np.ndarray:
+            ring = RingExtrapolation(float(x[0]), float(x[1]))
+            return np.concatenate([select(ta + ring.increment_s(m, a, b)) for a, b, m, ta, _ in pairs])
+
+        measured = np.concatenate([select(tb) for *_, tb in pairs])
+        x = _least_squares(predict, measured, [1e-6, 300e9], [0.0, 1e9], [1e-4, 5e12])
+        return RingExtrapolation(float(x[0]), float(x[1]))
+
+    ring = fit(lambda v: v)
+    checks: dict[str, dict[str, float]] = {}
+    for a, b, m, ta, tb in pairs:
+        up = ta + ring.increment_s(m, a, b)
+        down = tb - ring.increment_s(m, a, b)
+        checks[f"tp{a}->tp{b}"] = FitError.of(up, tb).as_dict()
+        checks[f"tp{b}->tp{a}"] = FitError.of(down, ta).as_dict()
+    even = fit(lambda v: v[0::2])
+    for a, b, m, ta, tb in pairs:
+        pred = (ta + even.increment_s(m, a, b))[1::2]
+        checks[f"holdout tp{a}->tp{b}"] = FitError.of(pred, tb[1::2]).as_dict()
+    return ring, checks

@@ -4,15 +4,25 @@
         --ops calibration/data/h100_sxm_ops.csv \\
         --gemm-sweep calibration/data/h100_sxm_gemm.csv \\
         --allreduce calibration/data/h200x4_allreduce.csv \\
+        [--fp8-attention calibration/data/h200_fp8_attention.csv] \\
         --out sim/data/profiles/h100_sxm.json
 
 - `--ops`: per-kernel times of whole decode/prefill steps inside CUDA graphs (columns phase,
   batch, ctx, op, op_class, chosen, ms_per_call, ms_per_step, model, tp). Rows with
   chosen=True are the kernels the measured steps ran. GEMM, attention and element-wise
   curves are fitted to them.
-- `--gemm-sweep`: GEMMs timed one launch at a time (dtype, M, K, N, ms). They add shapes and
-  the fp8 curve; their launch cost is fitted separately and not used for predictions.
-- `--allreduce`: NCCL all-reduce times (tp, bytes, ms); fitted per TP size.
+- `--gemm-sweep`: GEMMs (dtype, M, K, N, ms). They add shapes and the fp8 curve. Rows timed
+  one launch at a time have their launch cost fitted separately and not used for predictions;
+  rows with mode=graph (measure_fp8_kernels.py) were timed inside a CUDA graph, as a step's
+  GEMMs run, and fit the in-graph fixed cost directly. `m_run`: the rows actually run.
+- `--allreduce`: NCCL all-reduce times (tp, bytes, ms); fitted per TP size, and the ring
+  extrapolation to other TP sizes fitted across them (`fit_ring_extrapolation`).
+- `--fp8-attention`: paged attention over an FP8 KV cache (measure_fp8_kernels.py; rows with
+  kv_dtype=fp8 of one `--fp8-kernel`); fits `attention_{prefill,decode}_fp8kv`.
+
+An existing output file's `engine` section (engine CPU-time coefficients, fitted elsewhere) is
+kept. Its `validation` section is dropped: it belonged to the old fit; re-record it with
+analysis/validate_step_model.py --record.
 
 Each measured shape is rebuilt with our own operator accounting (sim.calibrate.work), so a
 fitted curve means exactly what the cost model uses it for.
@@ -38,13 +48,17 @@ from sim.calibrate.fit import (
     fit_attention_prefill,
     fit_elementwise,
     fit_gemm,
+    fit_ring_extrapolation,
 )
 from sim.calibrate.work import step_work
 from sim.catalog import hardware_spec_from_config, load_catalog_entry, model_spec_from_config
 from sim.cost.efficiency import tensor_peak_flops
 from sim.cost.operators import dense_gemm
 from sim.errors import SimError
+from sim.precision import PrecisionSpec
 from sim.step import StepShape
+
+FP8_KV = PrecisionSpec("bf16_kv8", "bf16", "bf16", "fp8")
 
 GEMM_OPS = {  # op name in the ops CSV -> (class in our accounting, kernel index)
     "qkv_proj": ("qkv_proj", 0),
@@ -75,6 +89,8 @@ def fit_profile(
     gemm_rows: list[dict[str, str]],
     allreduce_rows: list[dict[str, str]],
     sources: list[str],
+    fp8_attention_rows: list[dict[str, str]] = (),
+    fp8_kernel: str = "triton_paged",
 ) -> dict[str, Any]:
     hardware = hardware_spec_from_config(load_catalog_entry("hardware", hardware_name))
     bw = hardware.memory_bandwidth
@@ -112,14 +128,19 @@ def fit_profile(
     for r in gemm_rows:
         dtype = r["dtype"]
         m, k, n = int(r["M"]), int(r["K"]), int(r["N"])
-        m_run = max(m, 16) if dtype == "fp8" else m  # the sweep pads fp8 rows below 16
+        if r.get("m_run"):
+            m_run = int(r["m_run"])
+        else:
+            m_run = max(m, 16) if dtype == "fp8" else m  # the old sweep padded fp8 rows below 16
         g = dense_gemm(m_run, n, k, dtype, 1.0 if dtype == "fp8" else 2.0, 2.0)
-        gemm_samples[dtype].append(GemmSample((g,), 1, float(r["ms"]) * 1e-3, eager=True))
+        eager = r.get("mode", "eager") != "graph"
+        gemm_samples[dtype].append(GemmSample((g,), 1, float(r["ms"]) * 1e-3, eager=eager))
 
     profile: dict[str, Any] = {
         "hardware": hardware.name,
         "generation": hardware.generation,
         "interconnect": hardware.interconnect,
+        "boost_clock_mhz": hardware.boost_clock_mhz,
         "measured_on": _machine(ops_rows or gemm_rows),
         "sources": sources,
         "gemm": {},
@@ -157,7 +178,46 @@ def fit_profile(
     if profile["allreduce"]:
         for tp, fit in profile["allreduce"].items():
             profile["fit_errors"][f"allreduce_tp{tp}"] = fit.pop("error")
+    if len(profile["allreduce"]) >= 2:
+        curves = {int(tp): (f["measured_bytes"], f["measured_s"]) for tp, f in profile["allreduce"].items()}
+        ring, checks = fit_ring_extrapolation(curves)
+        profile["allreduce_extrapolation"] = {
+            "hop_latency_s": ring.hop_latency_s,
+            "ring_bandwidth": ring.ring_bandwidth,
+            "model": "t_n(S) = t_a(S) + 2(n-a) hop_latency_s + (2(n-1)/n - 2(a-1)/a) S / ring_bandwidth,"
+            " a = the largest measured TP size below n (NCCL ring)",
+        }
+        profile["fit_errors"]["allreduce_extrapolation"] = checks
+    fp8 = [r for r in fp8_attention_rows if r.get("kv_dtype") == "fp8" and r.get("kernel") == fp8_kernel]
+    if fp8:
+        _fit_fp8kv(profile, fp8, hardware, models)
     return profile
+
+
+def _fit_fp8kv(profile: dict[str, Any], rows: list[dict[str, str]], hardware, models: dict) -> None:
+    """FP8-KV attention curves from kernel timings, at the bf16 peak (the kernel dequantises
+    and runs 16-bit products). `deployment` names the model and TP size of each head count."""
+    prefill, decode = [], []
+    for r in rows:
+        name, tp = r["deployment"].split()
+        if name not in models:
+            models[name] = model_spec_from_config(load_catalog_entry("model", name))
+        phase, batch, ctx = r["phase"], int(r["batch"]), int(r["ctx"])
+        work = step_work(models[name], hardware, StepShape(phase, batch, ctx), int(tp[2:]), FP8_KV)
+        sample = AttentionSample(work.prefill or work.decode, 1, float(r["ms"]) * 1e-3, work.kv_heads)
+        (prefill if phase == "prefill" else decode).append(sample)
+    peak = tensor_peak_flops(hardware.peak_flops, "bf16")
+    bw = hardware.memory_bandwidth
+    for key, samples, fit in (
+        ("attention_prefill_fp8kv", prefill, lambda s: fit_attention_prefill(s, peak, bw, (64.0, 512.0, 4096.0))),
+        ("attention_decode_fp8kv", decode, lambda s: fit_attention_decode(s, peak, bw)),
+    ):
+        if samples:
+            curve, error = fit(samples)
+            profile[key] = _curve_dict(curve)
+            profile["fit_errors"][key] = error.as_dict()
+    r = rows[0]
+    profile["fp8kv_measured_on"] = f"{r.get('gpu', '?')}, {r.get('kernel', '?')}, torch {r.get('torch', '?')}"
 
 
 def _fit_allreduce(rows: list[dict[str, str]]) -> tuple[dict[str, dict], str]:
@@ -208,14 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=Path, action="append", default=[])
     p.add_argument("--gemm-sweep", type=Path, action="append", default=[])
     p.add_argument("--allreduce", type=Path, action="append", default=[])
+    p.add_argument("--fp8-attention", type=Path, action="append", default=[])
+    p.add_argument("--fp8-kernel", default="triton_paged", help="kernel column of the FP8-KV rows to fit")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     try:
         ops = [r for path in args.ops for r in read_csv(path)]
         gemm = [r for path in args.gemm_sweep for r in read_csv(path)]
         allreduce = [r for path in args.allreduce for r in read_csv(path)]
-        sources = [str(x) for x in (*args.ops, *args.gemm_sweep, *args.allreduce)]
-        profile = fit_profile(args.hardware, ops, gemm, allreduce, sources)
+        fp8_attention = [r for path in args.fp8_attention for r in read_csv(path)]
+        sources = [str(x) for x in (*args.ops, *args.gemm_sweep, *args.allreduce, *args.fp8_attention)]
+        profile = fit_profile(args.hardware, ops, gemm, allreduce, sources, fp8_attention, args.fp8_kernel)
+        if args.out.is_file():  # engine CPU-time coefficients are fitted elsewhere: keep them
+            old = json.loads(args.out.read_text())
+            if "engine" in old:
+                profile["engine"] = old["engine"]
     except (SimError, OSError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

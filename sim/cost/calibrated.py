@@ -14,19 +14,25 @@ Every curve keeps the roofline's two terms and adds what the flat model misses:
   chunks waste tiles); decode bandwidth efficiency rises with the number of (sequence, KV
   head) pairs that the kernel can spread over the SMs: `eff = max * u / (u + u_half)`.
 
-Hardware we have no measurements for borrows the fitted fractions of a GPU of its generation
+Hardware we have no measurements for borrows the fitted fractions of the nearest calibrated GPU
 (`sim.cost.profiles`): the curves stay, the datasheet peaks and bandwidth change, so decode
-follows the new bandwidth and prefill the new FLOP/s.
+follows the new bandwidth and prefill the new FLOP/s; fixed costs scale with the clock.
+
+An FP8 KV cache has curves of its own where they were measured (`attention_*_fp8kv`): the
+measured kernel reads FP8 and computes in 16-bit, so they are fractions of the bf16 peak.
+TP sizes without a measured all-reduce curve extend the largest measured one below them by
+NCCL's ring algorithm (`sim.cost.efficiency.RingExtrapolation`).
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sim.cost.efficiency import KernelTime, ring_allreduce_time_s, tensor_peak_flops
+from sim.cost.efficiency import KernelTime, RingExtrapolation, ring_allreduce_time_s, tensor_peak_flops
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
 
@@ -90,9 +96,15 @@ class AllreduceFit:
         return ring_allreduce_time_s(message_bytes, tp, self.latency_s, self.bus_bandwidth)
 
 
+def _curve(raw: Mapping[str, Any] | None) -> AttentionCurve | None:
+    return AttentionCurve(**raw) if raw else None
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Fitted parameters of one GPU (see calibration/fit_profile.py)."""
+    """Fitted parameters of one GPU (written by `python -m sim.calibrate.profile_fit`).
+
+    Keys of the JSON file this does not know (an `engine` section, say) are ignored."""
 
     hardware: str
     generation: str
@@ -106,10 +118,17 @@ class Profile:
     allreduce_measured_on: str  # the machine the all-reduce curves come from
     measured_on: str
     sources: tuple[str, ...]
+    attention_prefill_fp8kv: AttentionCurve | None = None
+    attention_decode_fp8kv: AttentionCurve | None = None
+    fp8kv_measured_on: str = ""
+    allreduce_extrapolation: RingExtrapolation | None = None
+    boost_clock_mhz: float = 0.0  # of the calibrated GPU: fixed costs are cycles of it
+    validation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Profile:
         try:
+            ext = raw.get("allreduce_extrapolation")
             return cls(
                 hardware=raw["hardware"],
                 generation=raw["generation"],
@@ -131,9 +150,53 @@ class Profile:
                 allreduce_measured_on=raw.get("allreduce_measured_on", ""),
                 measured_on=raw.get("measured_on", ""),
                 sources=tuple(raw.get("sources", ())),
+                attention_prefill_fp8kv=_curve(raw.get("attention_prefill_fp8kv")),
+                attention_decode_fp8kv=_curve(raw.get("attention_decode_fp8kv")),
+                fp8kv_measured_on=raw.get("fp8kv_measured_on", ""),
+                allreduce_extrapolation=RingExtrapolation(ext["hop_latency_s"], ext["ring_bandwidth"]) if ext else None,
+                boost_clock_mhz=float(raw.get("boost_clock_mhz", 0.0)),
+                validation=dict(raw.get("validation", {})),
             )
         except (KeyError, TypeError) as err:
-            raise ConfigError(f"hardware profile is malformed ({err}); re-run calibration/fit_profile.py") from None
+            raise ConfigError(
+                f"hardware profile is malformed ({err}); refit it with python -m sim.calibrate.profile_fit"
+            ) from None
+
+    def with_fixed_scale(self, scale: float) -> Profile:
+        """The same profile with every fixed cost multiplied by `scale` (a clock ratio)."""
+        if scale == 1.0:
+            return self
+
+        def fixed(c):
+            return dataclasses.replace(c, fixed_s=c.fixed_s * scale) if c is not None else None
+
+        return dataclasses.replace(
+            self,
+            gemm={dt: fixed(c) for dt, c in self.gemm.items()},
+            attention_prefill=fixed(self.attention_prefill),
+            attention_decode=fixed(self.attention_decode),
+            attention_prefill_fp8kv=fixed(self.attention_prefill_fp8kv),
+            attention_decode_fp8kv=fixed(self.attention_decode_fp8kv),
+            elementwise_fixed_s=self.elementwise_fixed_s * scale,
+        )
+
+
+def allreduce_time_s(
+    curves: Mapping[int, AllreduceFit], ring: RingExtrapolation | None, message_bytes: float, tp: int
+) -> float | None:
+    """Time on the measured curve of `tp`, or extrapolated from the largest measured group below
+    it; never less than a smaller measured group at the same size. None when nothing fits."""
+    below = [n for n in curves if n <= tp]
+    if not below:
+        return None
+    anchor = max(below)
+    t = curves[anchor].time_s(message_bytes, anchor)
+    if anchor != tp:
+        if ring is None:
+            return None
+        t += ring.increment_s(message_bytes, anchor, tp)
+    smaller = [curves[n].time_s(message_bytes, n) for n in below if n < anchor]
+    return max([t, *smaller])
 
 
 class CalibratedEfficiency:
@@ -151,8 +214,13 @@ class CalibratedEfficiency:
         kv_heads: int,
         provenance: dict[str, str],
         fallback_allreduce: AllreduceFit,
+        fp8kv: tuple[AttentionCurve, AttentionCurve] | None = None,
     ) -> None:
+        """`fp8kv`: (prefill, decode) curves of an FP8 KV cache borrowed from another profile
+        when `profile` has none; without either, an FP8 cache is priced on the bf16 curves."""
         self.profile = profile
+        own = (profile.attention_prefill_fp8kv, profile.attention_decode_fp8kv)
+        self._fp8kv = own if own[0] is not None and own[1] is not None else fp8kv
         self.hardware = hardware
         self.q_heads = q_heads
         self.kv_heads = kv_heads
@@ -173,7 +241,7 @@ class CalibratedEfficiency:
     def attention_prefill(
         self, flops: float, nbytes: float, num_tokens: int, num_seqs: int, dtype: str
     ) -> KernelTime:
-        c = self.profile.attention_prefill
+        c, dtype = self._attention_curve(0, dtype)
         q = num_tokens / num_seqs if num_seqs else float(num_tokens)
         eff = c.compute_efficiency * q / (q + c.half)
         compute_s = flops / (tensor_peak_flops(self.hardware.peak_flops, dtype) * eff)
@@ -183,12 +251,22 @@ class CalibratedEfficiency:
     def attention_decode(
         self, flops: float, nbytes: float, num_seqs: int, context_tokens: int, dtype: str
     ) -> KernelTime:
-        c = self.profile.attention_decode
+        c, dtype = self._attention_curve(1, dtype)
         pairs = num_seqs * self.kv_heads
         eff = c.memory_efficiency * pairs / (pairs + c.half)
         compute_s = flops / (tensor_peak_flops(self.hardware.peak_flops, dtype) * c.compute_efficiency)
         memory_s = nbytes / (self._bw * eff)
         return KernelTime(compute_s, memory_s, c.fixed_s + smoothmax(compute_s, memory_s, c.ridge_p))
+
+    def _attention_curve(self, decode: int, dtype: str) -> tuple[AttentionCurve, str]:
+        """The curve and the tensor rate it is a fraction of. An FP8 cache's measured kernel
+        dequantises and runs 16-bit products: its curves are fractions of the bf16 peak.
+        DIVERGENCE: that kernel is of vLLM's TRITON_ATTN design (vllm/v1/attention/ops/
+        triton_unified_attention.py); vLLM's default on Hopper, FlashAttention-3's FP8 path,
+        was not measured (docs/DIVERGENCES.md)."""
+        if dtype == "fp8" and self._fp8kv is not None:
+            return self._fp8kv[decode], "bf16"
+        return (self.profile.attention_decode if decode else self.profile.attention_prefill), dtype
 
     def elementwise(self, flops: float, nbytes: float, num_tokens: int) -> KernelTime:
         memory_s = nbytes / (self._bw * self.profile.elementwise_memory_efficiency)
@@ -197,10 +275,13 @@ class CalibratedEfficiency:
     def allreduce_time_s(self, message_bytes: float, tp: int) -> float:
         if tp <= 1:
             return 0.0
-        fit = self.profile.allreduce.get(tp)
-        if fit is None or self.hardware.interconnect != self.profile.interconnect:
-            fit = self._fallback_allreduce
-        return fit.time_s(message_bytes, tp)
+        if self.hardware.interconnect == self.profile.interconnect:
+            t = allreduce_time_s(
+                self.profile.allreduce, self.profile.allreduce_extrapolation, message_bytes, tp
+            )
+            if t is not None:
+                return t
+        return self._fallback_allreduce.time_s(message_bytes, tp)
 
     def provenance(self) -> dict[str, str]:
         return dict(self._provenance)

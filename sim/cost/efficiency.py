@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from sim.config.schema import CostConfig
 
 FLAT_PROVENANCE = "default: flat factor from the cost config (not calibrated)"
+# Assumed median step error of the flat factors: they measured 14-18% median on H100/H200
+# (analysis/validate_step_model.py --flat); on other GPUs nothing was measured.
+FLAT_ERROR = 0.20
+FLAT_COST_SOURCE = f"flat factors, not calibrated (step error ~{FLAT_ERROR:.0%} median, assumed, not measured)"
 EFFICIENCY_KINDS = (
     "gemm",
     "attention_prefill",
@@ -96,6 +100,42 @@ def ring_allreduce_time_s(
     if bus_bandwidth <= 0.0:
         raise ConfigError("tp > 1 needs hardware.interconnect_bandwidth_gbps > 0")
     return latency_s + 2.0 * (tp - 1) / tp * message_bytes / bus_bandwidth
+
+
+@dataclass(frozen=True, slots=True)
+class RingExtrapolation:
+    """All-reduce time of a TP group with no measured curve, from the curve of the largest
+    measured group below it (`anchor`), by NCCL's ring algorithm.
+
+    A ring all-reduce of n GPUs is a reduce-scatter then an all-gather: 2 (n - 1) steps, each
+    one hop of latency `hop_latency_s`, and each GPU sends 2 (n - 1) / n of the message
+    (nccl-tests, doc/PERFORMANCE.md: busbw = algbw x 2 (n - 1) / n for AllReduce). Growing
+    the group from a to n therefore adds
+
+        2 (n - a) hop_latency_s + (2 (n - 1) / n - 2 (a - 1) / a) S / ring_bandwidth
+
+    to the measured time of a at message size S. The measured curve keeps NCCL's protocol
+    switches (LL, LL128, Simple) and fixed launch cost; only the increment is modelled, and it
+    is positive, so a larger group is never cheaper. NCCL's tree (log2 n hops) is built
+    across nodes with a chain inside each node, so inside one NVLink node NCCL's choice is
+    the ring (NCCL 2.4 release notes, "double binary trees"; NVLS, the NVSwitch multicast
+    algorithm, is off in the measurements); a TP group spans one node here.
+    """
+
+    hop_latency_s: float
+    ring_bandwidth: float  # bytes/s through one GPU per ring step (NCCL's bus bandwidth)
+
+    def increment_s(self, message_bytes: float, anchor_tp: int, tp: int) -> float:
+        hops = 2.0 * (tp - anchor_tp) * self.hop_latency_s
+        share = 2.0 * (tp - 1) / tp - 2.0 * (anchor_tp - 1) / anchor_tp
+        return hops + share * message_bytes / self.ring_bandwidth
+
+    def formula(self, anchor_tp: int, tp: int) -> str:
+        share = 2.0 * (tp - 1) / tp - 2.0 * (anchor_tp - 1) / anchor_tp
+        return (
+            f"t{tp}(S) = t{anchor_tp}(S) + {2 * (tp - anchor_tp)} x {self.hop_latency_s * 1e6:.2f} us"
+            f" + {share:.3g} x S / {self.ring_bandwidth / 1e9:.0f} GB/s"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,4 +217,4 @@ class FlatEfficiency:
         )
 
     def provenance(self) -> dict[str, str]:
-        return {kind: FLAT_PROVENANCE for kind in EFFICIENCY_KINDS}
+        return {**{kind: FLAT_PROVENANCE for kind in EFFICIENCY_KINDS}, "cost_model": FLAT_COST_SOURCE}

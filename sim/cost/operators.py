@@ -68,9 +68,10 @@ class TensorFormats:
     def resolve(cls, precision: PrecisionSpec, hardware: HardwareSpec) -> TensorFormats:
         """A GEMM dtype the hardware lacks (fp8 on Ampere) falls back to bf16 with the weights
         dequantised on the fly, as vLLM does with its Marlin kernels (per-channel scales, not
-        counted). Scales are counted as the memory planner counts them. Attention runs in fp8
-        only when the KV cache is fp8 and the hardware has fp8 tensor cores (vLLM's
-        FlashAttention-3 path quantises the query to the cache dtype); otherwise in bf16."""
+        counted). Scales are counted as the memory planner counts them. Attention is "fp8"
+        when the KV cache is fp8 and the hardware has fp8 tensor cores; a calibrated model then
+        prices it on the measured FP8-KV curves (sim.cost.calibrated), the flat one at the fp8
+        tensor rate (vLLM's FlashAttention-3 path quantises the query to the cache dtype)."""
         gemm_dtype = precision.activation_dtype
         if gemm_dtype not in ("bf16", "fp16") and not hardware.supports(gemm_dtype):
             gemm_dtype = "bf16"

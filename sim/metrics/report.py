@@ -77,6 +77,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         "GPU time     " + "  ".join(f"{op} {_pct(v)}" for op, v in top if v >= 0.005)
     )
     lines += _cost_energy_lines(summary.get("cost_energy"))
+    lines.append("cost-model   " + summary.get("assumptions", {}).get("efficiency_source", {}).get("cost_model", "unknown"))
     return "\n".join(lines)
 
 

@@ -35,6 +35,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sim.config.build import build_run_spec
+from sim.cost.roofline import build_cost_model
 from sim.errors import SimError
 from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe
 
@@ -225,7 +227,9 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
         **summarize_seeds(per_seed),
         "tp": int(cfg.parallel.tp),
         "replicas": int(cfg.parallel.replicas),
+        "cost_model": _cost_model_source(cfg),
     }
+    echo(f"cost model {answer['cost_model']}")
     rate = answer["capacity_rate"]
     if rate is None:
         echo("no rate meets the SLOs (even nearly idle): relax them or change the configuration")
@@ -248,6 +252,13 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
             f" {sizing.gpus} GPUs{cost}"
         )
     return answer
+
+
+def _cost_model_source(cfg: DictConfig) -> str:
+    """Where the step times come from and their stated uncertainty (sim.cost.profiles)."""
+    spec = build_run_spec(cfg)
+    model = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
+    return model.provenance()["cost_model"]
 
 
 def _search_seeds(
