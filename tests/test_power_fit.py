@@ -73,10 +73,9 @@ def test_the_fitter_is_not_fooled_by_a_different_truth():
     assert result["clock_exponent"] == pytest.approx(2.5, abs=0.25)
 
 
-@pytest.fixture(scope="module")
-def step_runs(tmp_path_factory) -> Path:
-    """The measured runs with a step log: extracted from ../shared/vllm, else skipped."""
-    tarball = SHARED / "llama3_8b_bf16_h200_steps.tar.gz"
+def extracted(tmp_path_factory, name: str) -> Path:
+    """A run directory extracted from ../shared/vllm/<name>, or the test is skipped."""
+    tarball = SHARED / name
     if not tarball.is_file():
         pytest.skip(f"{tarball} not present")
     out = tmp_path_factory.mktemp("vllm")
@@ -88,12 +87,25 @@ def step_runs(tmp_path_factory) -> Path:
     return found[0]
 
 
-def test_the_committed_h200_fit_predicts_each_measured_run(step_runs):
+@pytest.fixture(scope="module")
+def step_runs(tmp_path_factory) -> Path:
+    """The measured runs with a step log."""
+    return extracted(tmp_path_factory, "llama3_8b_bf16_h200_steps.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def other_runs(tmp_path_factory) -> Path:
+    """The measured runs without a step log (b1 among them)."""
+    return extracted(tmp_path_factory, "llama3_8b_bf16_h200_runs.tar.gz")
+
+
+def test_the_committed_h200_fit_predicts_each_measured_run(step_runs, other_runs):
     """Refit from the shared data: the committed coefficients are what it gives, and each run's
     mean power, predicted by a fit to the other runs only, is within 30 W of nvidia-smi's. The
     1-s samples scatter 14-20 W rms around the model, and the held-out means came out within
-    13-25 W of the 555-693 W measured: 30 W is 5% of the lowest run's mean."""
-    result = fit_directories("h200", "llama3_8b", [step_runs])
+    13-25 W of the 555-693 W measured: 30 W is 5% of the lowest run's mean. Batch-1 decode
+    (b1, never fitted) is held to the same bound."""
+    result = fit_directories("h200", "llama3_8b", [step_runs], check_dirs=[other_runs])
     committed = json.loads((REPO_ROOT / "sim" / "data" / "power" / "h200.json").read_text())
     for key in ("static_w", "compute_j_per_flop", "memory_j_per_byte", "clock_exponent"):
         assert result[key] == pytest.approx(committed[key], rel=1e-6), key
@@ -102,3 +114,4 @@ def test_the_committed_h200_fit_predicts_each_measured_run(step_runs):
         assert abs(err["mean_error_w"]) < 30.0, (run, err)
         assert abs(result["fit"][run]["mean_error_w"]) < 15.0, (run, result["fit"][run])
         assert err["samples"] > 100
+    assert abs(result["checked"]["b1"]["mean_error_w"]) < 30.0, result["checked"]

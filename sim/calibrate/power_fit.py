@@ -1,7 +1,8 @@
 """Fit the board-power model to nvidia-smi samples taken while a real vLLM engine ran.
 
     python -m sim.calibrate.power_fit --hardware h200 --model llama3_8b \\
-        --runs /tmp/vllm/llama3_8b_bf16_s1024_b8192 --out sim/data/power/h200.json
+        --runs /tmp/vllm/llama3_8b_bf16_s1024_b8192 --check /tmp/vllm/llama3_8b_bf16 \\
+        --out sim/data/power/h200.json
 
 A run directory holds `smi.csv` (nvidia-smi every 200 ms: power.draw, clocks.current.sm),
 `meta.json` (`runs[].t_start` / `wall`, Unix seconds) and `steps_*.csv`, vLLM's per-step log
@@ -35,6 +36,8 @@ Method: ordinary least squares (`numpy.linalg.lstsq`) of P on (1, (f/f_boost)^(a
 FLOP/s, bytes/s) for each alpha of a grid; alpha is the grid point of least squared error
 (profile least squares). Each run is then predicted by a fit to the other runs
 (leave-one-run-out), and the per-run mean and rms errors are written with the coefficients.
+Runs of `--check` directories that served one request at a time (`b1`) are predicted from
+steps rebuilt out of the client's token times, and not fitted.
 """
 
 from __future__ import annotations
@@ -148,6 +151,33 @@ def step_work(cost_model: Any, batches: Sequence[BatchSummary], sched_end: np.nd
     return StepWork(start, end, flops, nbytes)
 
 
+def token_steps(cost_model: Any, requests: Path, t_start: float) -> StepWork | None:
+    """The steps of a run that served one request at a time, rebuilt from the client's token
+    times (`requests_<run>.jsonl`: send, prompt, output, tok, seconds from `t_start`): a
+    prefill ending at the first token, then one decode per further token. None when requests
+    overlapped (their steps cannot be told apart)."""
+    reqs = sorted((json.loads(line) for line in requests.read_text().splitlines() if line.strip()),
+                  key=lambda r: r["send"])
+    if any(b["send"] < a["tok"][-1] for a, b in zip(reqs, reqs[1:])):
+        return None
+    batches, ends, sends = [], [], {}
+    for r in reqs:
+        p = int(r["prompt"])
+        sends[len(ends)] = t_start + r["send"]
+        batches.append(BatchSummary(num_prefill_tokens=p, num_prefill_seqs=1,
+                                    prefill_attn_pairs=p * (p + 1) / 2, prefill_kv_tokens=p))
+        ends.append(t_start + r["tok"][0])
+        for i, t in enumerate(r["tok"][1:]):
+            batches.append(BatchSummary(num_decode_seqs=1, decode_context_tokens=p + i + 1))
+            ends.append(t_start + t)
+    end = np.array(ends)
+    start = np.r_[end[0], end[:-1]]
+    for i, t in sends.items():  # a prefill starts when its request was sent
+        start[i] = t
+    costs = [cost_model.step_cost(b) for b in batches]
+    return StepWork(start, end, np.array([c.flops for c in costs]), np.array([c.bytes for c in costs]))
+
+
 def cumulative(t: np.ndarray, work: StepWork, amounts: np.ndarray) -> np.ndarray:
     """Work done by time t, each step's amount spread evenly over its span."""
     done = np.r_[0.0, np.cumsum(amounts)]
@@ -238,11 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hardware", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--runs", nargs="+", type=Path, required=True, help="directories with smi.csv, meta.json, steps_*.csv")
+    p.add_argument("--check", nargs="*", type=Path, default=[],
+                   help="directories whose one-request-at-a-time runs are predicted, not fitted")
     p.add_argument("--window", type=float, default=WINDOW_S)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     try:
-        result = fit_directories(args.hardware, args.model, args.runs, args.window)
+        result = fit_directories(args.hardware, args.model, args.runs, args.window, args.check)
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -256,13 +288,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv = f"  held out: {h['mean_error_w']:+6.1f} W mean, {h['rms_error_w']:5.1f} W rms" if h else ""
         print(f"{name:12s} {e['measured_mean_w']:6.1f} W measured, {e['mean_error_w']:+6.1f} W mean error,"
               f" {e['rms_error_w']:5.1f} W rms{cv}")
+    for name, e in result["checked"].items():
+        print(f"{name:12s} {e['measured_mean_w']:6.1f} W measured, {e['mean_error_w']:+6.1f} W mean error"
+              f" (not fitted: steps from token times)")
     print(f"static {result['static_w']:.1f} W, {result['compute_j_per_flop'] * 1e12:.3f} pJ/FLOP, "
           f"{result['memory_j_per_byte'] * 1e12:.1f} pJ/byte, alpha {result['clock_exponent']}")
     return 0
 
 
-def fit_directories(hardware: str, model: str, dirs: Sequence[Path], window_s: float = WINDOW_S) -> dict[str, Any]:
-    """Everything `main` writes: the fit over the runs of `dirs`, with its inputs named."""
+def fit_directories(hardware: str, model: str, dirs: Sequence[Path], window_s: float = WINDOW_S,
+                    check_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+    """Everything `main` writes: the fit over the runs of `dirs`, with its inputs named, and
+    the runs of `check_dirs` that served one request at a time, predicted and not fitted."""
     from sim.step import build_step_cost_model
 
     cost_model = build_step_cost_model([f"model={model}", f"hardware={hardware}"])
@@ -282,6 +319,8 @@ def fit_directories(hardware: str, model: str, dirs: Sequence[Path], window_s: f
         parts.append(fit_rows(read_smi(d / "smi.csv"), read_runs(d / "meta.json"), work, boost, window_s))
         sources.append({"dir": d.name, "step_log": logs[0].name, "runs": [r[0] for r in read_runs(d / "meta.json")]})
     rows = FitRows(*(np.concatenate([getattr(r, f) for r in parts]) for f in FitRows.__slots__))
+    checks = [_token_rows(cost_model, d, boost, window_s) for d in check_dirs]
+    checks = [c for c in checks if c is not None]
     # deep idle: samples with the SM clock parked (345 MHz on the H200) before the engine starts
     deep = [s.power_w[s.sm_clock_mhz <= 0.25 * boost] for s in (read_smi(d / "smi.csv") for d in dirs)]
     deep_idle = np.concatenate(deep)
@@ -303,9 +342,30 @@ def fit_directories(hardware: str, model: str, dirs: Sequence[Path], window_s: f
         "method": "least squares of nvidia-smi power.draw on the simulator's FLOP/s and byte/s over the"
         " 1 s before each sample, clock exponent by profile least squares (sim/calibrate/power_fit.py)",
         "data": sources,
+        "checked_data": [d.name for d in check_dirs],
         "fit": result["fit"],
         "held_out": result["held_out"],
+        "checked": {
+            name: e for c in checks
+            for name, e in run_errors(c, result["clock_exponent"], np.array(
+                [result["static_w"], result["compute_j_per_flop"], result["memory_j_per_byte"]]), boost).items()
+            if name != STATIC
+        },
     }
+
+
+def _token_rows(cost_model: Any, d: Path, boost: float, window_s: float) -> FitRows | None:
+    """Sample rows of the one-request-at-a-time runs of `d` (steps from token times)."""
+    smi, runs, parts = read_smi(d / "smi.csv"), read_runs(d / "meta.json"), []
+    for name, t0, t1 in runs:
+        requests = d / f"requests_{name}.jsonl"
+        work = token_steps(cost_model, requests, t0) if requests.is_file() else None
+        if work is not None:
+            rows = fit_rows(smi, [(name, t0, t1)], work, boost, window_s)
+            parts.append(rows)
+    if not parts:
+        return None
+    return FitRows(*(np.concatenate([getattr(r, f) for r in parts]) for f in FitRows.__slots__))
 
 
 if __name__ == "__main__":

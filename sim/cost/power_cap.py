@@ -44,7 +44,7 @@ from typing import Any
 
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import BOUND_COMPUTE, StepCost
-from sim.economics import CLOCK_EXPONENT, PowerModel
+from sim.economics import CLOCK_EXPONENT, PowerModel, power_source
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
 
@@ -220,7 +220,7 @@ class PowerCappedCostModel:
             else f"compute times at {self.reference_clock_mhz:.0f} MHz, slowed to the clock that"
             f" meets the {self.limit_w:.0f} W limit"
         )
-        return {**self.inner.assumptions(), "power_cap": ref}
+        return {**self.inner.assumptions(), "power_cap": ref, "power_model": power_source()}
 
     def __getattr__(self, name: str) -> Any:  # model, hardware, precision, ...: the inner model's
         if name == "inner":  # not set yet: no recursion
