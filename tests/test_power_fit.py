@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.calibrate.power_fit import STATIC, Samples, StepWork, fit, fit_directories, fit_rows
+from sim.calibrate.power_fit import STATIC, Samples, StepWork, fit, fit_directories, fit_rows, token_steps
 from conftest import REPO_ROOT
 
 BOOST = 1980.0
@@ -85,6 +85,30 @@ def extracted(tmp_path_factory, name: str) -> Path:
     if not found:
         pytest.skip(f"{tarball} holds no meta.json")
     return found[0]
+
+
+class Counting:
+    """Prices a batch at 1 FLOP per token and 1 byte per context token."""
+
+    def step_cost(self, batch):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(flops=float(batch.num_tokens), bytes=float(batch.decode_context_tokens))
+
+
+def test_steps_are_rebuilt_from_token_times_only_when_requests_do_not_overlap(tmp_path):
+    path = tmp_path / "requests_b1.jsonl"
+    reqs = [{"send": 0.0, "prompt": 100, "output": 3, "tok": [0.05, 0.06, 0.07]},
+            {"send": 0.08, "prompt": 10, "output": 2, "tok": [0.1, 0.11]}]
+    path.write_text("\n".join(json.dumps(r) for r in reqs) + "\n")
+    work = token_steps(Counting(), path, t_start=1000.0)
+    assert list(work.flops) == [100, 1, 1, 10, 1]  # prefill, two decodes, prefill, decode
+    assert list(work.bytes) == [0, 101, 102, 0, 11]
+    assert work.start[0] == 1000.0 and work.start[3] == pytest.approx(1000.08)  # sent
+    assert work.end[-1] == pytest.approx(1000.11)
+    reqs[1]["send"] = 0.065  # sent before the first one finished: batches overlap
+    path.write_text("\n".join(json.dumps(r) for r in reqs) + "\n")
+    assert token_steps(Counting(), path, t_start=1000.0) is None
 
 
 @pytest.fixture(scope="module")

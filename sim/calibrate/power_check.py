@@ -9,6 +9,13 @@ meta.json), with the cost model wrapped in `sim.cost.power_cap.PowerCappedCostMo
 per run: the mean board power over the run (steps at their predicted power, the static power
 between them) and the time-weighted mean SM clock, next to nvidia-smi's mean over the same
 run, and TTFT / TPOT p50 next to the client's measurements.
+
+With `--step-times DIR` (a directory with smi.csv and a steps_*.csv step log) it tests instead
+whether vLLM's compute-bound work slowed with the measured clock beyond what the calibrated
+profile holds: per 1-s bin of logged steps, the summed step spans are regressed (least
+squares) on the count of steps, the profile's compute-bound time times (boost/f)^beta, with f
+the SM clock nvidia-smi sampled nearest each step, and the rest of the profile's GPU time.
+beta = 0: the profile's times as they are; beta = 1: compute slowed by the clock in full.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.calibrate.power_fit import read_runs, read_smi
+from sim.calibrate.power_fit import read_runs, read_smi, read_step_log
 from sim.cost.power_cap import PowerCappedCostModel
 
 
@@ -125,13 +132,49 @@ def check(directory: Path, hardware: str, model: str) -> list[dict[str, Any]]:
     return rows
 
 
+def step_time_regression(directory: Path, hardware: str, model: str,
+                         betas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> dict[float, float]:
+    """Residual rms (s) per 1-s bin of the step-time regression, for each beta."""
+    from sim.cost.breakdown import BOUND_COMPUTE
+    from sim.step import build_step_cost_model
+
+    cost_model = build_step_cost_model([f"model={model}", f"hardware={hardware}"])
+    boost = cost_model.hardware.boost_clock_mhz
+    batches, sched_end, update = read_step_log(next(directory.glob("steps_*.csv")))
+    costs = [cost_model.step_cost(b) for b in batches]
+    compute = np.array([sum(op.time_s for op in c.ops if op.bound == BOUND_COMPUTE) for c in costs])
+    other = np.array([c.gpu_time_s for c in costs]) - compute
+    order = np.argsort(update, kind="stable")
+    end, compute, other = update[order], compute[order], other[order]
+    start = np.maximum(sched_end[order], np.r_[-np.inf, end[:-1]])
+    span = end - start
+    smi = read_smi(directory / "smi.csv")
+    clock = np.interp(0.5 * (start + end), smi.t, smi.sm_clock_mhz)
+    ok = span < 0.5  # a span over an idle gap is not a step
+    bins = np.floor(end - end[0]).astype(int)[ok]
+    out = {}
+    for beta in betas:
+        x = np.column_stack([np.ones(ok.sum()), (compute * (boost / clock) ** beta)[ok], other[ok]])
+        xb = np.column_stack([np.bincount(bins, x[:, j]) for j in range(3)])
+        yb = np.bincount(bins, span[ok])
+        keep = xb[:, 0] > 5  # bins of at least five steps
+        coef, *_ = np.linalg.lstsq(xb[keep], yb[keep], rcond=None)
+        out[beta] = float(np.sqrt(((yb[keep] - xb[keep] @ coef) ** 2).mean()))
+        print(f"beta {beta:4.2f}: residual rms {out[beta] * 1e3:5.1f} ms per 1-s bin,"
+              f" compute-time factor {coef[1]:.3f}, other-time factor {coef[2]:.3f}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hardware", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--runs", nargs="+", type=Path, required=True)
+    p.add_argument("--runs", nargs="+", type=Path, default=[])
+    p.add_argument("--step-times", type=Path, help="run the step-time regression on this directory")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
+    if args.step_times:
+        step_time_regression(args.step_times, args.hardware, args.model)
     rows = [r for d in args.runs for r in check(d, args.hardware, args.model)]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

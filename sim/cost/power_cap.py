@@ -29,7 +29,7 @@ steps have the same utilisations on both GPUs; with the power weights as shares 
 own TDP (sim.economics) they then throttle to the same fraction of boost at TDP. The data
 agree: regressing vLLM's logged step times on the profile's compute-bound time, the fit is
 best with no extra boost/f factor (residual rms per 1-s bin 45.7 ms with none, 60.9 ms with
-boost/f on the measured clock; README, "Energy"). A model whose compute times assume a fixed
+boost/f on the measured clock; `python -m sim.calibrate.power_check --step-times`). A model whose compute times assume a fixed
 clock (the flat factors: datasheet peaks at boost times `sustained_clock_ratio`) is referred
 to that clock instead, and then the cap slows its compute-bound steps in full.
 
