@@ -6,42 +6,63 @@ Cost: every GPU of the deployment is rented for the whole simulated duration, bu
 
 Power, per GPU, during one engine step of duration d that moves F FLOPs and B bytes (per GPU):
 
-    u_c = F / (d x peak_flops)            fraction of the (clock-derated) tensor peak
+    u_c = F / (d x peak_flops)            fraction of the tensor peak of the run's dtype
     u_m = B / (d x memory_bandwidth)      fraction of the datasheet HBM bandwidth
     P   = P_idle + (TDP - P_idle) x min(1, w_c x u_c + w_m x u_m)
 
 and P_idle between steps. This is the utilisation-proportional server model of Fan, Weber and
 Barroso ("Power provisioning for a warehouse-sized computer", ISCA 2007) split, as in Hong and
 Kim's component model ("An integrated GPU power and performance model", ISCA 2010), into a
-compute and a memory term. The split:
+compute and a memory term; `P_idle` is the hardware config's `idle_power_w`, the static draw of
+a board whose clocks are up but that runs nothing (what it draws between engine steps).
 
-- w_m = 0.4: memory-bound decode that keeps HBM near its bandwidth draws only about 140-300 W of
-  a 700 W H200 (Ma et al., "The Illusion of Power Capping in LLM Decode", arXiv:2605.11999,
-  2026): (300 - 75) / (700 - 75) = 0.36 of the dynamic range at u_m of about 0.9.
-- w_c = 1.8: compute-bound prefill runs at the board's power limit: the calibration here
-  measured H100 prefill GEMMs throttling to 1.2-1.7 GHz at 700 W (README, "Cost-model
-  fidelity"), and the calibrated cost model puts those steps at u_c = 0.45-0.6 of the datasheet
-  peak with u_m = 0.1-0.2, so 1.8 u_c + 0.4 u_m reaches 1 there. Llama-3.1-8B decode on an H100
-  then draws about 205 W at batch 1 and 365 W at batch 100.
+Measured on one H200 (`sim/data/power/h200.json`, fitted by `sim.calibrate.power_fit` to
+nvidia-smi's 1-s power averages during real vLLM 0.24.0 runs of Llama-3.1-8B, lined up with
+vLLM's per-step log and priced with this simulator's own FLOP and byte accounting):
 
-The cap binds on prefill-heavy steps, so energy is summed step by step: the summary reads the
-step columns back from steps.parquet when the run wrote it (`energy_from_steps`); without it
-(`output.write_steps=false`) the energy comes from the run's FLOP and byte totals, exact while
-no step reaches the cap and an upper bound otherwise (`energy_from_totals`). `power_w` is the
-same formula for each row of steps.parquet (power over time). NVLink, host CPU and cooling
-power are not modelled. The weights are placeholders until board power is measured on the
-target GPUs (the cost model's calibration measured kernel times, not watts).
+- P_idle = 138 W (clocks up, no work; the board idles at 79 W with the SM clock parked at
+  345 MHz, which it never reaches between steps);
+- 0.96 pJ per FLOP at the boost clock and 124 pJ per HBM byte: w_c = 1.69 and w_m = 1.06 of
+  the 562 W dynamic range at the bf16 peak and 4.8 TB/s. HBM traffic is expensive: batch-1
+  decode streaming weights at 3.1 TB/s draws about 520 W, and long-context decode at 4 TB/s
+  reaches the 700 W limit, as the calibration's own readings show (calibration/data/*_steps.csv);
+- dynamic compute power ~ f^1.55 at fixed work per cycle (`clock_exponent`), used by
+  `sim.cost.power_cap` to find the clock a step runs at under the limit.
+
+Fit error (per run, mean of the predicted minus measured 1-s samples; each run also predicted
+by a fit to the other runs): pois_20 -4.7 W (held out -21 W), off_1k_512 -5.9 W (-13 W),
+pois_6 +8.7 W (+25 W), of 555-693 W means; sample rms 14-20 W.
+
+Transferred to other GPUs: w_c and w_m as shares of their own (TDP - idle) at their own peaks,
+and `idle_power_w` set to the datasheet-era idle reading times the H200's measured ratio
+138 / 79 (configs/hardware/*.yaml say which). That the weights carry over is an assumption: no
+other GPU's board power was measured. fp8 FLOPs count against the fp8 peak, so they cost half
+the energy of bf16 ones (assumed).
+
+The cap binds on prefill-heavy and long-context decode steps, so energy is summed step by step:
+the summary reads the step columns back from steps.parquet when the run wrote it
+(`energy_from_steps`); without it (`output.write_steps=false`) the energy comes from the run's
+FLOP and byte totals, exact while no step reaches the cap and an upper bound otherwise
+(`energy_from_totals`). `power_w` is the same formula for each row of steps.parquet (power over
+time). A capped step draws TDP; the real board holds 681-693 W on average at its 700 W limit.
+NVLink, host CPU and cooling power are not modelled.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-COMPUTE_POWER_WEIGHT = 1.8  # w_c: (TDP - idle) shares per unit of tensor-peak use
-MEMORY_POWER_WEIGHT = 0.4  # w_m: share of (TDP - idle) at 100% of the HBM bandwidth
+POWER_DATA = Path(__file__).parent / "data" / "power"
+MEASURED_ON = "h200"
+MEASURED = json.loads((POWER_DATA / f"{MEASURED_ON}.json").read_text())
+COMPUTE_POWER_WEIGHT = MEASURED["compute_weight"]  # w_c: (TDP - idle) shares per unit of tensor-peak use
+MEMORY_POWER_WEIGHT = MEASURED["memory_weight"]  # w_m: share of (TDP - idle) at 100% of the HBM bandwidth
+CLOCK_EXPONENT = MEASURED["clock_exponent"]  # dynamic compute power ~ f^alpha
 SECONDS_PER_HOUR = 3600.0
 JOULES_PER_KWH = 3.6e6
 FORMULA = (
@@ -57,7 +78,7 @@ class PowerModel:
 
     idle_w: float
     tdp_w: float
-    peak_flops: float  # FLOP/s of the run's compute dtype, after the sustained-clock derate
+    peak_flops: float  # FLOP/s of the run's compute dtype (sustained-clock derate applied)
     memory_bandwidth: float  # bytes/s
     compute_weight: float = COMPUTE_POWER_WEIGHT
     memory_weight: float = MEMORY_POWER_WEIGHT
@@ -99,7 +120,7 @@ class PowerModel:
         return step_j + self.idle_w * max(elapsed_s - float(duration.sum()), 0.0)
 
     def describe(self) -> dict[str, Any]:
-        return {**asdict(self), "formula": FORMULA}
+        return {**asdict(self), "formula": FORMULA, "source": power_source()}
 
 
 def cost_energy(
@@ -150,6 +171,18 @@ def cost_energy(
         "energy_method": method,
         "power_model": power.describe() if power.known else None,
     }
+
+
+def power_source() -> str:
+    """What the power figures rest on: measured where, transferred how (for summaries)."""
+    fit = MEASURED["fit"]
+    errors = ", ".join(f"{run} {e['mean_error_w']:+.1f} W" for run, e in fit.items() if run != "static")
+    runs = ", ".join(run for d in MEASURED["data"] for run in d["runs"])
+    return (
+        f"weights measured on one {MEASURED_ON.upper()} (nvidia-smi power during vLLM runs {runs} of"
+        f" {MEASURED['model']}; fit mean error per run {errors}; sim/data/power/{MEASURED_ON}.json);"
+        f" other GPUs: the same weights on their own TDP, idle and peaks (assumed)"
+    )
 
 
 def _per(num: float | None, den: float | None) -> float | None:

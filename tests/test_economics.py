@@ -32,10 +32,40 @@ def run(tmp_path, overrides):
 def test_power_is_idle_without_activity_and_capped_at_tdp():
     assert H100.power_w(0.0, 0.0, 1.0) == pytest.approx(70.0)
     assert H100.power_w(1e15, 3e12, 1.0) == pytest.approx(700.0)  # both roofs: capped
-    memory_bound = H100.power_w(0.0, 0.9 * 3e12, 1.0)
-    compute_bound = H100.power_w(0.5e15, 0.1 * 3e12, 1.0)
-    assert 70 < memory_bound < 350 < compute_bound < 700  # decode draws less than prefill
     assert H100.power_w(0.6e15, 0.2 * 3e12, 1.0) == pytest.approx(700.0)  # dense prefill: TDP
+    light = H100.power_w(0.05e15, 0.3 * 3e12, 1.0)
+    assert 70 < light < 700
+
+
+def test_the_h200_model_is_the_measured_fit():
+    """On the H200 the weights reproduce the fitted joules per FLOP and per byte exactly."""
+    fit = json.loads((REPO_ROOT / "sim" / "data" / "power" / "h200.json").read_text())
+    h200 = PowerModel(idle_w=fit["static_w"], tdp_w=700.0, peak_flops=989.4e12, memory_bandwidth=4.8e12)
+    flops, nbytes, d = 1e14, 1e12, 0.5
+    expected = fit["static_w"] + fit["compute_j_per_flop"] * flops / d + fit["memory_j_per_byte"] * nbytes / d
+    assert h200.power_w(flops, nbytes, d) == pytest.approx(expected, rel=1e-9)
+    assert fit["fit"]["pois_6"]["samples"] > 100  # fitted to real samples, not a placeholder
+
+
+def test_energy_of_a_hand_priced_step():
+    """One 0.5 s step of 100 TFLOP and 1 TB on an H200, then 1.5 s idle. By hand, with the
+    committed fit (138 W static, 0.962 pJ/FLOP, 124.4 pJ/byte): 138 + 192 + 249 = 579 W for
+    0.5 s, then 138 W for 1.5 s: 290 + 207 = 497 J."""
+    h200 = PowerModel(idle_w=137.8, tdp_w=700.0, peak_flops=989.4e12, memory_bandwidth=4.8e12)
+    step_w = h200.power_w(1e14, 1e12, 0.5)
+    assert step_w == pytest.approx(579.0, abs=2.0)
+    energy = h200.energy_from_steps(np.array([1e14]), np.array([1e12]), np.array([0.5]), elapsed_s=2.0)
+    assert energy == pytest.approx(0.5 * step_w + 1.5 * 137.8, rel=1e-9)
+    assert energy == pytest.approx(497.0, abs=2.0)
+    # twice the FLOPs in the same time: 138 + 385 + 249 = 772 W exceeds the limit: 700 W
+    assert h200.power_w(2e14, 1e12, 0.5) == pytest.approx(700.0)
+    assert h200.power_w(1.5e14, 1e12, 0.5) == pytest.approx(138 + 289 + 249, abs=3.0)
+
+
+def test_summary_names_what_is_measured_and_what_is_transferred(tmp_path):
+    ce = run(tmp_path, []).summary["cost_energy"]
+    source = ce["power_model"]["source"]
+    assert "measured on one H200" in source and "pois_20" in source and "assumed" in source
 
 
 def test_run_energy_from_totals_matches_the_sum_over_steps(tmp_path):
