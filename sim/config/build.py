@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
+from sim.config.checks import verify_scheduler_config
 from sim.config.schema import CostConfig
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
@@ -119,6 +120,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
             f"scheduler.max_model_len={max_model_len} exceeds {model.name}'s context of"
             f" {model.max_position_embeddings} tokens"
         )
+    verify_scheduler_config(sch.max_num_batched_tokens, sch.max_num_seqs, max_model_len, sch.enable_chunked_prefill)
     if not sch.enable_chunked_prefill and sch.max_num_batched_tokens < max_model_len:
         raise ConfigError(
             f"with chunked prefill off, scheduler.max_num_batched_tokens"
