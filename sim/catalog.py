@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -297,24 +298,17 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
             f"valid: {', '.join(COMPUTE_DTYPES)}"
         )
     for dtype, tflops in peaks.items():
-        if tflops <= 0:
+        if not _is_number(tflops) or not 0 < tflops < math.inf:
             raise ConfigError(
-                f"hardware {name}: peak_tflops.{dtype} must be > 0 (omit the key if the chip "
-                "has no such rate)"
+                f"hardware {name}: peak_tflops.{dtype} must be > 0 and finite, got {tflops!r} "
+                "(omit the key if the chip has no such rate)"
             )
     if "bf16" not in peaks and "fp16" not in peaks:
         raise ConfigError(f"hardware {name}: peak_tflops needs a bf16 or fp16 rate")
-    for field in ("vector_tflops", "memory_gib", "memory_bandwidth_tbps", "max_gpus_per_node"):
-        if float(fields.get(field) or 0) <= 0:
-            raise ConfigError(f"hardware {name}: {field} must be > 0, got {fields.get(field)}")
+    _check_hardware_ranges(fields, name)
     # Sustained clocks below boost: the compute peaks scale with the clock, HBM bandwidth does
     # not. Applied here so the cost model and the summary (MFU, power) see the same peaks.
     clock = float(fields.get("sustained_clock_ratio", 1.0))
-    if not 0.0 < clock <= 1.0:
-        raise ConfigError(
-            f"hardware {name}: sustained_clock_ratio must be in (0, 1] (a fraction of the boost "
-            f"clock), got {clock}"
-        )
     return HardwareSpec(
         name=name,
         peak_flops={dtype: float(tflops) * TFLOPS * clock for dtype, tflops in peaks.items()},
@@ -334,6 +328,68 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
         display_name=str(fields.get("display_name") or name),
         source=str(fields.get("source") or ""),
     )
+
+
+# Every numeric key of a hardware entry: (lowest, whether the lowest itself is allowed, what it
+# means). Zero is allowed where the schema's default 0 means "not given" (no cost or energy
+# figures, no interconnect); a negative value, or one past an upper bound, would silently bend
+# a result (a negative latency shortens every all-reduce, a negative price makes GPUs pay).
+_HARDWARE_RANGES: dict[str, tuple[float, bool, str]] = {
+    "vector_tflops": (0.0, False, "fp32 FLOP/s of the vector units"),
+    "memory_gib": (0.0, False, "HBM capacity"),
+    "memory_gb": (0.0, True, "datasheet capacity; 0: not given"),
+    "memory_bandwidth_tbps": (0.0, False, "HBM bandwidth"),
+    "interconnect_bandwidth_gbps": (0.0, True, "0: no GPU-to-GPU link (TP 1 only)"),
+    "interconnect_latency_us": (0.0, True, "one small all-reduce hop"),
+    "max_gpus_per_node": (1.0, True, "GPUs one node holds"),
+    "boost_clock_mhz": (0.0, True, "0: not given"),
+    "sustained_clock_ratio": (0.0, False, "a fraction of the boost clock, at most 1"),
+    "tdp_w": (0.0, True, "0: unknown, no energy figures"),
+    "idle_power_w": (0.0, True, "at most tdp_w"),
+    "price_per_hour_usd": (0.0, True, "0: unknown, no cost figures"),
+}
+# No accelerator comes within orders of magnitude of these: a value past them is a unit
+# mistake (bytes for GiB), and it would make the memory planner count blocks it cannot hold.
+_HARDWARE_REQUIRED = ("vector_tflops", "memory_gib", "memory_bandwidth_tbps", "max_gpus_per_node")
+_HARDWARE_MAXIMA = {"memory_gib": 2.0**16, "memory_gb": 2.0**16 * GIB / 1e9, "max_gpus_per_node": 1024}
+
+
+def _check_hardware_ranges(fields: Mapping[str, Any], name: str) -> None:
+    """Every numeric hardware key within its range, the relations between keys included."""
+    for key, (lowest, allowed, meaning) in _HARDWARE_RANGES.items():
+        value = fields.get(key)
+        if value is None:
+            if key in _HARDWARE_REQUIRED:
+                raise ConfigError(f"hardware {name}: {key} must be given ({meaning})")
+            continue
+        bound = f">= {lowest:g}" if allowed else f"> {lowest:g}"
+        if not _is_number(value) or not math.isfinite(value):
+            raise ConfigError(f"hardware {name}: {key} must be a finite number {bound} ({meaning}), got {value!r}")
+        if value < lowest or (value == lowest and not allowed):
+            raise ConfigError(f"hardware {name}: {key} must be {bound} ({meaning}), got {value!r}")
+        highest = _HARDWARE_MAXIMA.get(key)
+        if highest is not None and value > highest:
+            raise ConfigError(
+                f"hardware {name}: {key}={value!r} is beyond any accelerator (at most {highest:g}); "
+                "check the unit"
+            )
+    if not isinstance(fields["max_gpus_per_node"], int):
+        raise ConfigError(
+            f"hardware {name}: max_gpus_per_node must be a whole number, got {fields['max_gpus_per_node']!r}"
+        )
+    if float(fields.get("sustained_clock_ratio", 1.0)) > 1.0:
+        raise ConfigError(
+            f"hardware {name}: sustained_clock_ratio must be in (0, 1] (a fraction of the boost "
+            f"clock), got {fields.get('sustained_clock_ratio')}"
+        )
+    tdp, idle = float(fields.get("tdp_w") or 0.0), float(fields.get("idle_power_w") or 0.0)
+    if idle > tdp:
+        hint = "set tdp_w too" if tdp == 0 else "an idle GPU draws less than its power limit"
+        raise ConfigError(f"hardware {name}: idle_power_w ({idle:g}) exceeds tdp_w ({tdp:g}); {hint}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ---- precision ---------------------------------------------------------------------------------
