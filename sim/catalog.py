@@ -383,9 +383,11 @@ def _check_hardware_ranges(fields: Mapping[str, Any], name: str) -> None:
             f"clock), got {fields.get('sustained_clock_ratio')}"
         )
     tdp, idle = float(fields.get("tdp_w") or 0.0), float(fields.get("idle_power_w") or 0.0)
-    if idle > tdp:
-        hint = "set tdp_w too" if tdp == 0 else "an idle GPU draws less than its power limit"
-        raise ConfigError(f"hardware {name}: idle_power_w ({idle:g}) exceeds tdp_w ({tdp:g}); {hint}")
+    if tdp > 0 and idle > tdp:  # tdp_w 0: power unknown, no energy figures (idle unused)
+        raise ConfigError(
+            f"hardware {name}: idle_power_w ({idle:g}) exceeds tdp_w ({tdp:g}); an idle GPU draws"
+            " less than its power limit"
+        )
 
 
 def _is_number(value: Any) -> bool:
