@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,13 @@ def model_spec_from_config(cfg: ModelConfig | DictConfig | Mapping[str, Any]) ->
         path = Path(fields["hf_config_path"]).expanduser()
         fields = {**fields, **_fields_from_hf_config(path, fields)}
         origin = str(path)
-    size = {field: int(fields.get(field) or 0) for field in _POSITIVE_MODEL_FIELDS}
+    size = {field: _int_field(fields, field, origin) for field in _POSITIVE_MODEL_FIELDS}
     hidden, heads = size["hidden_size"], size["num_attention_heads"]
+    if not size["head_dim"] and heads > 0 and hidden % heads:
+        raise ConfigError(
+            f"{origin}: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) "
+            "and no head_dim is given; set head_dim, or fix the head count"
+        )
     spec = ModelSpec(
         name=_name(fields, "model"),
         num_hidden_layers=size["num_hidden_layers"],
@@ -95,16 +101,36 @@ def model_spec_from_config(cfg: ModelConfig | DictConfig | Mapping[str, Any]) ->
         head_dim=size["head_dim"] or (hidden // heads if heads > 0 else 0),
         intermediate_size=size["intermediate_size"],
         vocab_size=size["vocab_size"],
-        tie_word_embeddings=bool(fields.get("tie_word_embeddings", False)),
-        attention_bias=bool(fields.get("attention_bias", False)),
-        num_local_experts=int(fields.get("num_local_experts") or 0),
-        num_experts_per_tok=int(fields.get("num_experts_per_tok") or 0),
+        tie_word_embeddings=_bool_field(fields, "tie_word_embeddings", origin),
+        attention_bias=_bool_field(fields, "attention_bias", origin),
+        num_local_experts=_int_field(fields, "num_local_experts", origin),
+        num_experts_per_tok=_int_field(fields, "num_experts_per_tok", origin),
         max_position_embeddings=size["max_position_embeddings"],
         display_name=str(fields.get("display_name") or ""),
         published_params_b=fields.get("published_params_b"),
     )
     _check_model(spec, origin)
     return spec
+
+
+def _int_field(fields: Mapping[str, Any], key: str, origin: str) -> int:
+    """An integer field (absent or null: 0); a float, string or boolean is refused, not cut."""
+    value = fields.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{origin}: {key} must be an integer, got {value!r}")
+    return value
+
+
+def _bool_field(fields: Mapping[str, Any], key: str, origin: str) -> bool:
+    """A boolean field (absent or null: False); `bool("no")` is True, so strings are refused."""
+    value = fields.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}")
+    return value
 
 
 def _check_model(spec: ModelSpec, origin: str) -> None:
@@ -144,23 +170,19 @@ _UNTIED_BY_DEFAULT = ("llama", "mistral", "mixtral", "qwen2")
 
 def _fields_from_hf_config(path: Path, fallback: Mapping[str, Any]) -> dict[str, Any]:
     """ModelConfig fields from a config.json, filling what the file leaves implicit as
-    transformers does (num_key_value_heads = heads, head_dim = hidden / heads)."""
+    transformers does (num_key_value_heads = heads, head_dim = hidden / heads, the family's
+    expert counts)."""
     raw = _read_json(path)
     fields: dict[str, Any] = {key: _hf_int(raw, key, path) for key in _HF_REQUIRED}
     heads = fields["num_attention_heads"]
     fields["num_key_value_heads"] = _hf_int(raw, "num_key_value_heads", path, heads)
-    fields["head_dim"] = _hf_int(raw, "head_dim", path, fields["hidden_size"] // max(heads, 1))
+    fields["head_dim"] = _hf_int(raw, "head_dim", path, 0) or None  # None: hidden / heads
     known_len = int(fallback.get("max_position_embeddings") or 0) or None
     fields["max_position_embeddings"] = _hf_int(raw, "max_position_embeddings", path, known_len)
-    experts = _hf_int(raw, "num_local_experts", path, 0)
-    fields["num_local_experts"] = experts
-    fields["num_experts_per_tok"] = _hf_int(raw, "num_experts_per_tok", path, 0) if experts else 0
-    if not experts:
-        _refuse_other_moe(raw, path)
+    fields.update(_hf_experts(raw, path))
     untied = str(raw.get("model_type", "")).startswith(_UNTIED_BY_DEFAULT)
-    fields["tie_word_embeddings"] = bool(raw.get("tie_word_embeddings", not untied))
-    has_flag = "attention_bias" in raw
-    fields["attention_bias"] = bool(raw["attention_bias"]) if has_flag else _is_qwen2(raw)
+    fields["tie_word_embeddings"] = _hf_bool(raw, "tie_word_embeddings", path, not untied)
+    fields["attention_bias"] = _hf_bool(raw, "attention_bias", path, _is_qwen2(raw))
     if _name(fallback, "model", required=False) is None:
         fields["name"] = path.parent.name or path.stem
     if not fallback.get("display_name"):
@@ -168,11 +190,48 @@ def _fields_from_hf_config(path: Path, fallback: Mapping[str, Any]) -> dict[str,
     return fields
 
 
+# transformers' MixtralConfig defaults (configuration_mixtral.py): a Mixtral config.json that
+# leaves the expert counts out still describes 8 experts with top-2 routing.
+_MIXTRAL_DEFAULT_EXPERTS = {"num_local_experts": 8, "num_experts_per_tok": 2}
+
+
+def _hf_experts(raw: Mapping[str, Any], path: Path) -> dict[str, int]:
+    """num_local_experts and num_experts_per_tok; a partial MoE description outside the
+    Mixtral family, whose defaults transformers fills, is refused rather than read as dense."""
+    # transformers picks the config class by model_type; architectures only when it is absent
+    model_type = raw.get("model_type")
+    if model_type:
+        is_mixtral = str(model_type).startswith("mixtral")
+    else:
+        is_mixtral = _is_family(raw, "mixtral", "Mixtral")
+    defaults = _MIXTRAL_DEFAULT_EXPERTS if is_mixtral else {}
+    experts = _hf_int(raw, "num_local_experts", path, defaults.get("num_local_experts", 0))
+    if not experts:
+        _refuse_other_moe(raw, path)
+        if raw.get("num_experts_per_tok") is not None:
+            raise ConfigError(
+                f"{path}: num_experts_per_tok is set but num_local_experts is missing; give the "
+                "expert count (a dense model has neither field)"
+            )
+        return {"num_local_experts": 0, "num_experts_per_tok": 0}
+    per_token = _hf_int(raw, "num_experts_per_tok", path, defaults.get("num_experts_per_tok"))
+    return {"num_local_experts": experts, "num_experts_per_tok": per_token}
+
+
 def _read_json(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(
+            f"model.hf_config_path: {path} is a directory; give the config.json file inside it"
+        )
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"model.hf_config_path: no such file {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"model.hf_config_path: {path} is not UTF-8 text (byte {exc.start}); a Hugging Face "
+            "config.json is UTF-8 JSON"
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"model.hf_config_path: cannot read {path} as JSON ({exc})") from None
     if not isinstance(raw, dict):
@@ -191,6 +250,16 @@ def _hf_int(raw: Mapping[str, Any], key: str, path: Path, default: int | None = 
     return value
 
 
+def _hf_bool(raw: Mapping[str, Any], key: str, path: Path, default: bool) -> bool:
+    """A JSON true/false; "no" or 0 would otherwise read as whatever Python's `bool` makes of it."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: field {key!r} must be true or false, got {value!r}")
+    return value
+
+
 def _refuse_other_moe(raw: Mapping[str, Any], path: Path) -> None:
     found = [key for key in _HF_UNSUPPORTED_MOE if raw.get(key)]
     if found:
@@ -202,9 +271,15 @@ def _refuse_other_moe(raw: Mapping[str, Any], path: Path) -> None:
 
 def _is_qwen2(raw: Mapping[str, Any]) -> bool:
     """Qwen2 (and Qwen2.5) put a bias on q/k/v although config.json has no flag for it."""
+    return _is_family(raw, "qwen2", "Qwen2")
+
+
+def _is_family(raw: Mapping[str, Any], model_type: str, architecture: str) -> bool:
     architectures = raw.get("architectures") or []
-    return str(raw.get("model_type", "")).startswith("qwen2") or any(
-        str(arch).startswith("Qwen2") for arch in architectures
+    if not isinstance(architectures, list):
+        architectures = [architectures]
+    return str(raw.get("model_type", "")).startswith(model_type) or any(
+        str(arch).startswith(architecture) for arch in architectures
     )
 
 
@@ -223,24 +298,17 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
             f"valid: {', '.join(COMPUTE_DTYPES)}"
         )
     for dtype, tflops in peaks.items():
-        if tflops <= 0:
+        if not _is_number(tflops) or not 0 < tflops < math.inf:
             raise ConfigError(
-                f"hardware {name}: peak_tflops.{dtype} must be > 0 (omit the key if the chip "
-                "has no such rate)"
+                f"hardware {name}: peak_tflops.{dtype} must be > 0 and finite, got {tflops!r} "
+                "(omit the key if the chip has no such rate)"
             )
     if "bf16" not in peaks and "fp16" not in peaks:
         raise ConfigError(f"hardware {name}: peak_tflops needs a bf16 or fp16 rate")
-    for field in ("vector_tflops", "memory_gib", "memory_bandwidth_tbps", "max_gpus_per_node"):
-        if float(fields.get(field) or 0) <= 0:
-            raise ConfigError(f"hardware {name}: {field} must be > 0, got {fields.get(field)}")
+    _check_hardware_ranges(fields, name)
     # Sustained clocks below boost: the compute peaks scale with the clock, HBM bandwidth does
     # not. Applied here so the cost model and the summary (MFU, power) see the same peaks.
     clock = float(fields.get("sustained_clock_ratio", 1.0))
-    if not 0.0 < clock <= 1.0:
-        raise ConfigError(
-            f"hardware {name}: sustained_clock_ratio must be in (0, 1] (a fraction of the boost "
-            f"clock), got {clock}"
-        )
     return HardwareSpec(
         name=name,
         peak_flops={dtype: float(tflops) * TFLOPS * clock for dtype, tflops in peaks.items()},
@@ -260,6 +328,70 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
         display_name=str(fields.get("display_name") or name),
         source=str(fields.get("source") or ""),
     )
+
+
+# Every numeric key of a hardware entry: (lowest, whether the lowest itself is allowed, what it
+# means). Zero is allowed where the schema's default 0 means "not given" (no cost or energy
+# figures, no interconnect); a negative value, or one past an upper bound, would silently bend
+# a result (a negative latency shortens every all-reduce, a negative price makes GPUs pay).
+_HARDWARE_RANGES: dict[str, tuple[float, bool, str]] = {
+    "vector_tflops": (0.0, False, "fp32 FLOP/s of the vector units"),
+    "memory_gib": (0.0, False, "HBM capacity"),
+    "memory_gb": (0.0, True, "datasheet capacity; 0: not given"),
+    "memory_bandwidth_tbps": (0.0, False, "HBM bandwidth"),
+    "interconnect_bandwidth_gbps": (0.0, True, "0: no GPU-to-GPU link (TP 1 only)"),
+    "interconnect_latency_us": (0.0, True, "one small all-reduce hop"),
+    "max_gpus_per_node": (1.0, True, "GPUs one node holds"),
+    "boost_clock_mhz": (0.0, True, "0: not given"),
+    "sustained_clock_ratio": (0.0, False, "a fraction of the boost clock, at most 1"),
+    "tdp_w": (0.0, True, "0: unknown, no energy figures"),
+    "idle_power_w": (0.0, True, "at most tdp_w"),
+    "price_per_hour_usd": (0.0, True, "0: unknown, no cost figures"),
+}
+# No accelerator comes within orders of magnitude of these: a value past them is a unit
+# mistake (bytes for GiB), and it would make the memory planner count blocks it cannot hold.
+_HARDWARE_REQUIRED = ("vector_tflops", "memory_gib", "memory_bandwidth_tbps", "max_gpus_per_node")
+_HARDWARE_MAXIMA = {"memory_gib": 2.0**16, "memory_gb": 2.0**16 * GIB / 1e9, "max_gpus_per_node": 1024}
+
+
+def _check_hardware_ranges(fields: Mapping[str, Any], name: str) -> None:
+    """Every numeric hardware key within its range, the relations between keys included."""
+    for key, (lowest, allowed, meaning) in _HARDWARE_RANGES.items():
+        value = fields.get(key)
+        if value is None:
+            if key in _HARDWARE_REQUIRED:
+                raise ConfigError(f"hardware {name}: {key} must be given ({meaning})")
+            continue
+        bound = f">= {lowest:g}" if allowed else f"> {lowest:g}"
+        if not _is_number(value) or not math.isfinite(value):
+            raise ConfigError(f"hardware {name}: {key} must be a finite number {bound} ({meaning}), got {value!r}")
+        if value < lowest or (value == lowest and not allowed):
+            raise ConfigError(f"hardware {name}: {key} must be {bound} ({meaning}), got {value!r}")
+        highest = _HARDWARE_MAXIMA.get(key)
+        if highest is not None and value > highest:
+            raise ConfigError(
+                f"hardware {name}: {key}={value!r} is beyond any accelerator (at most {highest:g}); "
+                "check the unit"
+            )
+    if not isinstance(fields["max_gpus_per_node"], int):
+        raise ConfigError(
+            f"hardware {name}: max_gpus_per_node must be a whole number, got {fields['max_gpus_per_node']!r}"
+        )
+    if float(fields.get("sustained_clock_ratio", 1.0)) > 1.0:
+        raise ConfigError(
+            f"hardware {name}: sustained_clock_ratio must be in (0, 1] (a fraction of the boost "
+            f"clock), got {fields.get('sustained_clock_ratio')}"
+        )
+    tdp, idle = float(fields.get("tdp_w") or 0.0), float(fields.get("idle_power_w") or 0.0)
+    if tdp > 0 and idle > tdp:  # tdp_w 0: power unknown, no energy figures (idle unused)
+        raise ConfigError(
+            f"hardware {name}: idle_power_w ({idle:g}) exceeds tdp_w ({tdp:g}); an idle GPU draws"
+            " less than its power limit"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ---- precision ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from sim.core.scheduler import Scheduler, SchedulerOutput
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import StepCost
 from sim.metrics.recorder import Recorder
+from sim.workload.block_hash import chain_block_hash
 from sim.workload.request_spec import RequestSpec
 
 
@@ -192,11 +193,11 @@ def kv_block_hashes(spec: RequestSpec, block_size: int) -> tuple[int, ...]:
     """Identities of the prompt's full KV blocks from the workload's coarser prefix hashes.
 
     Workload block j covers prompt tokens [j*P, (j+1)*P) (P = prefix_block_tokens); a hash
-    chain over the workload's ids, c_j = hash(c_{j-1}, id_j), identifies blocks 0..j, as vLLM
-    chains a block's hash with its parent's. KV block k covers tokens [k*B, (k+1)*B); its
-    identity mixes k with c_j of the workload block holding its last token, so two requests
-    share KV block k exactly when they share every workload block up to that one. One Python
-    hash per workload block; the per-KV-block work is vectorised.
+    chain over the workload's ids, c_j = H(c_{j-1}, id_j) (`chain_block_hash`, 64-bit blake2b),
+    identifies blocks 0..j, as vLLM chains a block's hash with its parent's. KV block k covers
+    tokens [k*B, (k+1)*B); its identity mixes k with c_j of the workload block holding its last
+    token, so two requests share KV block k exactly when they share every workload block up to
+    that one. One hash per workload block; the per-KV-block work is vectorised.
     """
     per_block = spec.prefix_block_tokens
     # A KV block is shareable only if the workload block holding its last token is declared.
@@ -206,10 +207,9 @@ def kv_block_hashes(spec: RequestSpec, block_size: int) -> tuple[int, ...]:
     chain = []
     parent = 0
     for block_id in spec.prefix_hashes[: (limit * block_size - 1) // per_block + 1]:
-        parent = hash((parent, block_id))
+        parent = chain_block_hash(parent, (block_id,))
         chain.append(parent)
-    # Python hashes are signed 64-bit; wrap-around arithmetic in uint64 is intended.
-    c = np.array(chain, dtype=np.int64).view(np.uint64)
+    c = np.array(chain, dtype=np.uint64)  # wrap-around arithmetic in uint64 is intended
     if per_block % block_size == 0:  # the usual case: whole KV blocks per workload block
         c = np.repeat(c, per_block // block_size)[:limit]
     else:

@@ -159,7 +159,8 @@ def test_a_mixtral_config_json_is_an_moe(tmp_path):
 
 
 def test_defaults_a_config_json_may_leave_out(tmp_path):
-    raw = {k: v for k, v in MIXTRAL_JSON.items() if k not in ("num_key_value_heads", "num_local_experts")}
+    dropped = ("num_key_value_heads", "num_local_experts", "num_experts_per_tok")
+    raw = {k: v for k, v in MIXTRAL_JSON.items() if k not in dropped}
     raw["model_type"] = "gpt_neox_like"  # a family whose transformers class ties by default
     spec = from_hf(write_config(tmp_path, raw))
     assert spec.num_key_value_heads == spec.num_attention_heads  # MHA

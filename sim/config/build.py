@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
+from sim.config.checks import verify_scheduler_config
 from sim.config.schema import CostConfig
 from sim.config.vllm_defaults import batch_limits
 from sim.core.scheduler import SchedulerConfig
@@ -126,6 +127,9 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         hardware, sch.max_num_seqs, sch.max_num_batched_tokens, max_model_len,
         sch.enable_chunked_prefill,
     )  # fmt: skip
+    verify_scheduler_config(
+        limits.max_num_batched_tokens, limits.max_num_seqs, max_model_len, sch.enable_chunked_prefill
+    )
     if not sch.enable_chunked_prefill and limits.max_num_batched_tokens < max_model_len:
         raise ConfigError(
             f"with chunked prefill off, scheduler.max_num_batched_tokens"

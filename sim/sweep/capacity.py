@@ -37,7 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.config.build import build_run_spec
 from sim.cost.roofline import build_cost_model
-from sim.errors import SimError
+from sim.errors import ConfigError, SimError
 from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe
 
 Probe = Callable[[float, int], ProbeResult]
@@ -119,7 +119,11 @@ def confirm_seed(probe: Probe, found: SeedCapacity, step: float = 0.02, max_step
 
 
 def summarize_seeds(seeds: list[SeedCapacity]) -> dict[str, Any]:
-    """The answer (lowest per-seed capacity) and its uncertainty."""
+    """The answer (lowest per-seed capacity) and its uncertainty.
+
+    A seed whose every probe met the SLOs (no upper end) bounds its capacity from below only.
+    When the lowest lower end is such a seed's, the SLOs never bound: `capacity_rate` is None
+    and `capacity_at_least_rate` the largest rate known to meet them on every seed."""
     lows = [s.lower_rate for s in seeds]
     met = [x for x in lows if x is not None]
     widths = [s.upper_rate - s.lower_rate for s in seeds if s.lower_rate and s.upper_rate]
@@ -129,8 +133,15 @@ def summarize_seeds(seeds: list[SeedCapacity]) -> dict[str, Any]:
         if mean is not None and len(met) > 1
         else 0.0
     )
+    all_met = bool(met) and len(met) == len(lows)
+    lowest = min(met) if all_met else None
+    never_bound = all_met and any(
+        s.upper_rate is None and s.lower_rate == lowest for s in seeds
+    )
     return {
-        "capacity_rate": min(met) if len(met) == len(lows) and met else None,
+        "capacity_rate": None if never_bound else lowest,
+        "slo_never_bound": never_bound,
+        "capacity_at_least_rate": lowest if never_bound else None,
         "per_seed_rate": lows,
         "seed_mean_rate": mean,
         "seed_std_rate": std if met else None,
@@ -212,8 +223,33 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse arguments that cannot describe a search, rather than answer "no rate meets"."""
+
+    def positive(name: str, value: float | None, allow_none: bool = False) -> None:
+        if value is None and allow_none:
+            return
+        if value is None or not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name} must be a finite number > 0, got {value}")
+
+    positive("ttft-p99", args.ttft_p99)
+    positive("tpot-p99", args.tpot_p99)
+    positive("tol", args.tol)
+    positive("start-rate", args.start_rate, allow_none=True)
+    positive("target-rate", args.target_rate, allow_none=True)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1 (searches over seeds 0..N-1), got {args.seeds}")
+    if args.requests < 1:
+        raise ConfigError(f"--requests must be at least 1, got {args.requests}")
+    if not 0.0 <= args.warmup < 1.0:
+        raise ConfigError(f"--warmup is a fraction of the arrival span in [0, 1), got {args.warmup}")
+    if not math.isfinite(args.confirm_factor):
+        raise ConfigError(f"--confirm-factor must be finite (<= 1 turns it off), got {args.confirm_factor}")
+
+
 def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the search the arguments describe, printing each probe; returns the answer."""
+    check_args(args)
     cfg = compose_config(args.overrides)
     slo = Slo(args.ttft_p99, args.tpot_p99, warmup_fraction=args.warmup)
     seeds = list(range(args.seeds))
@@ -231,16 +267,24 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
     }
     echo(f"cost model {answer['cost_model']}")
     rate = answer["capacity_rate"]
-    if rate is None:
+    if answer["slo_never_bound"]:
+        echo(
+            f"capacity   at least {answer['capacity_at_least_rate']:.3g} req/s: the SLOs (TTFT p99 <="
+            f" {slo.ttft_p99_s:g} s, TPOT p99 <= {slo.tpot_p99_s:g} s) never bound up to the largest"
+            " rate tried; tighten them, or the rate is limited by something they do not measure"
+        )
+    elif rate is None:
         echo("no rate meets the SLOs (even nearly idle): relax them or change the configuration")
     else:
         width = answer["bracket_width_rate"]
         echo(
             f"capacity   {rate:.3g} req/s meets TTFT p99 <= {slo.ttft_p99_s:g} s and TPOT p99 <="
             f" {slo.tpot_p99_s:g} s on {answer['replicas']} replica(s) x TP{answer['tp']}"
-            f"  (bracket +{width or 0:.2g} req/s; seeds {len(seeds)}, spread"
+            f"  (bracket +{width:.2g} req/s; seeds {len(seeds)}, spread"
             f" {answer['seed_spread_rate']:.2g} req/s)"
         )
+    if args.target_rate and answer["slo_never_bound"]:
+        echo("sizing     skipped: without a capacity per replica there is nothing to divide by")
     if args.target_rate and rate:
         sizing = size_for_target(cfg, slo, rate, args.target_rate, seeds, long_requests)
         for replicas, check in sizing.checks:
@@ -278,7 +322,7 @@ def _search_seeds(
         return result
 
     echo(f"{'rate':>9} {'seed':>4} {'TTFT p99':>9} {'TPOT p99':>9} {'failed':>6} {'out tok/s':>10}")
-    start = args.start_rate or float(cfg.workload.rate)
+    start = args.start_rate if args.start_rate is not None else float(cfg.workload.rate)
     per_seed = []
     for seed in seeds:
         found = search_seed(probe, seed, start, rel_tol=args.tol)

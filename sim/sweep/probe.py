@@ -14,6 +14,7 @@ pass by leaving its slowest requests out.
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,17 @@ class Slo:
     warmup_fraction: float = 0.1  # of the arrival span, excluded from the check
     quantile: float = 0.99
 
+    def __post_init__(self) -> None:
+        """A negative or NaN target could never be met, and would read "no rate meets"."""
+        for name in ("ttft_p99_s", "tpot_p99_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"SLO {name}={value} must be a finite number of seconds > 0")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"warmup_fraction={self.warmup_fraction} must lie in [0, 1)")
+        if not 0.0 < self.quantile <= 1.0:
+            raise ConfigError(f"quantile={self.quantile} must lie in (0, 1]")
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -71,8 +83,8 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def with_rate(cfg: DictConfig, rate: float, seed: int, num_requests: int) -> DictConfig:
     """A copy of `cfg` offering `rate` req/s for `num_requests` requests, quietly."""
-    if rate <= 0:
-        raise ConfigError(f"rate={rate} must be positive")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"rate={rate} must be a finite number > 0")
     probe = copy.deepcopy(cfg)
     workload = probe.workload
     with open_dict(probe):

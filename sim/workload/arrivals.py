@@ -12,6 +12,9 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from sim.errors import ConfigError
+from sim.workload.request_spec import MAX_ARRIVAL_S
+
 CHUNK = 16_384  # arrivals per vectorised draw: large enough to amortise NumPy calls
 
 
@@ -81,6 +84,12 @@ def bounded_chunks(
                 if cut:
                     yield times[:cut]
                 return
+        if len(times) and times[-1] > MAX_ARRIVAL_S:  # validation bounds the mean; this, a draw
+            raise ConfigError(
+                f"an arrival falls at {times[-1]:g} s, past 2**32 s (136 years) of simulated time, "
+                "where float64 seconds no longer resolve an engine step; raise workload.rate or "
+                "lower workload.num_requests"
+            )
         if len(times):
             yield times
         if remaining is not None:

@@ -23,7 +23,7 @@ from sim.workload.lengths import make_length_sampler
 from sim.workload.rate_schedule import schedule_process
 from sim.workload.registry import resolve
 from sim.workload.replay import replay_times
-from sim.workload.request_spec import RequestSpec
+from sim.workload.request_spec import MAX_ARRIVAL_S, RequestSpec
 from sim.workload.sessions import SYSTEM_PROMPT_SEGMENT, LengthPairs, SessionSource, session_start_times
 from sim.workload.trace_readers import load_table
 from sim.workload.validate import RENEWAL_KINDS, as_workload_config, drives_clients, validate
@@ -178,6 +178,12 @@ def _trace_chunks(wc: WorkloadConfig) -> Iterator[RequestChunk]:
     table = load_table(src.path, src.format.reader, src.format.columns)
     assert table.arrival_s is not None
     rows, times = replay_times(table.arrival_s, wc)
+    if len(times) and times[-1] > MAX_ARRIVAL_S:
+        raise ConfigError(
+            f"workload.trace: the replay ends at {times[-1]:g} s, past 2**32 s (136 years) of "
+            "simulated time, where float64 seconds no longer resolve an engine step; check "
+            "workload.columns.arrival_unit, speedup or target_rate"
+        )
 
     def generate() -> Iterator[RequestChunk]:
         for lo in range(0, len(rows), CHUNK):

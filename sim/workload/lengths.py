@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from sim.workload.config import LengthConfig
+from sim.workload.request_spec import MAX_TOKENS
 
 LengthSampler = Callable[[np.random.Generator, int], np.ndarray]
 """Draw `n` lengths from the given stream; returns an int64 array of shape (n,)."""
@@ -42,7 +43,7 @@ def make_length_sampler(lc: LengthConfig) -> LengthSampler:
     def sample(rng: np.random.Generator, n: int) -> np.ndarray:
         x = np.rint(raw(rng, n))
         # Clip in float space first so a huge draw cannot overflow the int64 cast.
-        x = np.clip(x, lo, hi if hi is not None else 2.0**62)
+        x = np.clip(x, lo, hi if hi is not None else float(MAX_TOKENS))
         return x.astype(np.int64)
 
     return sample

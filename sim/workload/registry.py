@@ -81,12 +81,16 @@ def resolve(name_or_path: str, trace_format: str, columns: TraceColumns, key: st
         fmt = BUILTIN_FORMATS[ds.format] if trace_format == "auto" else _named_format(trace_format, columns)
         return ResolvedSource(os.path.join(traces_dir(), ds.relpath), fmt, ds.has_arrivals)
     path = os.path.expanduser(name_or_path)
+    if os.path.isdir(path):
+        raise ConfigError(f"{key}: {name_or_path!r} is a directory, not a file; give a file inside it")
     if not os.path.isfile(path):
         raise ConfigError(
             f"{key}: {name_or_path!r} is neither a known dataset ({', '.join(DATASETS)}) nor an existing file"
         )
     if trace_format == "auto":
-        ext = os.path.splitext(path)[1].lower()
+        stem, ext = os.path.splitext(path.lower())
+        if ext == ".gz":  # compressed CSV / JSONL: the readers decompress it
+            ext = os.path.splitext(stem)[1]
         if ext not in _EXTENSIONS:
             raise ConfigError(
                 f"{key}: cannot tell the format of {path!r} from its extension; set workload.trace_format "

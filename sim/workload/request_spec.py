@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The most tokens one count (a prompt, an answer, a length bound) may hold: far beyond any
+# model's context (a request above max_model_len is rejected anyway), and small enough that
+# float64 holds it exactly and sums over millions of requests stay inside int64. A count of
+# 2**63 would otherwise wrap negative when it becomes an int64.
+MAX_TOKENS = 2**40
+# The latest simulated time a request may arrive at (136 years): float64 seconds there still
+# resolve a microsecond (their spacing is 2**-20 s). Much later, an engine step of a few
+# milliseconds added to the clock would leave it unchanged: time would stop, and every latency
+# would read 0.
+MAX_ARRIVAL_S = 2.0**32
+
 
 @dataclass(frozen=True, slots=True)
 class RequestSpec:

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from sim.workload.arrivals import CHUNK, bounded_chunks
+from sim.workload.block_hash import chain_block_hash
 from sim.workload.config import WorkloadConfig
 from sim.workload.lengths import make_length_sampler
 from sim.workload.request_spec import RequestSpec
@@ -47,7 +48,8 @@ class ConversationBlocks:
     with it). A block's identity chains its parent's with the pieces of segments it holds, so
     two conversations share block k exactly when their first (k + 1) * block_size tokens are
     the same segments, as vLLM's chained block hashes share exactly equal token prefixes.
-    Work is one hash per block, done once per conversation as it grows.
+    Work is one hash per block (`chain_block_hash`, 64-bit), done once per conversation as it
+    grows.
     """
 
     __slots__ = ("block_size", "hashes", "_parent", "_pieces", "_filled")
@@ -68,7 +70,8 @@ class ConversationBlocks:
             self._filled += take
             offset += take
             if self._filled == block_size:
-                self._parent = hash((self._parent, *self._pieces))
+                pieces = tuple(value for piece in self._pieces for value in piece)
+                self._parent = chain_block_hash(self._parent, pieces)
                 self.hashes.append(self._parent)
                 self._pieces.clear()
                 self._filled = 0

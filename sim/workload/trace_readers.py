@@ -3,15 +3,22 @@
 Readers only split a file into raw per-column values plus each row's line number; the
 checks on the values are shared (`trace_table.build_table`). Tables are cached by path,
 modification time and column spec, because a sweep replays the same trace many times.
+
+CSV and JSONL files may be gzip-compressed (recognised by their first bytes, whatever the
+name), since that is how traces ship. Text must be UTF-8; a byte that is not, a gzip stream
+cut short or a CSV field over the csv module's limit is a TraceError naming the line.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import gzip
 import json
 import os
-from typing import Any
+import zlib
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from sim.errors import TraceError
 from sim.workload.trace_table import ColumnSpec, TraceTable, build_table
@@ -25,6 +32,8 @@ def load_table(path: str, reader: str, spec: ColumnSpec, *, with_arrival: bool =
         st = os.stat(path)
     except OSError as exc:
         raise TraceError(f"{path}: cannot open trace ({exc.strerror})") from exc
+    if os.path.isdir(path):
+        raise TraceError(f"{path}: is a directory, not a trace file; give the file inside it")
     return _load_cached(os.path.abspath(path), st.st_mtime_ns, st.st_size, reader, spec, with_arrival)
 
 
@@ -59,40 +68,78 @@ def _empty(path: str, where: str) -> TraceError:
     return TraceError(f"{path} {where}: no requests in the file (it is empty)")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@contextmanager
+def _text_lines(path: str) -> Iterator[Iterator[str]]:
+    """The file's lines as UTF-8 text (a leading byte-order mark dropped), decompressed when
+    it is gzip. Lines are decoded one by one, so a byte that is not UTF-8 is named with the
+    line it is on; gzip errors become TraceErrors too."""
+    with open(path, "rb") as probe:
+        is_gzip = probe.read(2) == GZIP_MAGIC
+    with gzip.open(path, "rb") if is_gzip else open(path, "rb") as binary:
+        try:
+            yield _decoded(path, binary)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise TraceError(f"{path}: not a readable gzip file ({exc or 'cut short'})") from None
+
+
+def _decoded(path: str, binary: Any) -> Iterator[str]:
+    for lineno, line in enumerate(binary, start=1):
+        try:
+            yield line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraceError(
+                f"{path} line {lineno}: byte {line[exc.start:exc.start + 1]!r} is not UTF-8 text; "
+                "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+
+
 def _read_csv(path: str, needed: list[str]) -> tuple[dict[str, list[Any]], list[int], str]:
     """Header row names the columns; blank lines are skipped; a missing trailing newline is fine."""
     raw: dict[str, list[Any]] = {c: [] for c in needed}
     lines: list[int] = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with _text_lines(path) as f:
         rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None:
-            raise _empty(path, "line 1")
-        header = [h.strip() for h in header]
-        err = _missing(path, "line 1", needed, header)
-        if err:
-            raise err
-        index = [(c, header.index(c)) for c in needed]
-        for row in rows:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != len(header):
-                raise TraceError(
-                    f"{path} line {rows.line_num}: expected {len(header)} fields like the header, found {len(row)}"
-                )
-            for c, j in index:
-                raw[c].append(row[j])
-            lines.append(rows.line_num)
+        try:
+            _read_csv_rows(path, rows, needed, raw, lines)
+        except csv.Error as exc:
+            raise TraceError(f"{path} line {rows.line_num}: not valid CSV ({exc})") from None
     if not lines:
         raise _empty(path, "line 2")
     return raw, lines, "line"
+
+
+def _read_csv_rows(
+    path: str, rows: Any, needed: list[str], raw: dict[str, list[Any]], lines: list[int]
+) -> None:
+    """The header, then every row, into `raw` and `lines`."""
+    header = next(rows, None)
+    if header is None:
+        raise _empty(path, "line 1")
+    header = [h.strip() for h in header]
+    err = _missing(path, "line 1", needed, header)
+    if err:
+        raise err
+    index = [(c, header.index(c)) for c in needed]
+    for row in rows:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != len(header):
+            raise TraceError(
+                f"{path} line {rows.line_num}: expected {len(header)} fields like the header, found {len(row)}"
+            )
+        for c, j in index:
+            raw[c].append(row[j])
+        lines.append(rows.line_num)
 
 
 def _read_jsonl(path: str, needed: list[str]) -> tuple[dict[str, list[Any]], list[int], str]:
     """One JSON object per line; blank lines are skipped."""
     raw: dict[str, list[Any]] = {c: [] for c in needed}
     lines: list[int] = []
-    with open(path, encoding="utf-8") as f:
+    with _text_lines(path) as f:
         for lineno, text in enumerate(f, start=1):
             if not text.strip():
                 continue

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sim.errors import TraceError
+from sim.workload.request_spec import MAX_TOKENS
 
 _UNITS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # divide: exact for whole ms
 
@@ -99,16 +100,19 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 
 
 def _numbers(values: Sequence[Any], column: str, errs: CellErrors) -> np.ndarray:
-    """float64 array of the values; on failure, find the first bad cell and name it."""
+    """float64 array of the values; on failure, find the first bad cell and name it.
+
+    Booleans are not numbers here: NumPy would read JSON `true` as 1, a silent 1-token request."""
     try:
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.ndim == 1 and np.isfinite(arr).all():
-            return arr
+        if not _holds_booleans(values):
+            arr = np.asarray(values, dtype=np.float64)
+            if arr.ndim == 1 and np.isfinite(arr).all():
+                return arr
     except (ValueError, TypeError):
         pass
     for i, v in enumerate(values):
         try:
-            ok = not isinstance(v, (bool, list, dict)) and math.isfinite(float(v))
+            ok = not isinstance(v, (bool, np.bool_, list, dict)) and math.isfinite(float(v))
         except (ValueError, TypeError):
             ok = False
         if not ok:
@@ -116,13 +120,26 @@ def _numbers(values: Sequence[Any], column: str, errs: CellErrors) -> np.ndarray
     raise errs.error(0, column, "values are not numbers")  # unreachable in practice
 
 
+def _holds_booleans(values: Sequence[Any]) -> bool:
+    if isinstance(values, np.ndarray):
+        return values.dtype == np.bool_ or (
+            values.dtype == object and any(isinstance(v, (bool, np.bool_)) for v in values)
+        )
+    return any(type(v) is bool for v in values)
+
+
 def _token_counts(values: Sequence[Any], column: str, errs: CellErrors) -> np.ndarray:
-    """int64 token counts; negative, zero and fractional counts are errors, not clamped."""
+    """int64 token counts; negative, zero, fractional and absurdly large counts are errors,
+    not clamped (a count of 2**63 would wrap negative as an int64)."""
     arr = _numbers(values, column, errs)
-    bad = np.flatnonzero((arr < 1) | (arr != np.floor(arr)))
+    bad = np.flatnonzero((arr < 1) | (arr != np.floor(arr)) | (arr > MAX_TOKENS))
     if len(bad):
         i = int(bad[0])
         v = arr[i]
+        if v > MAX_TOKENS:
+            raise errs.error(
+                i, column, f"token count {values[i]!r} is beyond any model's context (at most 2**40)"
+            )
         if v < 0:
             raise errs.error(i, column, f"negative token count {values[i]!r}")
         if v != math.floor(v):

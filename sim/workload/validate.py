@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.errors import ConfigError
 from sim.workload.config import LengthConfig, WorkloadConfig
+from sim.workload.request_spec import MAX_ARRIVAL_S, MAX_TOKENS
 
 RENEWAL_KINDS = ("poisson", "constant", "gamma")
 SCHEDULE_KINDS = ("steps", "ramp", "diurnal")
@@ -70,6 +71,7 @@ def _validate_bounds(cfg: WorkloadConfig) -> None:
         raise ConfigError(f"workload.num_requests must be at least 1 (got {cfg.num_requests})")
     if cfg.duration_s is not None and cfg.duration_s <= 0:
         raise ConfigError(f"workload.duration_s must be positive (got {cfg.duration_s})")
+    _check_time("workload.duration_s", cfg.duration_s)
     if cfg.arrival == "offline" and cfg.num_requests is None:
         raise ConfigError("workload.arrival: offline sends everything at t = 0; set workload.num_requests")
     endless = cfg.arrival not in ("offline", "trace")
@@ -96,23 +98,40 @@ def _validate_clients(cfg: WorkloadConfig) -> None:
         raise ConfigError(f"workload.concurrency must be at least 1 user (got {cfg.concurrency})")
     if not cfg.think_time_s >= 0:
         raise ConfigError(f"workload.think_time_s must be non-negative seconds (got {cfg.think_time_s})")
+    _check_time("workload.think_time_s", cfg.think_time_s)
     if cfg.think_time_kind not in THINK_TIME_KINDS:
         raise ConfigError(
             f"workload.think_time_kind: unknown kind {cfg.think_time_kind!r}; choose one of "
             f"{', '.join(THINK_TIME_KINDS)}"
         )
-    validate_lengths(cfg.turns, "workload.turns")
-    if cfg.shared_prefix_tokens < 0:
-        raise ConfigError(f"workload.shared_prefix_tokens must be non-negative (got {cfg.shared_prefix_tokens})")
+    validate_lengths(cfg.turns, "workload.turns", unit="turn")
+    if not 0 <= cfg.shared_prefix_tokens <= MAX_TOKENS:
+        raise ConfigError(
+            f"workload.shared_prefix_tokens must be non-negative and at most 2**40 tokens (got {cfg.shared_prefix_tokens})"
+        )
     if not 0 <= cfg.shared_prefix_fraction <= 1:
         raise ConfigError(
             f"workload.shared_prefix_fraction must lie in [0, 1] (got {cfg.shared_prefix_fraction})"
         )
 
 
+def _check_time(key: str, value_s: float | None, what: str = "") -> None:
+    """Refuse simulated times past MAX_ARRIVAL_S, where float64 seconds stop resolving a step."""
+    if value_s is not None and value_s > MAX_ARRIVAL_S:
+        raise ConfigError(
+            f"{key}: {what or f'{value_s:g} s'} is past 2**32 s (136 years) of simulated time, where "
+            "float64 seconds no longer resolve an engine step (the clock would stop and every "
+            "latency read 0); check the unit"
+        )
+
+
 def _validate_arrivals(cfg: WorkloadConfig) -> None:
     if cfg.arrival in ("poisson", "constant", "gamma", "diurnal") and not cfg.rate > 0:
         raise ConfigError(f"workload.rate must be positive, in requests per second (got {cfg.rate})")
+    if cfg.arrival in ("poisson", "constant", "gamma", "diurnal"):
+        # The mean time of the last arrival (the first one, if the run is bounded by time).
+        count = cfg.num_requests if cfg.duration_s is None else 1
+        _check_time("workload.rate", count / cfg.rate, f"{count:,} arrival(s) at {cfg.rate:g} req/s end near {count / cfg.rate:g} s, which")
     if cfg.arrival == "gamma" and (cfg.cv is None or not cfg.cv > 0):
         raise ConfigError(
             f"workload.cv must be positive for gamma arrivals (got {cfg.cv}); "
@@ -138,6 +157,7 @@ def _validate_schedule(cfg: WorkloadConfig) -> None:
         )
     if points[0].t_s != 0:
         raise ConfigError(f"workload.schedule must start at t_s: 0 (starts at {points[0].t_s})")
+    _check_time("workload.schedule", points[-1].t_s)
     for prev, cur in zip(points, points[1:]):
         if not cur.t_s > prev.t_s:
             raise ConfigError(
@@ -196,17 +216,24 @@ def validate_source(cfg: WorkloadConfig) -> None:
         )
 
 
-def validate_lengths(lc: LengthConfig, where: str) -> None:
-    """Check one length distribution; `where` is its config path, for the message."""
+def validate_lengths(lc: LengthConfig, where: str, unit: str = "token") -> None:
+    """Check one length distribution; `where` is its config path, `unit` what it counts
+    ("token", or "turn" for `workload.turns`), both for the message."""
     if lc.kind not in LENGTH_KINDS:
         raise ConfigError(f"{where}.kind: unknown kind {lc.kind!r}; choose one of {', '.join(LENGTH_KINDS)}")
+    for name in ("value", "low", "high", "min", "max", "mean"):
+        value = getattr(lc, name)
+        if value is not None and value > MAX_TOKENS:
+            raise ConfigError(
+                f"{where}.{name}={value} is beyond anything that could run (at most 2**40 {unit}s)"
+            )
     if lc.min < 1:
-        raise ConfigError(f"{where}.min must be at least 1 token (got {lc.min})")
+        raise ConfigError(f"{where}.min must be at least 1 {unit} (got {lc.min})")
     if lc.max is not None and lc.max < lc.min:
         raise ConfigError(f"{where}: min ({lc.min}) is greater than max ({lc.max}); swap or fix them")
     if lc.kind == "fixed":
         if lc.value is None or lc.value < 1:
-            raise ConfigError(f"{where}.value must be set to at least 1 token for kind fixed (got {lc.value})")
+            raise ConfigError(f"{where}.value must be set to at least 1 {unit} for kind fixed (got {lc.value})")
     elif lc.kind == "uniform":
         if lc.low is None or lc.high is None:
             raise ConfigError(f"{where}: kind uniform needs both low and high")
@@ -214,6 +241,6 @@ def validate_lengths(lc: LengthConfig, where: str) -> None:
             raise ConfigError(f"{where}: uniform needs 1 <= low <= high (got low={lc.low}, high={lc.high})")
     else:
         if lc.mean is None or not lc.mean > 0:
-            raise ConfigError(f"{where}.mean must be a positive token count for kind {lc.kind} (got {lc.mean})")
+            raise ConfigError(f"{where}.mean must be a positive {unit} count for kind {lc.kind} (got {lc.mean})")
         if lc.kind != "exponential" and (lc.std is None or lc.std < 0):
             raise ConfigError(f"{where}.std must be set and non-negative for kind {lc.kind} (got {lc.std})")
