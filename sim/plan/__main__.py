@@ -14,7 +14,9 @@ row per candidate) and OUT/pareto.png, and prints the ranked table.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -86,6 +88,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args = p.parse_args(argv)
         args.overrides = overrides + list(args.overrides)
     return args
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def holds_model(base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int]) -> bool:
@@ -180,14 +186,27 @@ def contenders(rows: Sequence[dict[str, Any]], sized: set[int]) -> list[int]:
     ]
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
+    # SIGTERM as Ctrl-C: the launcher then stops its workers instead of leaving them running.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         args = parse_args(argv)
         ranked, slo = plan(args)
     except (SimError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        name = str(stop) or "SIGINT"
+        print(f"\ninterrupted by {name}: no plan written", file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     out = args.out or Path("outputs") / "plans" / time.strftime("%Y-%m-%d_%H-%M-%S")
     first = next((r for r in ranked if "model" in r), {})
     meta = {

@@ -128,16 +128,17 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     })  # fmt: skip
     probes = _Probes(task)
     per_seed = []
+    start = task.start_rate or _start_rate(cfg)
     for seed in task.seeds:
         found = search_seed(
-            lambda r, s: probes.run(cfg, r, s, task.requests, task.slo),
-            seed, task.start_rate or _start_rate(cfg), rel_tol=task.tol,
+            lambda r, s: probes.run(cfg, r, s, task.requests, task.slo), seed, start, rel_tol=task.tol
         )
         if task.long_requests > task.requests:
             confirm_seed(
                 lambda r, s: probes.run(cfg, r, s, task.long_requests, task.slo), found, step=task.tol
             )
         per_seed.append(found)
+        start = found.lower_rate or start  # the next seed brackets from this answer
     capacity = summarize_seeds(per_seed)
     row.update(_capacity_columns(capacity, probes.points))
     if capacity["capacity_rate"] is None:
