@@ -69,9 +69,10 @@ def _prepare_argv(argv: list[str]) -> list[str]:
     global _typed_overrides
     overrides, positions = split_argv(argv)
     rewritten = check_overrides(overrides)
-    _typed_overrides = [o for o in overrides if not o.startswith("hydra.")]
     flags = [a for i, a in enumerate(argv) if i not in set(positions)]
     multirun = "-m" in flags or "--multirun" in flags
+    # A multirun's jobs are headed by their own overrides (Hydra's, one value per sweep).
+    _typed_overrides = None if multirun else [o for o in overrides if not o.startswith("hydra.")]
     if not multirun and not any(o.startswith("hydra.run.dir=") for o in overrides):
         rewritten.append(
             f"hydra.run.dir='outputs/{run_folder_name(overrides)}/${{now:%Y-%m-%d_%H-%M-%S}}'"

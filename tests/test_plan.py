@@ -127,3 +127,17 @@ def test_the_candidate_space():
     assert "scheduler.max_num_seqs=128" in Candidate("h200", "fp8", 4, 128).overrides()
     assert drop_candidate_keys(["+scenario=x", "hardware=h200", "parallel.tp=2", "workload.rate=3"]) == [
         "+scenario=x", "workload.rate=3"]
+
+
+def test_flags_can_come_from_a_plan_file(tmp_path):
+    from sim.plan.__main__ import parse_args
+
+    path = tmp_path / "plan.yaml"
+    path.write_text("overrides: [+scenario=llama8b_h100]\ntarget_rate: 12\nhardware: [h100_sxm, h200]\n"
+                    "tp: [1, 2]\nseeds: 3\n")
+    args = parse_args(["--plan", str(path), "--seeds", "1", "workload.rate=3"])
+    assert args.overrides == ["+scenario=llama8b_h100", "workload.rate=3"]
+    assert (args.target_rate, args.hardware, args.tp, args.seeds) == (12, "h100_sxm,h200", "1,2", 1)
+    path.write_text("target_rat: 12\n")
+    with pytest.raises(ConfigError, match="target_rat"):
+        parse_args(["--plan", str(path)])
