@@ -8,6 +8,7 @@ The ETA extrapolates the rate so far: done / elapsed, applied to what is left.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -117,26 +118,42 @@ class Progress:
 
 
 class TaskProgress:
-    """Tasks done of a known total (a plan's candidates), with a bar and an ETA; printed at
-    once (plans take minutes) and at each completion."""
+    """Tasks done of a known total (a plan's candidates), with a bar and an ETA: printed at
+    once (plans take minutes), at each completion, and in between by a timer thread, so the
+    elapsed time and the ETA keep moving while the workers run."""
 
     def __init__(self, total: int, label: str, enabled: bool = True, stream: TextIO | None = None) -> None:
         self.total = total
         self.label = label
         self.enabled = enabled
         self.done = 0
+        self._note = ""
         self._start = time.perf_counter()
         self._line = _Line(stream)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
         if enabled:
             self._line.write(self.line(0.0), self._start)
+            self._timer = threading.Thread(target=self._refresh, daemon=True)
+            self._timer.start()
+
+    def _refresh(self) -> None:
+        interval = _REFRESH_S * 2 if self._line.tty else _LOG_REFRESH_S * 3
+        while not self._stop.wait(interval):
+            with self._lock:
+                now = time.perf_counter()
+                self._line.write(self.line(now - self._start, self._note), now)
 
     def advance(self, note: str = "") -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self._line.tty or self._line.due(now) or self.done == self.total:
-            self._line.write(self.line(now - self._start, note), now)
+        with self._lock:
+            self.done += 1
+            self._note = note
+            if not self.enabled:
+                return
+            now = time.perf_counter()
+            if self._line.tty or self._line.due(now) or self.done == self.total:
+                self._line.write(self.line(now - self._start, note), now)
 
     def line(self, elapsed_s: float, note: str = "") -> str:
         left = eta_s(self.done, self.total, elapsed_s)
@@ -148,4 +165,7 @@ class TaskProgress:
         return f"{text} | {note}" if note else text
 
     def close(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
         self._line.close()

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import list_catalog
+from sim.config.build import build_run_spec
 from sim.config.overrides import check_overrides
 from sim.errors import ConfigError, SimError
 from sim.metrics.report import slo_text
@@ -34,7 +35,6 @@ from sim.plan.launch import LAUNCHERS, run_tasks
 from sim.plan.space import Candidate, candidates, drop_candidate_keys, parse_list
 from sim.plan.table import answer, format_table, rank, write_parquet
 from sim.sweep.probe import Slo, compose_config, with_rate
-from sim.config.build import build_run_spec
 
 DEFAULT_TP = "1,2,4,8"
 

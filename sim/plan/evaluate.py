@@ -26,7 +26,7 @@ from sim.metrics.report import request_figures
 from sim.plan.source import cost_source
 from sim.plan.space import Candidate
 from sim.sweep.capacity import confirm_seed, search_seed, size_for_target, summarize_seeds
-from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe, slo_samples, tail, with_rate
+from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe, tail, with_rate
 
 
 @dataclass(frozen=True)
