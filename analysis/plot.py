@@ -7,6 +7,7 @@
     python -m analysis.plot compare RUN_A RUN_B -o h100_vs_h200.png
     python -m analysis.plot latency sweep.parquet --slo-ttft 2 --slo-tpot 0.1   # rate sweep
     python -m analysis.plot knee sweep.parquet                                  # max_num_seqs sweep
+    python -m analysis.plot pareto OUT/plan.parquet --slo-tpot 0.1              # a plan's Pareto plot
 
 Sweep plots draw one line per combination of the other swept parameters (`--by` to choose).
 """
@@ -17,17 +18,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis import plots_run, plots_sweep
+from analysis.cli import run_cli
 from analysis.runs import Run, read_sweep
 
-RUN_PLOTS = {"roofline": plots_run.roofline, "operators": plots_run.operator_time,
-             "dashboard": plots_run.dashboard}
+RUN_PLOTS = ("roofline", "operators", "dashboard")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.plot", description=__doc__.split("\n")[0])
-    p.add_argument("kind", choices=["run", *RUN_PLOTS, "compare", "latency", "knee"])
-    p.add_argument("inputs", nargs="+", type=Path, help="run folder(s) or a sweep .parquet")
+    p.add_argument("kind", choices=["run", *RUN_PLOTS, "compare", "latency", "knee", "pareto"])
+    p.add_argument("inputs", nargs="+", type=Path, help="run folder(s), a sweep .parquet or a plan.parquet")
     p.add_argument("-o", "--out", type=Path, default=None, help="PNG (a folder for `run`)")
     p.add_argument("--by", nargs="*", default=None, help="sweep columns that split lines")
     p.add_argument("--rate", default="workload.rate", help="rate column of a latency sweep")
@@ -40,12 +40,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from analysis import plots_plan, plots_run, plots_sweep  # matplotlib: the `plots` extra
+
+    run_plots = {"roofline": plots_run.roofline, "operators": plots_run.operator_time,
+                 "dashboard": plots_run.dashboard}
     first = args.inputs[0]
     if args.kind == "run":
         folder = args.out or first / "plots"
-        written = [fn(Run(first), folder / f"{name}.png") for name, fn in RUN_PLOTS.items()]
-    elif args.kind in RUN_PLOTS:
-        written = [RUN_PLOTS[args.kind](Run(first), args.out or first / f"{args.kind}.png")]
+        run = Run(first)
+        written = [fn(run, folder / f"{name}.png") for name, fn in run_plots.items()]
+    elif args.kind in run_plots:
+        written = [run_plots[args.kind](Run(first), args.out or first / f"{args.kind}.png")]
+    elif args.kind == "pareto":
+        out = args.out or first.with_name("pareto.png")
+        written = [plots_plan.pareto(first, out, args.slo_tpot, title=args.title)]
     elif args.kind == "compare":
         out = args.out or Path("compare.png")
         written = [plots_sweep.compare_runs([Run(p) for p in args.inputs], out, title=args.title)]
@@ -67,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

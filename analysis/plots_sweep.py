@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
-from analysis.runs import Columns, Run
+from analysis.runs import Columns, Run, run_flags, usd_per_million_goodput_tokens
 from analysis.studies import cost_model_of, short_source
 from analysis.style import SERIES, SLO, plt, save
 
@@ -122,20 +122,23 @@ COMPARE = (  # panel title, value from a summary, label format, SLO line from a 
     ("MFU", lambda s: 100 * s["utilization"]["mfu"], "{:.1f}%"),
     ("HBM bandwidth used", lambda s: 100 * s["utilization"]["memory_bandwidth_utilization"], "{:.1f}%"),
     ("GPU busy", lambda s: 100 * s["utilization"]["busy_fraction"], "{:.0f}%"),
-    ("$ per M output tokens", lambda s: (s.get("cost_energy") or {}).get("usd_per_million_output_tokens"), "${:.2f}"),
+    ("$ per M output tokens at goodput", None, "${:.2f}"),
     ("J per output token", lambda s: (s.get("cost_energy") or {}).get("joules_per_output_token"), "{:.3f}"),
 )
 
 
 def compare_runs(runs: Sequence[Run], out: Path, labels: Sequence[str] | None = None, title: str = "") -> Path:
-    """Side by side: the same metrics of each run as bars, one panel per metric; under each bar,
-    the run's cost-model source and stated uncertainty (a transferred or flat run must not look
-    as trustworthy as a calibrated one)."""
-    labels = [f"{label}\n{short_source(cost_model_of(r.summary))}"
-              for label, r in zip(list(labels or [r.label for r in runs]), runs)]
+    """Side by side: the same metrics of each run as bars, one panel per metric. Under each
+    bar, the run's cost-model source and stated uncertainty (a transferred or flat run must not
+    look as trustworthy as a calibrated one); a run that missed its SLOs or was overloaded says
+    so and its bars are hatched; cost is per output token of the requests that met the SLOs."""
+    labels = list(labels or [r.label for r in runs])
+    flags = [run_flags(r.summary) for r in runs]
+    labels = [f"{label}\n{' + '.join(f)}" if f else label for label, f in zip(labels, flags)]
+    labels = [f"{label}\n{short_source(cost_model_of(r.summary))}" for label, r in zip(labels, runs)]
     fig, axes = plt.subplots(2, 4, figsize=(13, 5.5))
     for ax, (name, get, fmt, *slo) in zip(axes.flat, COMPARE):
-        values = [get(r.summary) for r in runs]
+        values = [get(r.summary) if get else usd_per_million_goodput_tokens(r) for r in runs]
         heights = [v or 0.0 for v in values]
         if slo and runs:
             limit = slo[0](runs[0].summary)
@@ -144,12 +147,20 @@ def compare_runs(runs: Sequence[Run], out: Path, labels: Sequence[str] | None = 
             ax.legend(loc="upper left")
         else:
             heights_max = max(heights + [1e-9])
-        bars = ax.bar(range(len(runs)), heights, color=SERIES[: len(runs)])
+        bars = ax.bar(range(len(runs)), heights, color=SERIES[: len(runs)],
+                      hatch=None, edgecolor="none")
+        for bar, f in zip(bars, flags):
+            if f:
+                bar.set_hatch("//")
+                bar.set_edgecolor(SLO)
         for bar, v in zip(bars, values):
             ax.annotate("n/a" if v is None else fmt.format(v), (bar.get_x() + bar.get_width() / 2,
                         bar.get_height()), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
         ax.set_title(name)
         ax.set_xticks(range(len(runs)), labels, rotation=0 if any("\n" in x for x in labels) else 12, fontsize=7)
+        for tick, f in zip(ax.get_xticklabels(), flags):
+            if f:
+                tick.set_color(SLO)
         ax.set_ylim(0, heights_max * 1.2)
         ax.grid(axis="x", visible=False)
     rate = runs[0].summary["throughput"]["requests_per_s"] if runs else 0

@@ -143,5 +143,10 @@ def usd(v: float) -> str:
     return f"${v:,.2f}"
 
 
+def ms(fmt: str = ",.0f") -> Callable[[Any], str]:
+    """Seconds in the file, milliseconds in the table (README, "Units")."""
+    return lambda v: format(v * 1e3, fmt)
+
+
 def num(fmt: str) -> Callable[[Any], str]:
     return lambda v: format(v, fmt)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from analysis import plots_run, plots_sweep
-from analysis.studies import Study, concat_sweeps, num, provenance, usd, write_table
+from analysis.cli import run_cli
+from analysis.studies import Study, concat_sweeps, ms, num, provenance, usd, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = "study_llama70b_hardware"
@@ -36,8 +36,8 @@ COLUMNS = [
     ("usd_per_hour", "$/h", usd),
     ("usd_per_million_output_tokens", "$ per M output tok", usd),
     ("joules_per_output_token", "J per output tok", num(".3f")),
-    ("ttft_p99_s", "TTFT p99 (s)", num(".2f")),
-    ("tpot_p99_ms", "TPOT p99 (ms)", num(".1f")),
+    ("ttft_p99_s", "TTFT p99 (ms)", ms()),
+    ("tpot_p99_s", "TPOT p99 (ms)", ms(".1f")),
 ]
 
 
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "studies" / "llama70b_hardware")
     parser.add_argument("--quick", action="store_true", help="fewer requests and one seed (minutes less)")
     args = parser.parse_args(argv)
+    from analysis import plots_run, plots_sweep  # matplotlib: the `plots` extra
+
     spec = OmegaConf.load(REPO / "scenarios" / f"{SCENARIO}.yaml")
     target, slo = float(spec.workload.rate), (float(spec.slo.ttft_s), float(spec.slo.tpot_s))
     requests, seeds = (800, 1) if args.quick else (2000, 2)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             "replicas": sizing["replicas"], "gpus": sizing["gpus"], "usd_per_hour": sizing["usd_per_hour"],
             "usd_per_million_output_tokens": s["cost_energy"]["usd_per_million_output_tokens"],
             "joules_per_output_token": s["cost_energy"]["joules_per_output_token"],
-            "ttft_p99_s": s["latency_s"]["ttft"]["p99"], "tpot_p99_ms": 1e3 * s["latency_s"]["tpot"]["p99"],
+            "ttft_p99_s": s["latency_s"]["ttft"]["p99"], "tpot_p99_s": s["latency_s"]["tpot"]["p99"],
             "mfu": s["utilization"]["mfu"], "busy": s["utilization"]["busy_fraction"],
         })
         plots_run.dashboard(run, study.out / f"dashboard_{tag}.png")
@@ -102,4 +104,4 @@ def answer(rows: list[dict], target: float, slo: tuple[float, float], source: st
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -110,7 +110,11 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     recorder = Recorder(
         out_dir, write_steps=spec.write_steps, timeline_interval_s=spec.timeline_interval_s
     )
-    progress = Progress(enabled=spec.progress)
+    progress = Progress(
+        enabled=spec.progress,
+        total_requests=spec.workload.num_requests,
+        horizon_s=spec.horizon_s or spec.workload.duration_s,
+    )
     replicas = [
         Replica(
             replica_id,

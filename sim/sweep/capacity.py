@@ -160,10 +160,12 @@ def size_for_target(
     seeds: Sequence[int],
     num_requests: int,
     max_extra: int = 4,
+    run: Callable[..., ProbeResult] = run_probe,
 ) -> Sizing:
     """The fewest replicas (and GPUs) that hold `target_rate` within the SLOs on every seed:
     start from ceil(target / capacity per replica), add replicas while a seed misses, and try
-    one fewer while all meet (a router spreading load evenly can beat the estimate)."""
+    one fewer while all meet (a router spreading load evenly can beat the estimate). `run`
+    simulates one check (`run_probe`'s arguments); sim.plan passes one that keeps more figures."""
     base_replicas = int(cfg.parallel.replicas)
     per_replica = capacity_rate / base_replicas
     replicas = max(1, math.ceil(target_rate / per_replica - 1e-9))
@@ -171,7 +173,7 @@ def size_for_target(
 
     def meets(n: int) -> bool:
         requests = max(num_requests, num_requests * n // base_replicas)
-        results = [run_probe(_with_replicas(cfg, n), target_rate, s, requests, slo) for s in seeds]
+        results = [run(_with_replicas(cfg, n), target_rate, s, requests, slo) for s in seeds]
         checks.extend((n, r) for r in results)
         return all(r.meets for r in results)
 
@@ -278,9 +280,9 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
     else:
         width = answer["bracket_width_rate"]
         echo(
-            f"capacity   {rate:.3g} req/s meets TTFT p99 <= {slo.ttft_p99_s:g} s and TPOT p99 <="
-            f" {slo.tpot_p99_s:g} s on {answer['replicas']} replica(s) x TP{answer['tp']}"
-            f"  (bracket +{width:.2g} req/s; seeds {len(seeds)}, spread"
+            f"capacity   {rate:.3g} req/s meets TTFT p99 <= {slo.ttft_p99_s * 1e3:g} ms and TPOT p99 <="
+            f" {slo.tpot_p99_s * 1e3:g} ms on {answer['replicas']} replica(s) x TP{answer['tp']}"
+            f"  (bracket +{width or 0:.2g} req/s; seeds {len(seeds)}, spread"
             f" {answer['seed_spread_rate']:.2g} req/s)"
         )
     if args.target_rate and answer["slo_never_bound"]:
@@ -321,7 +323,7 @@ def _search_seeds(
         echo(f"{_probe_line(result)}  (confirming with {long_requests} requests)")
         return result
 
-    echo(f"{'rate':>9} {'seed':>4} {'TTFT p99':>9} {'TPOT p99':>9} {'failed':>6} {'out tok/s':>10}")
+    echo(f"{'req/s':>9} {'seed':>4} {'TTFT p99 ms':>12} {'TPOT p99 ms':>12} {'failed':>6} {'out tok/s':>10}")
     start = args.start_rate if args.start_rate is not None else float(cfg.workload.rate)
     per_seed = []
     for seed in seeds:
@@ -335,7 +337,7 @@ def _search_seeds(
 def _probe_line(r: ProbeResult) -> str:
     verdict = "meets" if r.meets else "misses"
     return (
-        f"{r.rate:>9.3f} {r.seed:>4} {r.ttft_p99_s:>9.3f} {r.tpot_p99_s:>9.4f} {r.num_failed:>6}"
+        f"{r.rate:>9.3f} {r.seed:>4} {r.ttft_p99_s * 1e3:>12,.1f} {r.tpot_p99_s * 1e3:>12,.1f} {r.num_failed:>6}"
         f" {r.output_tokens_per_s:>10,.0f}  {verdict}"
     )
 

@@ -27,12 +27,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 MANIFEST_KEYS = ("complete", "wall_time_s", "engine_steps")
-SHOWN = (
-    "throughput.output_tokens_per_s",
-    "latency_s.ttft.p99",
-    "latency_s.tpot.p99",
-    "utilization.mfu",
-    "cost_energy.usd_per_million_output_tokens",
+SHOWN = (  # column, printed header, scale: the preview reads in ms and %, the file keeps SI
+    ("throughput.output_tokens_per_s", "out tok/s", 1.0),
+    ("latency_s.ttft.p99", "TTFT p99 ms", 1e3),
+    ("latency_s.tpot.p99", "TPOT p99 ms", 1e3),
+    ("goodput.fraction_of_finished", "goodput %", 1e2),
+    ("utilization.mfu", "MFU %", 1e2),
+    ("cost_energy.usd_per_million_output_tokens", "$/M out tok", 1.0),
 )
 
 
@@ -90,11 +91,12 @@ def to_table(rows: list[dict[str, Any]], swept: list[str]) -> pa.Table:
 
 
 def collect(sweep_dir: Path, out: Path | None = None) -> pa.Table:
-    """Read every job of `sweep_dir`, write the table to `out` (default: sweep_dir/sweep.parquet)."""
+    """Read every job of `sweep_dir`, write the table to `out` (default: sweep_dir/sweep.parquet).
+    A folder without jobs writes nothing (an empty table would pass for a result)."""
     rows, swept = collect_rows(sweep_dir)
     table = to_table(rows, swept)
-    out = out or sweep_dir / "sweep.parquet"
-    pq.write_table(table, out)
+    if rows:
+        pq.write_table(table, out or sweep_dir / "sweep.parquet")
     return table
 
 
@@ -135,17 +137,37 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _preview(table: pa.Table, swept: list[str]) -> str:
-    cols = ["job", *swept, *[c for c in SHOWN if c in table.column_names]]
-    data = table.select(cols).to_pylist()
-    fmt = [(c, max(len(c), *(len(_fmt(r[c])) for r in data))) for c in cols]
-    lines = ["  ".join(c.rjust(w) for c, w in fmt)]
-    lines += ["  ".join(_fmt(r[c]).rjust(w) for c, w in fmt) for r in data]
+    shown = [(c, h, k) for c, h, k in SHOWN if c in table.column_names]
+    cols = [(c, c, 1.0) for c in ("job", *swept)] + shown
+    data = table.select([c for c, _, _ in cols]).to_pylist()
+    cells = [[_fmt(r[c], k) for c, _, k in cols] + [_flag(r)] for r in data]
+    heads = [h for _, h, _ in cols] + ["flag"]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
 
 
-def _fmt(v: Any) -> str:
+def _flag(row: dict[str, Any]) -> str:
+    """MISSES SLO / OVERLOADED, as the printed summary flags a run; `failed` for no summary."""
+    if row.get("status") != "ok":
+        return "failed"
+    flags = []
+    for key in ("ttft", "tpot", "e2e"):
+        p99, limit = row.get(f"latency_s.{key}.p99"), row.get(f"goodput.slo.{key}_s")
+        if p99 is not None and limit is not None and p99 > limit:
+            flags.append("MISSES SLO")
+            break
+    failed = (row.get("requests.rejected") or 0) + (row.get("requests.unfinished") or 0)
+    fraction = row.get("goodput.fraction_of_finished")
+    if failed or (fraction is not None and fraction < 0.5):
+        flags.append("OVERLOADED")
+    return " + ".join(flags) or "ok"
+
+
+def _fmt(v: Any, scale: float = 1.0) -> str:
     if isinstance(v, float):
-        return f"{v:,.4g}"
+        return f"{v * scale:,.4g}"
     return "-" if v is None else str(v)
 
 
@@ -159,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = collect(args.sweep_dir, args.out)
     if table.num_rows == 0:
-        print(f"error: no Hydra jobs (*/.hydra/overrides.yaml) under {args.sweep_dir}", file=sys.stderr)
+        print(f"error: no Hydra jobs (*/.hydra/overrides.yaml) under {args.sweep_dir}; give the"
+              " folder of a multirun (python -m sim -m ...), e.g. multirun/<time>/; nothing written",
+              file=sys.stderr)
         return 2
     swept = json.loads(table.schema.metadata[b"swept"])
     print(_preview(table, swept))

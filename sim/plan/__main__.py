@@ -1,0 +1,241 @@
+"""`python -m sim.plan` (or `sim-plan`): which GPU, how many, which precision and TP, at what
+cost, for this model and traffic under these SLOs.
+
+    python -m sim.plan +scenario=llama70b_h100 --target-rate 20 --ttft-p99 2 --tpot-p99 0.1 \
+        --hardware h100_sxm,h200 --precision bf16,fp8 --tp 2,4 -o OUT
+
+The model and traffic come from the Hydra overrides (a scenario, `model=`, `workload=` or a
+trace); the SLOs default to the config's `slo.*`. Every flag can also come from a YAML file
+(`--plan FILE`, keys named as the flags: `target_rate: 20`, `hardware: h100_sxm,h200`,
+`overrides: [+scenario=llama70b_h100]`); the command line wins. Writes OUT/plan.parquet (one
+row per candidate) and OUT/pareto.png, and prints the ranked table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sim.catalog import list_catalog
+from sim.config.build import build_run_spec
+from sim.config.overrides import check_overrides
+from sim.errors import ConfigError, SimError
+from sim.metrics.report import slo_text
+from sim.plan.evaluate import PlanTask, evaluate_capacity, evaluate_sizing
+from sim.plan.launch import LAUNCHERS, run_tasks
+from sim.plan.space import Candidate, candidates, drop_candidate_keys, parse_list
+from sim.plan.table import answer, format_table, rank, write_parquet
+from sim.sweep.probe import Slo, compose_config, with_rate
+
+DEFAULT_TP = "1,2,4,8"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sim.plan", description=__doc__.split("\n")[0])
+    p.add_argument("overrides", nargs="*", help="Hydra overrides: model, traffic, scenario")
+    p.add_argument("--plan", type=Path, default=None, help="YAML file of these flags")
+    p.add_argument("--target-rate", type=float, default=None, help="req/s to size for (required)")
+    p.add_argument("--ttft-p99", type=float, default=None, help="seconds (default: slo.ttft_s)")
+    p.add_argument("--tpot-p99", type=float, default=None, help="seconds (default: slo.tpot_s)")
+    p.add_argument("--e2e-p99", type=float, default=None, help="seconds (default: slo.e2e_s, none)")
+    p.add_argument("--percentile", type=float, default=99.0, help="of the SLOs (default 99)")
+    p.add_argument("--hardware", default=None, help="comma list (default: every catalog GPU that holds the model)")
+    p.add_argument("--precision", default=None, help="comma list (default: the config's)")
+    p.add_argument("--tp", default=None, help=f"comma list or range 1-8 (default {DEFAULT_TP})")
+    p.add_argument("--max-num-seqs", default=None, help="comma list (default: the config's)")
+    p.add_argument("--seeds", type=int, default=2, help="independent searches per candidate")
+    p.add_argument("--requests", type=int, default=1000, help="requests per probe")
+    p.add_argument("--confirm-factor", type=float, default=2.0, help="confirmation probe length")
+    p.add_argument("--tol", type=float, default=0.03, help="bracket width / rate to stop at")
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of arrivals excluded")
+    p.add_argument("--start-rate", type=float, default=None, help="default: workload.rate")
+    p.add_argument("--launcher", default="joblib", choices=LAUNCHERS)
+    p.add_argument("--jobs", type=int, default=None, help="workers (default: SIM_JOBS or every core)")
+    p.add_argument("-o", "--out", type=Path, default=None, help="default outputs/plans/<time>")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.plan is not None:
+        if not args.plan.is_file():
+            raise ConfigError(f"--plan {args.plan}: no such file")
+        loaded = OmegaConf.to_container(OmegaConf.load(args.plan), resolve=True)
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--plan {args.plan}: expected a mapping of flags")
+        known = {a.dest for a in p._actions}
+        unknown = sorted(k for k in (k.replace("-", "_") for k in loaded) if k not in known)
+        if unknown:
+            raise ConfigError(f"--plan {args.plan}: unknown keys {', '.join(unknown)}; keys are the flags' names")
+        file_values = {k.replace("-", "_"): v for k, v in loaded.items()}
+        overrides = [str(o) for o in file_values.pop("overrides", [])]
+        for key, value in file_values.items():
+            if isinstance(value, list):
+                file_values[key] = ",".join(str(v) for v in value)
+        p.set_defaults(**file_values)
+        args = p.parse_args(argv)
+        args.overrides = overrides + list(args.overrides)
+    return args
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def holds_model(base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int]) -> bool:
+    """Whether the model fits on `hardware` at some precision and TP of the space."""
+    for precision in precisions:
+        try:
+            cfg = compose_config([*base, *Candidate(hardware, precision, max(tps)).overrides()])
+            build_run_spec(with_rate(cfg, 1.0, 0, 1))
+            return True
+        except SimError:
+            continue
+    return False
+
+
+def plan(args: argparse.Namespace, echo=print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ranked rows and the SLOs they were judged by (seconds)."""
+    overrides = check_overrides(args.overrides)
+    base_cfg = compose_config(overrides)
+    if args.target_rate is None or args.target_rate <= 0:
+        raise ConfigError("give the traffic to size for: --target-rate R (requests/s, > 0)")
+    q = args.percentile / 100.0
+    if not 0 < q < 1:
+        raise ConfigError(f"--percentile {args.percentile}: must lie in (0, 100)")
+    ttft = args.ttft_p99 if args.ttft_p99 is not None else float(base_cfg.slo.ttft_s)
+    tpot = args.tpot_p99 if args.tpot_p99 is not None else float(base_cfg.slo.tpot_s)
+    e2e = args.e2e_p99 if args.e2e_p99 is not None else base_cfg.slo.get("e2e_s")
+    for name, value in (("ttft-p99", ttft), ("tpot-p99", tpot), ("e2e-p99", e2e)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name} {value}: must be positive (seconds)")
+    if args.seeds < 1 or args.requests < 10:
+        raise ConfigError("--seeds must be >= 1 and --requests >= 10")
+    slo_keys = [f"slo.ttft_s={ttft}", f"slo.tpot_s={tpot}"] + ([f"slo.e2e_s={e2e}"] if e2e else [])
+    base = [*drop_candidate_keys(overrides), *slo_keys]
+    precisions = parse_list(args.precision, "precision") or [str(base_cfg.precision.name)]
+    tps = parse_list(args.tp or DEFAULT_TP, "tp", int)
+    seqs = parse_list(args.max_num_seqs, "max-num-seqs", int) or [None]
+    if args.hardware:
+        hardware = parse_list(args.hardware, "hardware")
+    else:
+        catalog = list_catalog("hardware")
+        hardware = [h for h in catalog if holds_model(base, h, precisions, tps)]
+        left_out = [h for h in catalog if h not in hardware]
+        if left_out:
+            echo(f"left out (cannot hold {base_cfg.model.name} at TP<={max(tps)} in"
+                 f" {', '.join(precisions)}): {', '.join(left_out)}")
+    space = candidates(hardware, precisions, tps, seqs)
+    slo = Slo(ttft, tpot, warmup_fraction=args.warmup, quantile=q)
+    tasks = [
+        PlanTask(c, tuple(base), slo, e2e, args.target_rate, tuple(range(args.seeds)), args.requests,
+                 args.confirm_factor, args.tol, args.start_rate)
+        for c in space
+    ]
+    echo(f"plan: {len(tasks)} candidates ({len(hardware)} GPUs x {len(precisions)} precisions x"
+         f" {len(tps)} TP x {len(seqs)} max_num_seqs), {args.seeds} seed(s), {args.requests} requests"
+         f" per probe, launcher {args.launcher}")
+    run = dict(launcher=args.launcher, jobs=args.jobs, progress=not args.no_progress)
+    rows = run_tasks(evaluate_capacity, tasks, label="capacity searches", **run)
+    sized: set[int] = set()
+    while True:  # size every candidate that could still be the cheapest
+        todo = contenders(rows, sized)
+        if not todo:
+            break
+        echo(f"plan: sizing {len(todo)} candidate(s) that could be the cheapest at {args.target_rate:g} req/s"
+             f" by simulation; the others keep the estimate ceil(target / capacity)")
+        done = run_tasks(evaluate_sizing, [(tasks[i], rows[i]) for i in todo], label="sizings", **run)
+        for i, row in zip(todo, done):
+            rows[i] = row
+        sized.update(todo)
+    return rank(rows), {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e}
+
+
+def _cost(row: dict[str, Any], replicas: int) -> float:
+    """What `replicas` replicas of the candidate cost: $/h when priced, else GPUs."""
+    gpus = replicas * row["tp"]
+    price = row.get("price_per_gpu_hour_usd")
+    return gpus * price if price else float(gpus)
+
+
+def contenders(rows: Sequence[dict[str, Any]], sized: set[int]) -> list[int]:
+    """Unsized candidates whose cost with one replica fewer than estimated would not exceed
+    the cheapest cost known (sized, or estimated where nothing is sized yet): only they can
+    be the answer, so only they are worth simulating at the target."""
+    live = [i for i, r in enumerate(rows) if r["status"] == "ok" and r.get("replicas")]
+    if not live:
+        return []
+    known = [i for i in live if i in sized and rows[i].get("meets_slo")]
+    pool = known or live
+    best = min(_cost(rows[i], rows[i]["replicas"]) for i in pool)
+    return [
+        i for i in live
+        if i not in sized and _cost(rows[i], max(1, rows[i]["replicas"] - 1)) <= best * (1 + 1e-9)
+    ]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    start = time.perf_counter()
+    # SIGTERM as Ctrl-C: the launcher then stops its workers instead of leaving them running.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    try:
+        args = parse_args(argv)
+        ranked, slo = plan(args)
+    except (SimError, HydraException, OmegaConfBaseException) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as stop:
+        name = str(stop) or "SIGINT"
+        print(f"\ninterrupted by {name}: no plan written", file=sys.stderr)
+        return 143 if name == "SIGTERM" else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    out = args.out or Path("outputs") / "plans" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    first = next((r for r in ranked if "model" in r), {})
+    meta = {
+        "overrides": list(args.overrides), "target_rate": args.target_rate,
+        "percentile": args.percentile, "seeds": args.seeds, "requests": args.requests,
+        "confirm_factor": args.confirm_factor, "tol": args.tol, "model": first.get("model"),
+    }  # fmt: skip
+    meta["slo"] = slo
+    write_parquet(ranked, out / "plan.parquet", meta)
+    print()
+    print(format_table(ranked))
+    print()
+    print(answer(ranked, args.target_rate, slo_text(slo).replace("<=", f" p{args.percentile:g} <= ")))
+    if not args.no_plot:
+        _plot(ranked, out, slo, args)
+    print(f"\n{len(ranked)} candidates in {time.perf_counter() - start:,.0f} s -> {out / 'plan.parquet'}")
+    return 0
+
+
+def _plot(ranked: list[dict[str, Any]], out: Path, slo: dict[str, Any], args: argparse.Namespace) -> None:
+    try:
+        from analysis.plots_plan import pareto
+    except ImportError as exc:  # matplotlib missing
+        print(f"pareto.png not written ({exc.name or exc} is not installed): pip install -e '.[plots]'",
+              file=sys.stderr)
+        return
+    path = pareto(ranked, out / "pareto.png", slo["tpot_s"], args.target_rate)
+    print(f"pareto plot -> {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

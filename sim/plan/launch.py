@@ -1,0 +1,84 @@
+"""Runs a plan's candidates in parallel on the launchers the sweeps use: worker processes on
+this machine (joblib, as `hydra/launcher=joblib`), or Ray tasks (`ray_local` starts Ray here,
+`ray_cluster` joins `RAY_ADDRESS`, as the Hydra Ray launcher configs do). Rows come back in
+candidate order whatever order the workers finish in, so a plan's table is the same for any
+launcher and number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from sim.errors import ConfigError
+from sim.progress import TaskProgress
+
+LAUNCHERS = ("joblib", "ray_local", "ray_cluster", "serial")
+
+
+def default_jobs() -> int:
+    """`SIM_JOBS`, else every core (as the local_parallel launcher)."""
+    return int(os.environ.get("SIM_JOBS") or os.cpu_count() or 1)
+
+
+def run_tasks(
+    work: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], launcher: str = "joblib",
+    jobs: int | None = None, progress: bool = True, label: str = "candidates",
+) -> list[dict[str, Any]]:
+    """`work(task)` for every task, in parallel; rows in task order."""
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"--launcher {launcher!r} is unknown; choose one of {', '.join(LAUNCHERS)}")
+    if not tasks:
+        return []
+    bar = TaskProgress(len(tasks), label, enabled=progress)
+    rows: list[dict[str, Any] | None] = [None] * len(tasks)
+
+    def done(index: int, row: dict[str, Any]) -> None:
+        rows[index] = row
+        bar.advance(f"{row['candidate']}: {row['status']}")
+
+    try:
+        jobs = max(1, min(jobs or default_jobs(), len(tasks) or 1))
+        if launcher == "serial" or jobs == 1 and launcher == "joblib":
+            for i, task in enumerate(tasks):
+                done(i, work(task))
+        elif launcher == "joblib":
+            _joblib(tasks, jobs, work, done)
+        else:
+            _ray(tasks, launcher, work, done)
+    finally:
+        bar.close()
+    return [row for row in rows if row is not None]
+
+
+def _joblib(tasks, jobs, work, done) -> None:
+    try:
+        from joblib import Parallel, delayed
+    except ImportError:
+        raise ConfigError("--launcher joblib needs joblib: pip install -e '.[sweep]'") from None
+    parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
+    results = parallel(delayed(_indexed)(work, i, t) for i, t in enumerate(tasks))
+    for index, row in results:
+        done(index, row)
+
+
+def _indexed(work, index: int, task: Any) -> tuple[int, dict[str, Any]]:
+    return index, work(task)
+
+
+def _ray(tasks, launcher, work, done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--launcher {launcher} needs Ray: pip install -e '.[ray]'") from None
+    if not ray.is_initialized():
+        if launcher == "ray_cluster":
+            ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
+        else:
+            ray.init()
+    remote = ray.remote(num_cpus=1)(_indexed)
+    pending = [remote.remote(work, i, t) for i, t in enumerate(tasks)]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        index, row = ray.get(ready[0])
+        done(index, row)

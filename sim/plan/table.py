@@ -1,0 +1,148 @@
+"""A plan's rows ranked, printed, and written: cheapest configuration that meets the SLOs
+first, then those that miss at the target, then those that cannot run.
+
+Printed in the units people read (ms, %, $); plan.parquet keeps SI units (s, fractions) and
+one row per candidate, the throughput-interactivity curve of each as list columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+LEVEL = 0.05  # two $/h within this fraction are level
+
+
+def rank(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in ranking order, each with its `rank` (1 = the answer)."""
+
+    def key(row: dict[str, Any]) -> tuple:
+        if row["status"] == "ok":
+            group = {"estimated": 1}.get(row.get("sizing"), 0 if row.get("meets_slo") else 2)
+        else:
+            group = {"misses_slo": 3}.get(row["status"], 4)
+        usd = row.get("usd_per_hour")
+        return (group, math.inf if usd is None else usd, row.get("gpus") or math.inf,
+                row.get("usd_per_million_output_tokens_at_goodput") or math.inf)  # fmt: skip
+
+    ranked = [dict(r) for r in sorted(rows, key=key)]
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
+        row["chosen"] = i == 1 and row["status"] == "ok" and bool(row.get("meets_slo"))
+    return ranked
+
+
+def capacity_uncertainty(row: dict[str, Any]) -> float | None:
+    """(seed spread + bracket width) / capacity: how far the capacity could move."""
+    rate = row.get("capacity_per_replica_rate")
+    if not rate:
+        return None
+    return ((row.get("seed_spread_rate") or 0.0) + (row.get("bracket_width_rate") or 0.0)) / rate
+
+
+def replicas_at_low_end(row: dict[str, Any], target_rate: float) -> int | None:
+    """Replicas the target would need if the capacity sat at the low end of its uncertainty."""
+    u, rate = capacity_uncertainty(row), row.get("capacity_per_replica_rate")
+    if u is None or not rate or u >= 1:
+        return None
+    return math.ceil(target_rate / (rate * (1 - u)) - 1e-9)
+
+
+def _f(v: Any, fmt: str, scale: float = 1.0, prefix: str = "") -> str:
+    if v is None:
+        return "-"
+    return prefix + format(v * scale if scale != 1.0 else v, fmt)
+
+
+COLUMNS = (  # header, width, value
+    ("#", 2, lambda r: str(r["rank"])),
+    ("candidate", 22, lambda r: r["candidate"]),
+    ("cost model", 11, lambda r: r.get("cost_model_source") or "-"),
+    ("req/s/replica", 13, lambda r: _f(r.get("capacity_per_replica_rate"), ".2f")),
+    ("+-", 5, lambda r: _f(_unc(r), ".0%")),
+    ("replicas", 8, lambda r: _f(r.get("replicas"), "d")),
+    ("GPUs", 4, lambda r: _f(r.get("gpus"), "d")),
+    ("$/h", 8, lambda r: _f(r.get("usd_per_hour"), ",.2f", prefix="$")),
+    ("$/M tok good", 12, lambda r: _f(r.get("usd_per_million_output_tokens_at_goodput"), ",.3f", prefix="$")),
+    ("J/tok", 6, lambda r: _f(r.get("joules_per_output_token"), ".3f")),
+    ("TTFT p99 ms", 11, lambda r: _f(r.get("target_ttft_p99_s"), ",.0f", 1e3)),
+    ("TPOT p99 ms", 11, lambda r: _f(r.get("target_tpot_p99_s"), ",.1f", 1e3)),
+    ("goodput", 7, lambda r: _f(r.get("target_goodput_fraction"), ".1%")),
+)
+
+
+def _unc(row: dict[str, Any]) -> float | None:
+    return capacity_uncertainty(row)
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    if row["status"] == "infeasible":
+        return "cannot run: " + _short(row.get("reason"))
+    if row["status"] == "misses_slo":
+        return "MISSES SLO: " + _short(row.get("reason"))
+    if row.get("sizing") == "estimated":
+        return "replicas estimated from capacity (could not be the cheapest: not simulated at the target)"
+    return "meets SLO" if row.get("meets_slo") else "MISSES SLO at the target"
+
+
+def _short(text: str | None, limit: int = 70) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_table(ranked: Sequence[dict[str, Any]]) -> str:
+    head = "  ".join(h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w, _) in enumerate(COLUMNS))
+    lines = [head + "  verdict"]
+    for row in ranked:
+        cells = [f(row) for _, _, f in COLUMNS]
+        line = "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, (_, w, _)) in enumerate(zip(cells, COLUMNS)))
+        lines.append(f"{line}  {_verdict(row)}")
+    return "\n".join(lines)
+
+
+def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) -> str:
+    """The answer in words, with how firm it is."""
+    ok = [r for r in ranked if r["status"] == "ok" and r.get("meets_slo")]
+    if not ok:
+        return f"No candidate meets {slo_text} at {target_rate:g} req/s: widen the candidate space or relax the SLOs."
+    best = ok[0]
+    text = [
+        f"Answer: at {target_rate:g} req/s within {slo_text}, the cheapest is {best['candidate']}:"
+        f" {best['replicas']} replica(s) = {best['gpus']} GPUs, {_f(best.get('usd_per_hour'), ',.2f', prefix='$')}/h,"
+        f" {_f(best.get('usd_per_million_output_tokens_at_goodput'), ',.3f', prefix='$')} per M output tokens at goodput"
+        f" (step times {best.get('cost_model_source')})."
+    ]
+    low = replicas_at_low_end(best, target_rate)
+    u = capacity_uncertainty(best)
+    if u is not None:
+        firm = f"capacity per replica {best['capacity_per_replica_rate']:.2f} req/s +-{u:.0%} (seed spread + bracket)"
+        if low and low > best["replicas"]:
+            firm += f"; at its low end it would need {low} replicas"
+        text.append(f"Uncertainty: {firm}.")
+    if len(ok) > 1 and best.get("usd_per_hour") and ok[1].get("usd_per_hour"):
+        margin = ok[1]["usd_per_hour"] / best["usd_per_hour"] - 1
+        text.append(
+            f"Runner-up: {ok[1]['candidate']} at {_f(ok[1]['usd_per_hour'], ',.2f', prefix='$')}/h"
+            + (" (level within 5%: treat as a tie)." if margin < LEVEL else f" ({margin:.0%} more).")
+        )
+    return "\n".join(text)
+
+
+def write_parquet(ranked: Sequence[dict[str, Any]], path: Path, meta: dict[str, Any]) -> Path:
+    """One row per candidate, columns in first-seen order; the plan's inputs as metadata."""
+    names: dict[str, None] = {}
+    for row in ranked:
+        for key in row:
+            names.setdefault(key)
+    table = pa.table({n: pa.array([row.get(n) for row in ranked]) for n in names})
+    table = table.replace_schema_metadata({"plan": json.dumps(meta, sort_keys=True, default=str)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
