@@ -20,15 +20,32 @@ sys.path.insert(0, str(REPO))
 from analysis import validate_e2e  # noqa: E402
 
 
-@pytest.mark.xfail(strict=False, reason="awaits the async-scheduling engine model")
-def test_replayed_runs_within_targets(tmp_path):
-    cells = validate_e2e.replay_all(DATA, tmp_path, overrides=[], plots=False)
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    return validate_e2e.replay_all(DATA, tmp_path_factory.mktemp("replay"), overrides=[], plots=False)
+
+
+def _errors(cells, column):
+    return {c.run: abs(c.error) for c in cells if c.column == column}
+
+
+def test_replayed_runs_median_error_within_target(cells):
     assert {c.run for c in cells} == {"b1", "pois_6", "pois_20", "off_4k_64"}
     misses = []
     for _, _, column in validate_e2e.COLUMNS:
-        errors = {c.run: abs(c.error) for c in cells if c.column == column}
-        median = float(np.median(list(errors.values())))
+        median = float(np.median(list(_errors(cells, column).values())))
         if median > validate_e2e.TARGET_MEDIAN:
             misses.append(f"{column}: median |error| {median:.1%}")
-        misses += [f"{run} {column}: |error| {e:.1%}" for run, e in errors.items() if e > validate_e2e.TARGET_MAX]
+    assert not misses, "; ".join(misses)
+
+
+@pytest.mark.xfail(strict=True, reason="b1's TTFT (an idle engine's first token, 3 requests)"
+                   " is 21% short: the idle engine's first-token path is not yet modelled")
+def test_no_replayed_run_metric_beyond_target(cells):
+    misses = [
+        f"{run} {column}: |error| {e:.1%}"
+        for _, _, column in validate_e2e.COLUMNS
+        for run, e in _errors(cells, column).items()
+        if e > validate_e2e.TARGET_MAX
+    ]
     assert not misses, "; ".join(misses)
