@@ -133,7 +133,7 @@ def test_sessions_print_ttft_by_turn_and_prefix_caching_the_hit_rate(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "TTFT by turn" in proc.stdout and "turn 2 " in proc.stdout
     assert "prefix cache hit rate" in proc.stdout
-    plain = sim(TINY, tmp_path)
+    plain = sim([*TINY, "scheduler.enable_prefix_caching=false"], tmp_path)
     assert "TTFT by turn" not in plain.stdout and "prefix cache hit rate" not in plain.stdout
 
 
