@@ -272,7 +272,7 @@ def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = prin
     if answer["slo_never_bound"]:
         echo(
             f"capacity   at least {answer['capacity_at_least_rate']:.3g} req/s: the SLOs (TTFT p99 <="
-            f" {slo.ttft_p99_s:g} s, TPOT p99 <= {slo.tpot_p99_s:g} s) never bound up to the largest"
+            f" {slo.ttft_p99_s * 1e3:g} ms, TPOT p99 <= {slo.tpot_p99_s * 1e3:g} ms) never bound up to the largest"
             " rate tried; tighten them, or the rate is limited by something they do not measure"
         )
     elif rate is None:
