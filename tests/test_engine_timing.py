@@ -26,7 +26,8 @@ class FixedCost:
 
 COSTS = EngineCosts(
     schedule_s=0.0, schedule_per_req_s=0.0, launch_full_s=LAUNCH_S, launch_piecewise_s=LAUNCH_S,
-    launch_eager_s=LAUNCH_S, launch_per_req_s=0.0, update_s=0.0, update_per_req_s=0.0,
+    launch_eager_s=LAUNCH_S, launch_full_per_req_s=0.0, launch_piecewise_per_req_s=0.0,
+    launch_eager_per_req_s=0.0, update_s=0.0, update_per_req_s=0.0,
     gpu_step_s=0.0, gpu_per_decode_s=0.0, input_s=0.0, output_s=0.0, output_per_req_s=0.0,
 )  # fmt: skip
 

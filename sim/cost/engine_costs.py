@@ -55,7 +55,9 @@ class EngineCosts:
     launch_full_s: float
     launch_piecewise_s: float
     launch_eager_s: float
-    launch_per_req_s: float
+    launch_full_per_req_s: float
+    launch_piecewise_per_req_s: float
+    launch_eager_per_req_s: float
     update_s: float
     update_per_req_s: float
     gpu_step_s: float
@@ -97,7 +99,8 @@ class EngineCosts:
         Reported as assumed wherever it is used."""
         return cls(
             schedule_s=0.0005, schedule_per_req_s=0.0, launch_full_s=0.001,
-            launch_piecewise_s=0.001, launch_eager_s=0.001, launch_per_req_s=0.0,
+            launch_piecewise_s=0.001, launch_eager_s=0.001, launch_full_per_req_s=0.0,
+            launch_piecewise_per_req_s=0.0, launch_eager_per_req_s=0.0,
             update_s=0.0005, update_per_req_s=0.0, gpu_step_s=0.0, gpu_per_decode_s=0.0,
             input_s=0.0, output_s=0.0, output_per_req_s=0.0,
             source="assumed: no engine-time profile for this GPU (2 ms of CPU per step)",
@@ -110,12 +113,10 @@ class EngineCosts:
 
     def launch_time_s(self, mode: str, num_reqs: int) -> float:
         if mode == CUDAGRAPH_FULL:
-            base = self.launch_full_s
-        elif mode == CUDAGRAPH_PIECEWISE:
-            base = self.launch_piecewise_s
-        else:
-            base = self.launch_eager_s
-        return base + self.launch_per_req_s * num_reqs
+            return self.launch_full_s + self.launch_full_per_req_s * num_reqs
+        if mode == CUDAGRAPH_PIECEWISE:
+            return self.launch_piecewise_s + self.launch_piecewise_per_req_s * num_reqs
+        return self.launch_eager_s + self.launch_eager_per_req_s * num_reqs
 
     def update_time_s(self, num_reqs: int) -> float:
         return self.update_s + self.update_per_req_s * num_reqs
