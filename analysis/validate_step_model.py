@@ -69,7 +69,7 @@ def compare(rows: list[dict[str, str]], extra_overrides: list[str]) -> list[Comp
         cost_model = build_step_cost_model(
             [f"model={model}", f"hardware={hardware}", f"parallel.tp={tp}", f"precision={precision}", *extra_overrides]
         )
-        source = cost_model.provenance()["gemm"]
+        source = f"{cost_model.provenance()['gemm']}; stated: {cost_model.provenance()['cost_model']}"
         for r in members:
             shape = StepShape(r["phase"], int(r["batch"]), int(r["ctx"]))
             predicted = cost_model.step_cost(shape.batch_summary()).gpu_time_s * 1e3

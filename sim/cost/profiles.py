@@ -6,14 +6,16 @@ and how far to trust it.
   there is one; otherwise the nearest calibrated GPU's profile, transferred (its fitted
   fractions and fixed costs on this GPU's datasheet peaks and bandwidth); otherwise the flat
   factors of the config.
-- `calibrated`: like auto, but refuse anything below a profile of this GPU or its generation.
+- `calibrated`: like auto, but refuse anything below a profile of this GPU or its generation
+  (a profile named by `cost.profile` is taken as asked, its transfer stated).
 - `flat`: the flat factors of the config, whatever exists.
 
 `cost.profile` names a profile (a catalog name or a path to a JSON file) to use instead.
 
 **Nearest.** Same generation first (`HardwareSpec.generation`); among several, the one on the
 same interconnect, then the nearest boost clock, then by name. Failing that, the nearest
-generation in `GENERATION_ORDER` (NVIDIA's, oldest first), the newer on a tie. AMD's CDNA3 has
+generation in `GENERATION_ORDER` (NVIDIA's, oldest first), the newer on a tie, then as within a
+generation. AMD's CDNA3 has
 no place in NVIDIA's order: `GENERATION_PEER` declares its peer (Hopper: the same years, HBM3,
 matrix units of the same class), an assumption, and its transfer counts as across generations.
 
@@ -110,16 +112,18 @@ def find_profile(hardware: HardwareSpec, directory: Path = PROFILE_DIR) -> tuple
     if hardware.name in names:
         return load_profile(hardware.name, directory), "own"
     profiles = [load_profile(n, directory) for n in names]
+
+    def alike(p: Profile) -> tuple[bool, float, str]:  # same interconnect, nearest clock, name
+        return p.interconnect != hardware.interconnect, abs(p.boost_clock_mhz - hardware.boost_clock_mhz), p.hardware
+
     same = [p for p in profiles if hardware.generation and p.generation == hardware.generation]
     if same:
-        same.sort(key=lambda p: (p.interconnect != hardware.interconnect,
-                                 abs(p.boost_clock_mhz - hardware.boost_clock_mhz), p.hardware))
-        return same[0], "within"
+        return min(same, key=alike), "within"
     here = _position(hardware.generation)
-    ranked = [(abs(pos - here), -pos, p.hardware, p) for p in profiles
+    ranked = [((abs(pos - here), -pos, *alike(p)), p) for p in profiles
               if here is not None and (pos := _position(p.generation)) is not None]
     if ranked:
-        return min(ranked, key=lambda r: r[:3])[3], "across"
+        return min(ranked, key=lambda r: r[0])[1], "across"
     return None, "none"
 
 
@@ -171,7 +175,7 @@ def build_efficiency(
             "within" if profile.generation == hardware.generation else "across")
     else:
         profile, relation = find_profile(hardware, directory)
-    if mode == "calibrated" and relation not in ("own", "within"):
+    if mode == "calibrated" and relation not in ("own", "within") and not cost_cfg.profile:
         raise ConfigError(
             f"no calibrated profile for {hardware.name} (generation {hardware.generation!r})"
             f" or its generation; available: {', '.join(available_profiles(directory))}."
