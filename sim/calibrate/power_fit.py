@@ -26,8 +26,9 @@ Alignment:
   (NVML `nvmlDeviceGetPowerUsage`: "On Ampere (except GA100) or newer GPUs, the API returns
   power averaged over 1 sec interval"), so each sample is compared with the work rate over the
   second before it, and with the mean of the SM-clock samples (instantaneous) in that second.
-  Scanning the window on the H200 runs (alpha 1.5, run samples only) agrees: residual rms
-  44.8 / 30.2 / 16.3 / 15.1 W for windows of 0.2 / 0.5 / 1.0 / 1.5 s (`--window`).
+  Scanning the window on the H200 runs agrees (`--window`; sample rms error per run, pois_20 /
+  off_1k_512 / pois_6): 66 / 70 / 54 W at 0.2 s, 36 / 42 / 31 W at 0.5 s, 17 / 20 / 14 W at
+  1 s, 15 / 20 / 14 W at 1.5 s, 15 / 17 / 18 W at 2 s.
 - Samples in the first second of a run, and between runs while work was still in the window,
   are dropped. Samples with no work in the window and the SM clock up (>= 90% of boost) are
   the static power: they pin P_static.
