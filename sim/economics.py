@@ -24,14 +24,16 @@ vLLM's per-step log and priced with this simulator's own FLOP and byte accountin
   345 MHz, which it never reaches between steps);
 - 0.96 pJ per FLOP at the boost clock and 124 pJ per HBM byte: w_c = 1.69 and w_m = 1.06 of
   the 562 W dynamic range at the bf16 peak and 4.8 TB/s. HBM traffic is expensive: batch-1
-  decode streaming weights at 3.1 TB/s draws about 520 W, and long-context decode at 4 TB/s
-  reaches the 700 W limit, as the calibration's own readings show (calibration/data/*_steps.csv);
+  decode streaming weights at about 3.3 TB/s draws 504 W (run b1, predicted +21 W, never
+  fitted), and long-context decode at 4 TB/s reaches the 700 W limit, as the calibration's own
+  readings show (calibration/data/*_steps.csv);
 - dynamic compute power ~ f^1.55 at fixed work per cycle (`clock_exponent`), used by
   `sim.cost.power_cap` to find the clock a step runs at under the limit.
 
 Fit error (per run, mean of the predicted minus measured 1-s samples; each run also predicted
 by a fit to the other runs): pois_20 -4.7 W (held out -21 W), off_1k_512 -5.9 W (-13 W),
-pois_6 +8.7 W (+25 W), of 555-693 W means; sample rms 14-20 W.
+pois_6 +8.7 W (+25 W), of 555-693 W means; sample rms 14-20 W. The clock exponent is loosely
+determined: the leave-one-out fits gave 1.0, 1.75 and 1.55.
 
 Transferred to other GPUs: w_c and w_m as shares of their own (TDP - idle) at their own peaks,
 and `idle_power_w` set to the datasheet-era idle reading times the H200's measured ratio

@@ -139,3 +139,15 @@ def test_the_committed_h200_fit_predicts_each_measured_run(step_runs, other_runs
         assert abs(result["fit"][run]["mean_error_w"]) < 15.0, (run, result["fit"][run])
         assert err["samples"] > 100
     assert abs(result["checked"]["b1"]["mean_error_w"]) < 30.0, result["checked"]
+
+
+def test_bad_run_directories_get_one_error_line(tmp_path, capsys):
+    from sim.calibrate.power_fit import main
+
+    assert main(["--hardware", "h200", "--model", "llama3_8b", "--runs", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'smi.csv'}: missing")
+    (tmp_path / "smi.csv").write_text("timestamp, power.draw [W], clocks.current.sm [MHz]\nyesterday, 1, 2\n")
+    (tmp_path / "meta.json").write_text('{"runs": []}')
+    (tmp_path / "steps_1.csv").write_text("seq\n")
+    assert main(["--hardware", "h200", "--model", "llama3_8b", "--runs", str(tmp_path)]) == 2
+    assert "steps_1.csv:1: missing column(s)" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.calibrate.power_fit import read_runs, read_smi, read_step_log
+from sim.calibrate.power_data import read_runs, read_smi, read_step_log
 from sim.cost.power_cap import PowerCappedCostModel
 
 

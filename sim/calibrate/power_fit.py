@@ -26,8 +26,9 @@ Alignment:
   (NVML `nvmlDeviceGetPowerUsage`: "On Ampere (except GA100) or newer GPUs, the API returns
   power averaged over 1 sec interval"), so each sample is compared with the work rate over the
   second before it, and with the mean of the SM-clock samples (instantaneous) in that second.
-  Scanning the window on the H200 runs (alpha 1.5, run samples only) agrees: residual rms
-  44.8 / 30.2 / 16.3 / 15.1 W for windows of 0.2 / 0.5 / 1.0 / 1.5 s (`--window`).
+  Scanning the window on the H200 runs agrees (`--window`; sample rms error per run, pois_20 /
+  off_1k_512 / pois_6): 66 / 70 / 54 W at 0.2 s, 36 / 42 / 31 W at 0.5 s, 17 / 20 / 14 W at
+  1 s, 15 / 20 / 14 W at 1.5 s, 15 / 17 / 18 W at 2 s.
 - Samples in the first second of a run, and between runs while work was still in the window,
   are dropped. Samples with no work in the window and the SM clock up (>= 90% of boost) are
   the static power: they pin P_static.
@@ -43,8 +44,6 @@ steps rebuilt out of the client's token times, and not fitted.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
 import json
 import sys
 from dataclasses import dataclass
@@ -53,32 +52,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim.cost.batch import BatchSummary
+from sim.calibrate.power_data import (
+    Samples,
+    StepWork,
+    cumulative,
+    read_runs,
+    read_smi,
+    read_step_log,
+    step_work,
+    token_steps,
+)
 from sim.errors import SimError, TraceError
+
+__all__ = ["Samples", "StepWork", "FitRows", "fit", "fit_rows", "fit_directories", "token_steps"]
 
 WINDOW_S = 1.0  # nvidia-smi power.draw averaging window on Ampere and newer
 ALPHA_GRID = np.round(np.arange(1.0, 3.01, 0.05), 2)
 CLOCKS_UP = 0.9  # share of boost above which an idle sample counts as static power
 STATIC = "static"  # label of the idle samples
-
-
-@dataclass(frozen=True, slots=True)
-class Samples:
-    """nvidia-smi rows: Unix time, board power (W), SM clock (MHz)."""
-
-    t: np.ndarray
-    power_w: np.ndarray
-    sm_clock_mhz: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
-class StepWork:
-    """What the GPU did per logged step: its span (Unix s) and the simulator's FLOPs and bytes."""
-
-    start: np.ndarray
-    end: np.ndarray
-    flops: np.ndarray
-    bytes: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,102 +81,6 @@ class FitRows:
     clock_mhz: np.ndarray
     flops_per_s: np.ndarray
     bytes_per_s: np.ndarray
-
-
-def read_smi(path: Path) -> Samples:
-    """nvidia-smi CSV (`timestamp, power.draw [W], clocks.current.sm [MHz], ...`), UTC times."""
-    rows = []
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        try:
-            ip, ic = header.index("power.draw [W]"), header.index("clocks.current.sm [MHz]")
-        except ValueError:
-            raise TraceError(f"{path}:1: needs columns power.draw [W] and clocks.current.sm [MHz]") from None
-        for line, r in enumerate(reader, start=2):
-            try:
-                stamp = datetime.datetime.strptime(r[0].strip(), "%Y/%m/%d %H:%M:%S.%f")
-                t = stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
-                rows.append((t, float(r[ip]), float(r[ic])))
-            except (ValueError, IndexError):
-                raise TraceError(f"{path}:{line}: unreadable nvidia-smi row") from None
-    a = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    return Samples(a[:, 0], a[:, 1], a[:, 2])
-
-
-def read_runs(path: Path) -> list[tuple[str, float, float]]:
-    """(name, t_start, t_end) of each run in meta.json."""
-    runs = json.loads(path.read_text())["runs"]
-    return [(r["run"], float(r["t_start"]), float(r["t_start"]) + float(r["wall"])) for r in runs]
-
-
-def read_step_log(path: Path) -> tuple[list[BatchSummary], np.ndarray, np.ndarray]:
-    """vLLM's per-step log: the batch of each step, its `t_sched_end` and `t_update`."""
-    batches, sched_end, update = [], [], []
-    with path.open(newline="") as f:
-        for r in csv.DictReader(f):
-            prefill = int(r["prefill_tokens"])
-            batches.append(
-                BatchSummary(
-                    num_prefill_tokens=prefill,
-                    num_prefill_seqs=int(r["num_prefill"]),
-                    prefill_attn_pairs=float(r["prefill_pairs"]),
-                    prefill_kv_tokens=int(r["prefill_ctx_sum"]) + prefill,
-                    num_decode_seqs=int(r["num_decode"]),
-                    decode_context_tokens=int(r["decode_ctx_sum"]),
-                )
-            )
-            sched_end.append(float(r["t_sched_end"]))
-            update.append(float(r["t_update"]))
-    return batches, np.array(sched_end), np.array(update)
-
-
-def step_work(cost_model: Any, batches: Sequence[BatchSummary], sched_end: np.ndarray, update: np.ndarray) -> StepWork:
-    """Each step's GPU span and its FLOPs and bytes as `cost_model.step_cost` counts them."""
-    costs = [cost_model.step_cost(b) for b in batches]
-    order = np.argsort(update, kind="stable")
-    end = update[order]
-    start = np.maximum(sched_end[order], np.r_[-np.inf, end[:-1]])
-    flops = np.array([c.flops for c in costs])[order]
-    nbytes = np.array([c.bytes for c in costs])[order]
-    return StepWork(start, end, flops, nbytes)
-
-
-def token_steps(cost_model: Any, requests: Path, t_start: float) -> StepWork | None:
-    """The steps of a run that served one request at a time, rebuilt from the client's token
-    times (`requests_<run>.jsonl`: send, prompt, output, tok, seconds from `t_start`): a
-    prefill ending at the first token, then one decode per further token. None when requests
-    overlapped (their steps cannot be told apart)."""
-    reqs = sorted((json.loads(line) for line in requests.read_text().splitlines() if line.strip()),
-                  key=lambda r: r["send"])
-    if any(b["send"] < a["tok"][-1] for a, b in zip(reqs, reqs[1:])):
-        return None
-    batches, ends, sends = [], [], {}
-    for r in reqs:
-        p = int(r["prompt"])
-        sends[len(ends)] = t_start + r["send"]
-        batches.append(BatchSummary(num_prefill_tokens=p, num_prefill_seqs=1,
-                                    prefill_attn_pairs=p * (p + 1) / 2, prefill_kv_tokens=p))
-        ends.append(t_start + r["tok"][0])
-        for i, t in enumerate(r["tok"][1:]):
-            batches.append(BatchSummary(num_decode_seqs=1, decode_context_tokens=p + i + 1))
-            ends.append(t_start + t)
-    end = np.array(ends)
-    start = np.r_[end[0], end[:-1]]
-    for i, t in sends.items():  # a prefill starts when its request was sent
-        start[i] = t
-    costs = [cost_model.step_cost(b) for b in batches]
-    return StepWork(start, end, np.array([c.flops for c in costs]), np.array([c.bytes for c in costs]))
-
-
-def cumulative(t: np.ndarray, work: StepWork, amounts: np.ndarray) -> np.ndarray:
-    """Work done by time t, each step's amount spread evenly over its span."""
-    done = np.r_[0.0, np.cumsum(amounts)]
-    i = np.searchsorted(work.end, t, side="right")  # steps finished by t
-    j = np.minimum(i, len(amounts) - 1)
-    span = np.maximum(work.end[j] - work.start[j], 1e-9)
-    partial = np.where(i < len(amounts), amounts[j] * np.clip((t - work.start[j]) / span, 0.0, 1.0), 0.0)
-    return done[i] + partial
 
 
 def fit_rows(samples: Samples, runs: list[tuple[str, float, float]], work: StepWork,

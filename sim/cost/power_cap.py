@@ -61,9 +61,11 @@ class ClockModel:
 
     def power_w(self, flops: float, bytes_: float, compute_s: float, other_s: float, x_ref: float, x: float) -> float:
         """Power of the step at clock x when its compute-bound part takes `compute_s` at x_ref."""
-        duration = compute_s * x_ref / x + other_s
-        activity = self.power.activity(flops * x ** (self.clock_exponent - 1.0), bytes_, duration)
-        return self.power.idle_w + self.power.dynamic_w * float(activity)
+        p = self.power
+        duration = max(compute_s * x_ref / x + other_s, 1e-30)
+        activity = (p.compute_weight * flops * x ** (self.clock_exponent - 1.0) / p.peak_flops
+                    + p.memory_weight * bytes_ / p.memory_bandwidth) / duration  # floats: hot path
+        return p.idle_w + p.dynamic_w * activity
 
     def clock(self, flops: float, bytes_: float, compute_s: float, other_s: float, x_ref: float, limit_w: float) -> float:
         """x in (0, 1]: 1 when the step fits under `limit_w` at boost, else the root of
@@ -172,6 +174,8 @@ class PowerCappedCostModel:
                    reference_clock_mhz=hardware.boost_clock_mhz * hardware.sustained_clock_ratio)
 
     def step_cost(self, batch: BatchSummary) -> StepCost:
+        if self.reference_limit_w == self.limit_w:  # profile measured at this limit: unchanged
+            return self.inner.step_cost(batch)
         return self.capped(batch).cost
 
     def capped(self, batch: BatchSummary) -> CappedStep:
@@ -185,9 +189,14 @@ class PowerCappedCostModel:
         return hit
 
     def _cap(self, cost: StepCost) -> CappedStep:
-        compute_s = sum(op.time_s for op in cost.ops if op.bound == BOUND_COMPUTE)
+        compute_s = flops = nbytes = 0.0
+        for op in cost.ops:  # OpCost.bound, inlined
+            flops += op.flops
+            nbytes += op.bytes
+            if op.time_s > 0.0 and op.compute_s >= op.memory_s and op.compute_s > 0.0:
+                compute_s += op.time_s
         other_s = cost.time_s - compute_s
-        flops, nbytes, cm = cost.flops, cost.bytes, self.clock_model
+        cm = self.clock_model
         if self.reference_limit_w is not None:
             x_ref = cm.clock_at_own_durations(flops, nbytes, cost.time_s, self.reference_limit_w)
         else:
