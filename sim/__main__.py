@@ -10,16 +10,29 @@ Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
-from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
-from sim.config.scenarios import CONFIG_DIR, register_scenarios
-from sim.config.schema import register_schemas
-from sim.errors import SimError
+def _interrupted_at_start_up(signum: int, frame: object) -> None:
+    print("interrupted during start-up: nothing was written", file=sys.stderr)
+    sys.exit(130)
+
+
+# Ctrl-C while the heavy imports below load: a one-line message, not an import traceback.
+# Python's own handler is put back once they are loaded (at the bottom of this file).
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_at_start_up)
+
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from sim.config.scenarios import CONFIG_DIR, register_scenarios  # noqa: E402
+from sim.config.schema import register_schemas  # noqa: E402
+from sim.errors import SimError  # noqa: E402
 
 register_schemas()
 try:
@@ -54,4 +67,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        main()
+    except KeyboardInterrupt:  # while Hydra composes the config, before the run starts
+        print("interrupted during start-up: nothing was written", file=sys.stderr)
+        sys.exit(130)

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import simpy
+from hydra.experimental.callback import Callback
 
 import sim
 from sim.clients import start_traffic
@@ -140,6 +142,41 @@ def _locked_run_folder(out_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+class RunFolderCheck(Callback):
+    """Hydra callback (`hydra.callbacks` in configs/config.yaml): before Hydra creates the run
+    (or sweep) folder, check that it can, so a file in the way or a read-only or unwritable
+    parent is one `error:` line and exit code 2 rather than Hydra's traceback."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _exit_unless_creatable(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _exit_unless_creatable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+def _exit_unless_creatable(folder: str, key: str) -> None:
+    path = Path(folder).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable" + (" (read-only file system)" if _read_only(existing) else "")
+    if problem:
+        print(f"error: cannot create the run folder {path}: {problem}; set {key}=... to a"
+              " writable folder", file=sys.stderr)
+        sys.exit(2)
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _is_output_failure(exc: OSError, out_dir: Path) -> bool:
