@@ -3,7 +3,9 @@
 Hydra composes the config (configs/ plus the scenarios/ overlays), creates the run folder and
 hands us the result. Exit codes: 0 done; 1 a config Hydra could not compose (unknown option,
 misspelt key, wrong type: Hydra's own message, which lists the options); 2 a SimError (bad
-value, model that does not fit, malformed trace), printed as one `error: ...` line; 130 / 143
+value, model that does not fit, malformed trace), printed as one `error: ...` line (in a
+sweep, the job's failure is recorded in its folder and the sweep goes on; it exits 2 at the
+end if any job failed); 130 / 143
 interrupted by SIGINT / SIGTERM, with partial outputs and the manifest marked incomplete.
 Any other exception is a bug and keeps its traceback.
 """
@@ -28,6 +30,7 @@ from pathlib import Path  # noqa: E402
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from sim.config.scenarios import CONFIG_DIR, register_scenarios  # noqa: E402
@@ -46,6 +49,7 @@ except SimError as err:  # a scenario file that is not valid YAML
 def main(cfg: DictConfig) -> None:
     from sim.config.build import build_run_spec, resolved_config
     from sim.run import simulate
+    from sim.sweep.collect import record_failure
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -53,6 +57,9 @@ def main(cfg: DictConfig) -> None:
         result = simulate(spec, out_dir, resolved_config(cfg))
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep goes on to its next job
+            record_failure(out_dir, str(err), exit_code=2)
+            return
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the simulation loop (set-up, or writing outputs)
         print("interrupted: outputs not written or incomplete", file=sys.stderr)

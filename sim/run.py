@@ -147,13 +147,27 @@ def _locked_run_folder(out_dir: Path) -> Iterator[None]:
 class RunFolderCheck(Callback):
     """Hydra callback (`hydra.callbacks` in configs/config.yaml): before Hydra creates the run
     (or sweep) folder, check that it can, so a file in the way or a read-only or unwritable
-    parent is one `error:` line and exit code 2 rather than Hydra's traceback."""
+    parent is one `error:` line and exit code 2 rather than Hydra's traceback. After a sweep,
+    list the jobs that failed (each recorded its error in its folder) and exit 2 if any did."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         _exit_unless_creatable(str(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         _exit_unless_creatable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from sim.sweep.collect import failed_jobs
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        failures = failed_jobs(sweep_dir)
+        if failures:
+            print(
+                f"error: {len(failures)} job(s) of the sweep failed ({', '.join(j.name for j, _ in failures)});"
+                f" the others ran: python -m sim.sweep.collect {sweep_dir} lists every job",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
 
 def _exit_unless_creatable(folder: str, key: str) -> None:
