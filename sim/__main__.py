@@ -9,27 +9,43 @@ table says what was overridden.
 
 Exit codes: 0 done; 1 a config Hydra could not compose (unknown option, wrong type: Hydra's own
 message, which lists the options); 2 a SimError (unknown key, bad value, model that does not
-fit, malformed trace), printed as one `error: ...` line; 130 / 143 interrupted by SIGINT /
+fit, malformed trace), printed as one `error: ...` line (in a sweep, the job's failure is
+recorded in its folder and the sweep goes on; it exits 2 at the end if any job failed); 130 /
+143 interrupted by SIGINT /
 SIGTERM, with partial outputs and the manifest marked incomplete. Any other exception is a bug
 and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import signal
 import sys
-from pathlib import Path
-from typing import Sequence
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
-from sim.config.overrides import check_overrides, split_argv
-from sim.config.scenarios import CONFIG_DIR, register_scenarios
-from sim.config.schema import register_schemas
-from sim.errors import SimError
+def _interrupted_at_start_up(signum: int, frame: object) -> None:
+    print("interrupted during start-up: nothing was written", file=sys.stderr)
+    sys.exit(130)
+
+
+# Ctrl-C while the heavy imports below load: a one-line message, not an import traceback.
+# Python's own handler is put back once they are loaded (in main()).
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_at_start_up)
+
+import dataclasses  # noqa: E402
+import hashlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from sim.config.overrides import check_overrides, split_argv  # noqa: E402
+from sim.config.scenarios import CONFIG_DIR, register_scenarios  # noqa: E402
+from sim.config.schema import register_schemas  # noqa: E402
+from sim.errors import SimError  # noqa: E402
 
 # Overrides that change how a run is reported, not what ran: left out of the folder name.
 _NOT_NAMING = ("output.", "hydra.", "hydra/", "scenario_name=", "question=")
@@ -85,6 +101,7 @@ def _main(cfg: DictConfig) -> None:
     from sim.config.build import build_run_spec
     from sim.metrics.report import format_summary, request_figures
     from sim.run import simulate
+    from sim.sweep.collect import record_failure
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -94,6 +111,9 @@ def _main(cfg: DictConfig) -> None:
         result = simulate(quiet, out_dir, _resolved(cfg, spec))
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep goes on to its next job
+            record_failure(out_dir, str(err), exit_code=2)
+            return
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside the simulation loop (set-up, or writing outputs)
         print("interrupted: outputs not written or incomplete", file=sys.stderr)
@@ -130,14 +150,19 @@ def _resolved(cfg: DictConfig, spec) -> dict:
 
 def main() -> None:
     """Entry point of `python -m sim` and of the `sim` console script."""
-    register_schemas()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        register_scenarios()
-        sys.argv = [sys.argv[0], *_prepare_argv(sys.argv[1:])]
-    except SimError as err:  # an unknown key, or a scenario file that is not valid YAML
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    _main()
+        register_schemas()
+        try:
+            register_scenarios()
+            sys.argv = [sys.argv[0], *_prepare_argv(sys.argv[1:])]
+        except SimError as err:  # an unknown key, or a scenario file that is not valid YAML
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        _main()
+    except KeyboardInterrupt:  # while Hydra composes the config, before the run starts
+        print("interrupted during start-up: nothing was written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

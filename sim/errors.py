@@ -15,3 +15,8 @@ class DoesNotFitError(ConfigError):
 
 class TraceError(SimError):
     """A malformed trace or length file; the message names the file and line."""
+
+
+class OutputError(SimError):
+    """The run folder cannot be used or written: in use by another run, not a directory,
+    read-only, or the disk is full. The message names the folder and what was cleaned up."""

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import platform
 import signal
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import simpy
+from hydra.experimental.callback import Callback
 
 import sim
 from sim.clients import start_traffic
@@ -27,8 +32,10 @@ from sim.cost.engine_costs import EngineCosts, max_cudagraph_capture_size
 from sim.cost.engine_profiles import load_engine_costs
 from sim.cost.roofline import build_cost_model
 from sim.metrics.recorder import Recorder
+from sim.errors import OutputError
 from sim.metrics.report import format_summary
 from sim.metrics.summary import RunShape, summarize
+from sim.metrics.tables import OutputBatch, staged_outputs, unique_tmp_path
 from sim.progress import Progress
 from sim.router import make_router
 from sim.simulation import Replica, RequestFactory
@@ -92,7 +99,114 @@ def _run_events(env: simpy.Environment, horizon_s: float | None, stop: _StopOnSi
 
 
 def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> RunResult:
-    """Run to completion (or until interrupted) and write every output under `out_dir`."""
+    """Run to completion (or until interrupted) and write every output under `out_dir`.
+
+    The folder is locked while the run writes into it (a second run into it is refused), the
+    tables take their final names together just before the summary and the manifest, and a
+    run that fails leaves none of its files behind: a full disk or a folder that cannot be
+    written is an OutputError that says so."""
+    with _locked_run_folder(out_dir), staged_outputs() as batch:
+        try:
+            return _simulate(spec, out_dir, resolved_config, batch)
+        except OSError as exc:
+            if not _is_output_failure(exc, out_dir):
+                raise
+            removed = batch.discard()
+            raise OutputError(
+                f"cannot write the outputs in {out_dir}: {exc.strerror or exc}; "
+                + (f"the {len(removed)} partial file(s) were removed" if removed else "nothing was left behind")
+            ) from None
+
+
+RUN_LOCK = ".sim.lock"  # in the run folder, held while a run writes there
+
+
+@contextmanager
+def _locked_run_folder(out_dir: Path) -> Iterator[None]:
+    """Create `out_dir` and hold an exclusive lock on it (released when the process ends,
+    however it ends: the lock is the kernel's, on an open file)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot use the run folder {out_dir}: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; choose a writable folder"
+            " (hydra.run.dir=...)"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(
+                f"the run folder {out_dir} is in use by another run; give each run its own"
+                " folder (hydra.run.dir=...)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class RunFolderCheck(Callback):
+    """Hydra callback (`hydra.callbacks` in configs/config.yaml): before Hydra creates the run
+    (or sweep) folder, check that it can, so a file in the way or a read-only or unwritable
+    parent is one `error:` line and exit code 2 rather than Hydra's traceback. After a sweep,
+    list the jobs that failed (each recorded its error in its folder) and exit 2 if any did."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _exit_unless_creatable(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        _exit_unless_creatable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from sim.sweep.collect import failed_jobs
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        failures = failed_jobs(sweep_dir)
+        if failures:
+            print(
+                f"error: {len(failures)} job(s) of the sweep failed ({', '.join(j.name for j, _ in failures)});"
+                f" the others ran: python -m sim.sweep.collect {sweep_dir} lists every job",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+
+def _exit_unless_creatable(folder: str, key: str) -> None:
+    path = Path(folder).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable" + (" (read-only file system)" if _read_only(existing) else "")
+    if problem:
+        print(f"error: cannot create the run folder {path}: {problem}; set {key}=... to a"
+              " writable folder", file=sys.stderr)
+        sys.exit(2)
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _is_output_failure(exc: OSError, out_dir: Path) -> bool:
+    """An OSError of the writers: on a file of the run folder, or from pyarrow (which names
+    no file; traces and profiles were all read before any writer opened)."""
+    if exc.filename is None:
+        return True
+    return Path(exc.filename).resolve().parent == out_dir.resolve()
+
+
+def _simulate(
+    spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any], batch: OutputBatch
+) -> RunResult:
     wall_start = time.perf_counter()
     # Workload and cost model first: a bad trace or cost setting fails before any file is opened.
     specs = build_workload(
@@ -194,7 +308,9 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
         + (["timeline.parquet"] if spec.timeline_interval_s > 0 else []),
         "resolved_config": resolved_config,
     }
+    batch.publish()  # the tables take their final names, then the summary; the manifest last
     _write_json(out_dir / "summary.json", summary)
+    batch.published(out_dir / "summary.json")
     _write_json(out_dir / "manifest.json", manifest)
     if spec.print_summary:
         print(format_summary(summary))
@@ -265,6 +381,10 @@ def _version(package: str) -> str:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
+    tmp = unique_tmp_path(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -213,7 +213,7 @@ def check_one(tmp_path: Path, choices: tuple[str, ...], drawn: list[str], full: 
     except SimError as err:
         message = str(err)
         assert message.strip() and "\n" not in message.strip(), f"{choices} {drawn}: {message!r}"
-        assert not list(tmp_path.glob("*.tmp")), "a failed run left half-written files"
+        assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp")), "a failed run left half-written files"
         return f"{type(err).__name__}: {message}"
     counts = result.summary["requests"]
     assert counts["finished"] + counts["rejected"] + counts["unfinished"] == counts["arrived"] <= 20

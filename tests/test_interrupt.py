@@ -91,7 +91,7 @@ def _start_long_run(run_dir: Path) -> subprocess.Popen:
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
-    while not (run_dir / "requests.parquet.tmp").exists():  # the recorder opened its files
+    while not list(run_dir.glob(".requests.parquet.*.tmp")):  # the recorder opened its files
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run did not start"
         time.sleep(0.05)
@@ -116,4 +116,4 @@ def test_a_signal_leaves_readable_partial_outputs_and_an_incomplete_manifest(tmp
     assert requests.num_rows == summary["requests"]["arrived"] > 0
     assert steps.num_rows == manifest["engine_steps"] > 0
     assert set(requests.column("status").to_pylist()) <= {"finished", "rejected", "unfinished"}
-    assert not list(tmp_path.glob("*.tmp")), os.listdir(tmp_path)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp")), os.listdir(tmp_path)

@@ -166,3 +166,15 @@ def test_the_command_line_gives_one_error_line_for_each_bad_file(tmp_path):
         assert "Traceback" not in proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and fragment in errors[0], proc.stderr
+
+
+def test_warnings_about_a_replay_name_the_trace_not_the_workload_group(tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "long.csv"
+    path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,9000,5\n")
+    cfg = WorkloadConfig(name="poisson_chat", arrival="trace", trace=str(path))
+    with caplog.at_level(logging.WARNING, logger="sim.workload.build"):
+        list(build_requests(cfg, np.random.SeedSequence(0), max_model_len=4096))
+    assert f"trace {path}: request 0 needs 9005 tokens" in caplog.text
+    assert "poisson_chat" not in caplog.text

@@ -1,9 +1,14 @@
-"""Explicit Arrow schemas of the output tables and a chunked, atomic Parquet writer."""
+"""Explicit Arrow schemas of the output tables, a chunked atomic Parquet writer, and the batch
+that publishes a run's tables together."""
 
 from __future__ import annotations
 
 import os
+import secrets
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,17 +96,24 @@ TIMELINE_SCHEMA = pa.schema(
 class ChunkedParquetWriter:
     """Buffers rows (tuples in schema order) and writes a row group every `chunk_rows` rows.
 
-    The file is written under a temporary name and renamed on `close()`, so a reader never
-    sees a half-written file; `close()` after an interruption still leaves a valid file of
-    every row recorded so far.
+    The file is written under a temporary name unique to this writer (two runs sharing a
+    folder never write into one file) and renamed on `close()`, so a reader never sees a
+    half-written file; `close()` after an interruption still leaves a valid file of every row
+    recorded so far. Inside `staged_outputs()`, `close()` leaves the complete file under its
+    temporary name and the batch renames every file at once (or removes them, on failure).
     """
 
     def __init__(self, path: Path, schema: pa.Schema, chunk_rows: int = 65536) -> None:
         self.path = Path(path)
         self.schema = schema
         self.chunk_rows = chunk_rows
-        self._tmp_path = self.path.with_name(self.path.name + ".tmp")
-        self._writer = pq.ParquetWriter(self._tmp_path, schema, compression="zstd")
+        self._tmp_path = unique_tmp_path(self.path)
+        self._batch = _STAGED.get()
+        if self._batch is not None:
+            self._batch.track(self)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._tmp_path, schema, compression="zstd"
+        )
         self._rows: list[tuple] = []
         self.num_rows = 0
 
@@ -115,6 +127,7 @@ class ChunkedParquetWriter:
             return
         columns = list(zip(*self._rows))
         arrays = [pa.array(col, type=field.type) for col, field in zip(columns, self.schema)]
+        assert self._writer is not None
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.num_rows += len(self._rows)
         self._rows = []
@@ -125,4 +138,81 @@ class ChunkedParquetWriter:
         self.flush()
         self._writer.close()
         self._writer = None
+        if self._batch is None:
+            os.replace(self._tmp_path, self.path)
+
+    def abort(self) -> None:
+        """Drop the file: close what is open, ignoring errors (the disk may be full), and
+        remove the temporary file."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - a failed close of a file about to be removed
+                pass
+        self._tmp_path.unlink(missing_ok=True)
+
+    def publish(self) -> None:
+        """Give the closed file its final name (staged writers only)."""
+        assert self._writer is None, "close() the writer before publishing it"
         os.replace(self._tmp_path, self.path)
+
+
+def unique_tmp_path(path: Path) -> Path:
+    """A hidden temporary name next to `path` that no other writer, in this process or
+    another, uses: `.requests.parquet.<pid>-<random>.tmp`."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+class OutputBatch:
+    """The tables of one run: published together when the run ends (complete or
+    interrupted), removed together when it fails, so a run that crashes never leaves
+    complete-looking tables under their final names."""
+
+    def __init__(self) -> None:
+        self._writers: list[ChunkedParquetWriter] = []
+        self._published: list[Path] = []  # final names given out so far, tables and JSON
+
+    def track(self, writer: ChunkedParquetWriter) -> None:
+        self._writers.append(writer)
+
+    def publish(self) -> None:
+        for writer in self._writers:
+            writer.close()  # a writer the run did not close: nothing is lost
+            writer.publish()
+            self._published.append(writer.path)
+        self._writers = []
+
+    def published(self, path: Path) -> None:
+        """Note a file written outside the batch (summary.json), to remove it on failure."""
+        self._published.append(path)
+
+    def discard(self) -> list[Path]:
+        """Remove every file of the batch, temporary or already published (a run that fails
+        while writing its manifest must not leave tables without one); returns them."""
+        removed = [w._tmp_path for w in self._writers if w._tmp_path.exists()]
+        removed += [path for path in self._published if path.exists()]
+        for writer in self._writers:
+            writer.abort()
+        for path in self._published:
+            path.unlink(missing_ok=True)
+        self._writers, self._published = [], []
+        return removed
+
+
+_STAGED: ContextVar[OutputBatch | None] = ContextVar("staged_outputs", default=None)
+
+
+@contextmanager
+def staged_outputs() -> Iterator[OutputBatch]:
+    """Writers created inside this block join one batch, which the caller publishes; if the
+    block raises, every file of the batch is removed before the exception goes on."""
+    batch = OutputBatch()
+    token = _STAGED.set(batch)
+    try:
+        yield batch
+    except BaseException:
+        batch.discard()
+        raise
+    finally:
+        _STAGED.reset(token)

@@ -10,7 +10,9 @@ Columns, in order:
 - `complete`, `wall_time_s`, `engine_steps` from manifest.json;
 - every value of summary.json, flattened with dots (`latency_s.ttft.p99`,
   `cost_energy.usd_per_million_output_tokens`, `utilization.mfu`).
-A job that wrote no summary.json (it failed) keeps its row, with `status` = "failed".
+Every job keeps its row, with `status`: "ok" (complete), "interrupted" (manifest marked
+incomplete), or "failed" (no summary.json; `error` holds the message a refused job recorded in
+its `failure.json`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,35 @@ SHOWN = (  # column, printed header, scale: the preview reads in ms and %, the f
     ("utilization.mfu", "MFU %", 1e2),
     ("cost_energy.usd_per_million_output_tokens", "$/M out tok", 1.0),
 )
+
+
+FAILURE_FILE = "failure.json"  # what a job refused with a SimError leaves in its folder
+
+
+def record_failure(job_dir: Path, message: str, exit_code: int) -> None:
+    """Note in a sweep job's folder why it failed, so the sweep can go on to the next job and
+    `collect` can list it."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"status": "failed", "error": message, "exit_code": exit_code}
+    (job_dir / FAILURE_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def failed_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
+    """(job folder, error message) of every job of the sweep that recorded a failure."""
+    failures = []
+    for job in job_dirs(sweep_dir):
+        record = _read_json(job / FAILURE_FILE)
+        if record is not None:
+            failures.append((job, str(record.get("error", ""))))
+    return failures
+
+
+def job_status(job: Path, manifest: dict[str, Any] | None, summary: dict[str, Any] | None) -> str:
+    if summary is None or (job / FAILURE_FILE).exists():
+        return "failed"
+    if manifest is not None and manifest.get("complete") is False:
+        return "interrupted"
+    return "ok"
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -73,7 +104,9 @@ def collect_rows(sweep_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
         row.update(overrides)
         manifest = _read_json(job / "manifest.json")
         summary = _read_json(job / "summary.json")
-        row["status"] = "ok" if summary is not None else "failed"
+        row["status"] = job_status(job, manifest, summary)
+        failure = _read_json(job / FAILURE_FILE)
+        row["error"] = None if failure is None else str(failure.get("error", ""))
         for key in MANIFEST_KEYS:
             row[key] = (manifest or {}).get(key)
         for key, value in flatten(summary or {}).items():
@@ -138,7 +171,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _preview(table: pa.Table, swept: list[str]) -> str:
     shown = [(c, h, k) for c, h, k in SHOWN if c in table.column_names]
-    cols = [(c, c, 1.0) for c in ("job", *swept)] + shown
+    cols = [(c, c, 1.0) for c in ("job", *swept, "status")] + shown
     data = table.select([c for c, _, _ in cols]).to_pylist()
     cells = [[_fmt(r[c], k) for c, _, k in cols] + [_flag(r)] for r in data]
     heads = [h for _, h, _ in cols] + ["flag"]
@@ -187,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     swept = json.loads(table.schema.metadata[b"swept"])
     print(_preview(table, swept))
-    failed = sum(1 for s in table.column("status").to_pylist() if s != "ok")
-    print(f"\n{table.num_rows} runs ({failed} failed), {table.num_columns} columns -> "
-          f"{args.out or args.sweep_dir / 'sweep.parquet'}")
+    statuses = table.column("status").to_pylist()
+    failed, interrupted = statuses.count("failed"), statuses.count("interrupted")
+    for job, status, error in zip(table.column("job").to_pylist(), statuses, table.column("error").to_pylist()):
+        if status != "ok":
+            print(f"job {job}: {status}{f': {error}' if error else ''}")
+    print(f"\n{table.num_rows} runs ({failed} failed, {interrupted} interrupted), {table.num_columns}"
+          f" columns -> {args.out or args.sweep_dir / 'sweep.parquet'}")
     return 0
 
 

@@ -72,7 +72,7 @@ def build_requests(
         chunks = _trace_chunks(wc)
     else:
         chunks = _synthetic_chunks(wc, rngs)
-    return _emit(chunks, max_model_len, wc.name)
+    return _emit(chunks, max_model_len, describe(wc))
 
 
 def build_workload(
@@ -203,6 +203,14 @@ def _trace_chunks(wc: WorkloadConfig) -> Iterator[RequestChunk]:
     return generate()
 
 
+def describe(wc: WorkloadConfig) -> str:
+    """How messages name the workload: a replay by its trace (the group's name, often the
+    default `poisson_chat` under a `workload.trace=...` override, would mislead)."""
+    if wc.arrival == "trace":
+        return f"trace {wc.trace}"
+    return f"workload {wc.name}"
+
+
 def _emit(chunks: Iterator[RequestChunk], max_model_len: int | None, name: str) -> Iterator[RequestSpec]:
     """Number the requests and wrap each row in a RequestSpec."""
     request_id = 0
@@ -213,7 +221,7 @@ def _emit(chunks: Iterator[RequestChunk], max_model_len: int | None, name: str) 
             if len(too_long):
                 warned = True
                 log.warning(
-                    "workload %s: request %d needs %d tokens, more than max_model_len=%d; such requests "
+                    "%s: request %d needs %d tokens, more than max_model_len=%d; such requests "
                     "are passed on and the engine rejects them (further ones are not logged)",
                     name, request_id + int(too_long[0]),
                     int(c.prompt_tokens[too_long[0]] + c.output_tokens[too_long[0]]), max_model_len,
