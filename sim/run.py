@@ -30,6 +30,7 @@ from sim.core.request import Request
 from sim.core.scheduler import Scheduler
 from sim.cost.engine_costs import EngineCosts, max_cudagraph_capture_size
 from sim.cost.engine_profiles import load_engine_costs
+from sim.cost.power_cap import PowerCappedCostModel
 from sim.cost.roofline import build_cost_model
 from sim.metrics.recorder import Recorder
 from sim.errors import OutputError
@@ -216,6 +217,10 @@ def _simulate(
         block_size=spec.block_size if spec.enable_prefix_caching else None,
     )
     cost_model = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
+    # Compute-bound work slows to the clock the power limit allows (a pass-through where the
+    # profile was measured at this GPU's own limit, which already holds that clock).
+    peak = spec.hardware.peak_flops[spec.precision.activation_dtype]
+    cost_model = PowerCappedCostModel.from_specs(cost_model, spec.hardware, peak)
     engine_costs = load_engine_costs(spec.hardware, spec.cost.step_overhead_ms * 1e-3)
     capture_size = max_cudagraph_capture_size(
         spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens

@@ -209,3 +209,15 @@ def test_blocks_use_the_budget_to_within_one_block(block_size, utilization):
     result = plan_memory(*LLAMA_8B_ON_H100, 1, max_model_len=8192, **knobs)
     leftover = result.kv_budget_bytes - result.kv_cache_bytes
     assert 0 <= leftover < result.block_bytes
+
+
+def test_kv_blocks_match_what_vllm_allocated_on_the_h200():
+    # vLLM 0.24.0 on one H200, Llama-3.1-8B bf16, gpu_memory_utilization 0.9, max_model_len
+    # 8192, its default batch limits (1024 sequences, 8192 tokens): 56,057 blocks in one engine
+    # start and 56,174 in another (../shared/vllm meta.json files; the engine log says
+    # "Available KV cache memory: 109.49 GiB"). The plan sizes from CUDA's 140.4 GiB.
+    blocks = plan(
+        "llama3_8b", hw="h200", max_model_len=8192, max_num_seqs=1024, max_num_batched_tokens=8192
+    ).num_gpu_blocks
+    for measured in (56_057, 56_174):
+        assert abs(blocks - measured) / measured < 0.01, (blocks, measured)

@@ -160,3 +160,46 @@ def test_freed_blocks_stay_cached_until_evicted_in_lru_order():
     s.add_request(c)
     step(s, 2)
     assert pool.num_evicted_total == 2 and not pool.cached_block_hash_to_block.get(1)
+
+
+def test_a_preempted_request_finds_its_own_cached_blocks_when_it_comes_back():
+    s = make_scheduler(num_gpu_blocks=10, enable_caching=True)
+    a, b = req(0, prompt=16, output=10), req(1, prompt=16, output=10)  # no shared hashes
+    s.add_request(a)
+    s.add_request(b)
+    # Step 0: both prompts, 4 blocks each (8 of 9). Step 1: A takes the last free block for its
+    # 17th token, B finds none and preempts itself: its 4 blocks go to the free queue tail
+    # first (B3, B2, B1, B0), still cached under B's own block identities.
+    step(s, 0)
+    log = step(s, 1)
+    assert log.preempted == [1]
+    # A decodes to 26 tokens: its 6th and 7th blocks come from the front of the free queue,
+    # evicting B3 and B2. B0 and B1 (B's first 8 tokens) stay cached.
+    for i in range(2, 10):
+        log = step(s, i)
+    assert log.finished == [0]
+    # Step 10: B comes back with 17 tokens (prompt + its one output). vLLM's lookup finds its
+    # first two blocks: it recomputes 17 - 8 = 9 tokens, not all 17.
+    log = step(s, 10)
+    assert log.scheduled == {1: 9}
+    assert b.num_computed_tokens == 17 and b.num_output_tokens == 2
+    for i in range(11, 19):
+        log = step(s, i)
+    assert log.finished == [1] and b.num_output_tokens == 10
+    s.kv_cache_manager.block_pool.check_invariants()
+
+
+def test_blocks_with_the_same_hash_are_all_kept():
+    from sim.core.block_pool import BlockPool
+
+    pool = BlockPool(6)
+    first, second = pool.get_new_blocks(2)
+    pool.cache_block(first, 42)
+    pool.cache_block(second, 42)  # same content computed twice (two requests at once)
+    assert pool.get_cached_block(42) == first
+    pool.free_blocks([first, second])
+    # Evicting the published block leaves the other one findable under the hash.
+    taken = [pool.get_new_blocks(1)[0] for _ in range(4)]  # the never-used blocks go first
+    assert first in taken and second not in taken
+    assert pool.get_cached_block(42) == second
+    pool.check_invariants()

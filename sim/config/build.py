@@ -11,8 +11,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
 from sim.config.checks import verify_scheduler_config
-from sim.config.schema import CostConfig
 from sim.config.vllm_defaults import batch_limits
+from sim.cost.cost_spec import CostSpec
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
@@ -43,7 +43,7 @@ class RunSpec:
     enable_prefix_caching: bool
     memory: MemoryPlan
     workload: WorkloadConfig
-    cost: CostConfig
+    cost: CostSpec
     slo: SloTargets
     write_steps: bool
     print_summary: bool
@@ -149,7 +149,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         max_model_len=max_model_len,
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
     )
-    cost = OmegaConf.to_object(cfg.cost)
+    cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
     workload = as_workload_config(cfg.workload)
     validate(workload)
     return RunSpec(

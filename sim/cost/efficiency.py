@@ -6,7 +6,7 @@ of small kernels) lives here. An `EfficiencyModel` prices one kernel of one laye
 `KernelTime`: the time at the compute roof, the time at the memory roof (both after the
 efficiency factors), and the time it takes, which is at least the larger of the two.
 
-`FlatEfficiency` is the first model: one constant per kernel kind from `CostConfig`, time =
+`FlatEfficiency` is the first model: one constant per kernel kind from `CostSpec`, time =
 max(compute, memory). `sim.cost.calibrated.CalibratedEfficiency` fits curves to measurements.
 """
 
@@ -19,7 +19,7 @@ from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
 
 if TYPE_CHECKING:
-    from sim.config.schema import CostConfig
+    from sim.cost.cost_spec import CostSpec
 
 FLAT_PROVENANCE = "default: flat factor from the cost config (not calibrated)"
 # Assumed median step error of the flat factors: they measured 14-18% median on H100/H200
@@ -166,7 +166,7 @@ class FlatEfficiency:
                 raise ConfigError(f"cost.{name} must be in (0, 1], got {value}")
 
     @classmethod
-    def from_config(cls, cost_cfg: CostConfig, hardware: HardwareSpec) -> FlatEfficiency:
+    def from_config(cls, cost_cfg: CostSpec, hardware: HardwareSpec) -> FlatEfficiency:
         return cls(
             peak_flops=hardware.peak_flops,
             vector_flops=hardware.vector_flops,

@@ -45,7 +45,7 @@ from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
 
 if TYPE_CHECKING:
-    from sim.config.schema import CostConfig
+    from sim.cost.cost_spec import CostSpec
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
 EFFICIENCY_MODES = ("auto", "calibrated", "flat")
@@ -156,7 +156,7 @@ def _fp8kv_donor(profile: Profile, directory: Path) -> Profile | None:
 
 def build_efficiency(
     hardware: HardwareSpec,
-    cost_cfg: CostConfig,
+    cost_cfg: CostSpec,
     q_heads: int,
     kv_heads: int,
     directory: Path = PROFILE_DIR,

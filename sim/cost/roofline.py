@@ -48,7 +48,7 @@ from sim.model_spec import ModelSpec
 from sim.precision import PrecisionSpec
 
 if TYPE_CHECKING:
-    from sim.config.schema import CostConfig
+    from sim.cost.cost_spec import CostSpec
 
 # step_cost builds its ops tuple positionally; fail at import if the classes are reordered.
 assert OP_CLASSES == (
@@ -130,10 +130,10 @@ class RooflineCostModel:
         hardware: HardwareSpec,
         precision: PrecisionSpec,
         tp: int,
-        cost_cfg: CostConfig,
+        cost_cfg: CostSpec,
     ) -> RooflineCostModel:
         """Efficiencies as `cost.efficiency` selects (see sim.cost.profiles), and the CPU
-        overhead per step from `CostConfig`."""
+        overhead per step from `CostSpec`."""
         shapes = LayerShapes.from_model(model, tp)
         return cls(
             model,
@@ -256,7 +256,7 @@ def build_cost_model(
     hardware: HardwareSpec,
     precision: PrecisionSpec,
     tp: int,
-    cost_cfg: CostConfig,
+    cost_cfg: CostSpec,
 ) -> RooflineCostModel:
     """The cost model a run uses, from the typed specs and the `cost` config group."""
     return RooflineCostModel.from_config(model, hardware, precision, tp, cost_cfg)
