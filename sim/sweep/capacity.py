@@ -35,6 +35,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sim.config.overrides import check_overrides
 from sim.errors import SimError
 from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe
 
@@ -214,7 +215,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the search the arguments describe, printing each probe; returns the answer."""
-    cfg = compose_config(args.overrides)
+    cfg = compose_config(check_overrides(args.overrides))  # unknown keys refused, as in `sim`
     slo = Slo(args.ttft_p99, args.tpot_p99, warmup_fraction=args.warmup)
     seeds = list(range(args.seeds))
     long_requests = int(args.requests * max(args.confirm_factor, 1.0))
