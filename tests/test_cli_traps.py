@@ -229,3 +229,8 @@ def test_sim_is_a_console_script(tmp_path):
     exe = Path(sys.executable).with_name("sim")
     proc = subprocess.run([str(exe), *TINY], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("== default"), proc.stderr
+
+
+def test_the_capacity_search_refuses_unknown_keys_too(tmp_path):
+    line = one_error_line(sim(["+scheduler.max_num_seq=128"], tmp_path, "sim.sweep.capacity"))
+    assert "did you mean scheduler.max_num_seqs?" in line

@@ -106,8 +106,11 @@ def holds_model(base: Sequence[str], hardware: str, precisions: Sequence[str], t
     return False
 
 
-def plan(args: argparse.Namespace, echo=print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The ranked rows and the SLOs they were judged by (seconds)."""
+def plan(
+    args: argparse.Namespace, echo=print, stats: dict[str, float] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ranked rows and the SLOs they were judged by (seconds); `stats["cpu_s"]`: the
+    workers' CPU time."""
     overrides = check_overrides(args.overrides)
     base_cfg = compose_config(overrides)
     if args.target_rate is None or args.target_rate <= 0:
@@ -147,7 +150,7 @@ def plan(args: argparse.Namespace, echo=print) -> tuple[list[dict[str, Any]], di
     echo(f"plan: {len(tasks)} candidates ({len(hardware)} GPUs x {len(precisions)} precisions x"
          f" {len(tps)} TP x {len(seqs)} max_num_seqs), {args.seeds} seed(s), {args.requests} requests"
          f" per probe, launcher {args.launcher}")
-    run = dict(launcher=args.launcher, jobs=args.jobs, progress=not args.no_progress)
+    run = dict(launcher=args.launcher, jobs=args.jobs, progress=not args.no_progress, stats=stats)
     rows = run_tasks(evaluate_capacity, tasks, label="capacity searches", **run)
     sized: set[int] = set()
     while True:  # size every candidate that could still be the cheapest
@@ -190,13 +193,14 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stats: dict[str, float] | None = None) -> int:
     start = time.perf_counter()
+    stats = {} if stats is None else stats
     # SIGTERM as Ctrl-C: the launcher then stops its workers instead of leaving them running.
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         args = parse_args(argv)
-        ranked, slo = plan(args)
+        ranked, slo = plan(args, stats=stats)
     except (SimError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
@@ -222,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(answer(ranked, args.target_rate, slo_text(slo).replace("<=", f" p{args.percentile:g} <= ")))
     if not args.no_plot:
         _plot(ranked, out, slo, args)
-    print(f"\n{len(ranked)} candidates in {time.perf_counter() - start:,.0f} s -> {out / 'plan.parquet'}")
+    stats["wall_s"] = time.perf_counter() - start
+    print(f"\n{len(ranked)} candidates in {stats['wall_s']:,.0f} s wall ({stats.get('cpu_s', 0):,.0f} s"
+          f" CPU in the workers) -> {out / 'plan.parquet'}")
     return 0
 
 

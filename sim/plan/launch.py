@@ -8,6 +8,7 @@ launcher and number of workers.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Sequence
 
 from sim.errors import ConfigError
@@ -24,8 +25,10 @@ def default_jobs() -> int:
 def run_tasks(
     work: Callable[[Any], dict[str, Any]], tasks: Sequence[Any], launcher: str = "joblib",
     jobs: int | None = None, progress: bool = True, label: str = "candidates",
+    stats: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """`work(task)` for every task, in parallel; rows in task order."""
+    """`work(task)` for every task, in parallel; rows in task order. `stats["cpu_s"]` adds up
+    the CPU time the work took in the workers (kept out of the rows: they stay reproducible)."""
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher {launcher!r} is unknown; choose one of {', '.join(LAUNCHERS)}")
     if not tasks:
@@ -33,15 +36,18 @@ def run_tasks(
     bar = TaskProgress(len(tasks), label, enabled=progress)
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
 
-    def done(index: int, row: dict[str, Any]) -> None:
+    def done(index: int, result: tuple[dict[str, Any], float]) -> None:
+        row, cpu_s = result
         rows[index] = row
+        if stats is not None:
+            stats["cpu_s"] = stats.get("cpu_s", 0.0) + cpu_s
         bar.advance(f"{row['candidate']}: {row['status']}")
 
     try:
         jobs = max(1, min(jobs or default_jobs(), len(tasks) or 1))
         if launcher == "serial" or jobs == 1 and launcher == "joblib":
             for i, task in enumerate(tasks):
-                done(i, work(task))
+                done(*_indexed(work, i, task))
         elif launcher == "joblib":
             _joblib(tasks, jobs, work, done)
         else:
@@ -58,12 +64,14 @@ def _joblib(tasks, jobs, work, done) -> None:
         raise ConfigError("--launcher joblib needs joblib: pip install -e '.[sweep]'") from None
     parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
     results = parallel(delayed(_indexed)(work, i, t) for i, t in enumerate(tasks))
-    for index, row in results:
-        done(index, row)
+    for index, result in results:
+        done(index, result)
 
 
-def _indexed(work, index: int, task: Any) -> tuple[int, dict[str, Any]]:
-    return index, work(task)
+def _indexed(work, index: int, task: Any) -> tuple[int, tuple[dict[str, Any], float]]:
+    start = time.process_time()
+    row = work(task)
+    return index, (row, time.process_time() - start)
 
 
 def _ray(tasks, launcher, work, done) -> None:
@@ -80,5 +88,5 @@ def _ray(tasks, launcher, work, done) -> None:
     pending = [remote.remote(work, i, t) for i, t in enumerate(tasks)]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
-        index, row = ray.get(ready[0])
-        done(index, row)
+        index, result = ray.get(ready[0])
+        done(index, result)

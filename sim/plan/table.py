@@ -117,6 +117,11 @@ def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) 
         f" {_f(best.get('usd_per_million_output_tokens_at_goodput'), ',.3f', prefix='$')} per M output tokens at goodput"
         f" (step times {best.get('cost_model_source')})."
     ]
+    if best.get("cost_model_source") != "calibrated":
+        text.append(
+            f"Step times for {best['hardware']} are not calibrated on it ({best.get('cost_model_source')}):"
+            " read its figures as a first estimate, less certain than the +- below."
+        )
     low = replicas_at_low_end(best, target_rate)
     u = capacity_uncertainty(best)
     if u is not None:

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.config.build import build_run_spec
+from sim.config.overrides import check_overrides
 from sim.cost.roofline import build_cost_model
 from sim.errors import ConfigError, SimError
 from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe
@@ -252,7 +253,7 @@ def check_args(args: argparse.Namespace) -> None:
 def capacity_report(args: argparse.Namespace, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the search the arguments describe, printing each probe; returns the answer."""
     check_args(args)
-    cfg = compose_config(args.overrides)
+    cfg = compose_config(check_overrides(args.overrides))  # unknown keys refused, as in `sim`
     slo = Slo(args.ttft_p99, args.tpot_p99, warmup_fraction=args.warmup)
     seeds = list(range(args.seeds))
     long_requests = int(args.requests * max(args.confirm_factor, 1.0))
