@@ -220,7 +220,8 @@ def _simulate(
     # Compute-bound work slows to the clock the power limit allows (a pass-through where the
     # profile was measured at this GPU's own limit, which already holds that clock).
     peak = spec.hardware.peak_flops[spec.precision.activation_dtype]
-    cost_model = PowerCappedCostModel.from_specs(cost_model, spec.hardware, peak)
+    if spec.hardware.tdp_w > 0.0 and spec.hardware.boost_clock_mhz > 0.0:  # else nothing to cap
+        cost_model = PowerCappedCostModel.from_specs(cost_model, spec.hardware, peak)
     engine_costs = load_engine_costs(spec.hardware, spec.cost.step_overhead_ms * 1e-3)
     capture_size = max_cudagraph_capture_size(
         spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens

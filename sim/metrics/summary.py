@@ -195,9 +195,9 @@ def _step_columns(recorder: Recorder) -> dict[str, np.ndarray] | None:
     """Per-step FLOPs, bytes and durations read back from the closed steps.parquet, for the
     power model's per-step cap; None when the run wrote no step table."""
     writer = recorder.steps_writer
-    if writer is None or not writer.path.exists():
+    if writer is None or not writer.written_path.exists():
         return None
-    table = pq.read_table(writer.path, columns=["flops", "bytes", "duration_s"])
+    table = pq.read_table(writer.written_path, columns=["flops", "bytes", "duration_s"])
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 

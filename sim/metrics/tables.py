@@ -141,6 +141,12 @@ class ChunkedParquetWriter:
         if self._batch is None:
             os.replace(self._tmp_path, self.path)
 
+    @property
+    def written_path(self) -> Path:
+        """Where the closed file is now: its final name, or its temporary one while a staged
+        writer waits to be published with the rest of the run's tables."""
+        return self.path if self.path.exists() and not self._tmp_path.exists() else self._tmp_path
+
     def abort(self) -> None:
         """Drop the file: close what is open, ignoring errors (the disk may be full), and
         remove the temporary file."""
