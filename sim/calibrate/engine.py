@@ -1,10 +1,15 @@
 """`python -m sim.calibrate engine`: fit the engine-time profile of a GPU to real vLLM runs.
 
     python -m sim.calibrate engine DIR [DIR ...] --hardware h200 [--out PATH]
+    python -m sim.calibrate engine --replay RUN [RUN ...] --hardware h200 [--run NAME]
+        [--model NAME] [--set key=value ...] [--out PATH]
 
 No GPU needed. DIR: a folder of a vLLM step log and its runs (sim.calibrate.step_log); the
-model, precision and engine settings come from its meta.json. Writes
-`sim/data/profiles/engine/<hardware>.json` (or PATH) and prints the fit report.
+model, precision and engine settings come from its meta.json; every coefficient is fitted
+(sim.calibrate.engine_fit). With `--replay`, RUN is any run `python -m sim.replay` reads and
+only what the client measured is used (sim.calibrate.engine_replay). Writes
+`sim/data/profiles/engine/<hardware>.json` (or PATH) and prints the fit report; a run uses a
+profile elsewhere with `cost.engine_profile=PATH`.
 """
 
 from __future__ import annotations
@@ -46,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dirs", nargs="+", type=Path, help="folders with meta.json, steps_*.csv, requests_*.jsonl")
     p.add_argument("--hardware", required=True, help="catalog name of the GPU the runs used, e.g. h200")
     p.add_argument("--out", type=Path, help="profile path (default sim/data/profiles/engine/<hardware>.json)")
+    p.add_argument("--replay", action="store_true", help="fit to replayed client measurements (no step log)")
+    p.add_argument("--run", help="with --replay: the run to take from a folder of several")
+    p.add_argument("--model", help="with --replay: the model config option, when no meta.json says it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --replay: a config override for every replay (repeatable)")
+    p.add_argument("--max-evaluations", type=int, default=40, help="with --replay: replays of the run set")
     args = p.parse_args(argv)
+    if args.replay:
+        return _replay_main(args)
     try:
         logs, runs, metas = [], [], []
         for folder in args.dirs:
@@ -85,6 +98,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: {line}")
     print(f"wrote {out}")
     return 0
+
+
+def _replay_main(args: argparse.Namespace) -> int:
+    from sim.calibrate.engine_replay import fit_from_replays
+    from sim.cost.engine_profiles import load_engine_costs
+    from sim.replay.replay import locate, replay
+    from sim.replay.settings import EngineSettings
+
+    if args.max_evaluations < 1:
+        print("error: --max-evaluations must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        sources = [locate(path, args.run) for path in args.dirs]
+        settings = EngineSettings(model=args.model, hardware=args.hardware)
+        base = load_engine_costs(_hardware_spec(args.hardware), 2e-3)
+
+        def replay_fn(source, profile: Path, out_dir: Path):
+            overrides = [*args.set, f"cost.engine_profile={profile}"]
+            return replay(source, out_dir, cli_settings=settings, overrides=overrides).rows
+
+        fitted = fit_from_replays(sources, base, replay_fn, args.max_evaluations)
+    except SimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = args.out or engine_profile_path(args.hardware)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"hardware": args.hardware, "engine": fitted.costs.to_dict()}, indent=2) + "\n")
+    print(f"{fitted.evaluations} replays of {len(sources)} run(s): {fitted.costs.fit_error}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _hardware_spec(name: str):
+    from sim.config.build import build_run_spec
+    from sim.sweep.probe import compose_config
+
+    return build_run_spec(compose_config([f"hardware={name}"])).hardware
 
 
 if __name__ == "__main__":
