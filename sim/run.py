@@ -52,15 +52,27 @@ class RunResult:
 
 class _Counted:
     """Counts the requests that arrived: the factory runs at each arrival, so a request drawn
-    from the workload but due after an interruption or the horizon is not counted."""
+    from the workload but due after an interruption or the horizon is not counted.
 
-    def __init__(self, make_request: Callable[[RequestSpec], Request]) -> None:
+    It is also where a signal is honoured inside a long event: a million offline requests
+    arrive in one SimPy event, so between-event checks alone would wait for all of them. After
+    a signal no further request is made; the arrival raises `_StopArrivals` before creating
+    anything, so the state stays consistent, and the event loop stops there."""
+
+    def __init__(self, make_request: Callable[[RequestSpec], Request], stop: _StopOnSignal) -> None:
         self._make_request = make_request
+        self._stop = stop
         self.count = 0
 
     def __call__(self, spec: RequestSpec) -> Request:
+        if self._stop.signal_name is not None:
+            raise _StopArrivals
         self.count += 1
         return self._make_request(spec)
+
+
+class _StopArrivals(Exception):
+    """Ends the arrival process that was mid-event when a signal came (see `_Counted`)."""
 
 
 class _StopOnSignal:
@@ -91,8 +103,11 @@ def _run_events(env: simpy.Environment, horizon_s: float | None, stop: _StopOnSi
     due at the horizon itself are not processed."""
     until = math.inf if horizon_s is None else horizon_s
     step, peek = env.step, env.peek  # peek() is inf once no event is left
-    while stop.signal_name is None and peek() < until:
-        step()
+    try:
+        while stop.signal_name is None and peek() < until:
+            step()
+    except _StopArrivals:  # a signal inside a long arrival event: stop there
+        assert stop.signal_name is not None
 
 
 def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> RunResult:
@@ -238,11 +253,12 @@ def _simulate(
         )
         for replica_id in range(spec.num_replicas)
     ]
-    arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching))
+    stop = _StopOnSignal()
+    arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching), stop)
     start_traffic(
         env, specs, arrivals, replicas, make_router(spec.router, spec.num_replicas), recorder
     )
-    with _StopOnSignal() as stop:
+    with stop:
         try:
             _run_events(env, spec.horizon_s, stop)
         finally:
