@@ -130,16 +130,14 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
             ) from None
 
 
-RUN_LOCK = ".sim.lock"  # in the run folder, held while a run writes there
-
-
 @contextmanager
 def _locked_run_folder(out_dir: Path) -> Iterator[None]:
-    """Create `out_dir` and hold an exclusive lock on it (released when the process ends,
-    however it ends: the lock is the kernel's, on an open file)."""
+    """Create `out_dir` and hold an exclusive lock on the folder itself (flock on its file
+    descriptor: no lock file is left behind, and the kernel releases the lock when the
+    process ends, however it ends)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(out_dir, os.O_RDONLY)
     except OSError as exc:
         raise OutputError(
             f"cannot use the run folder {out_dir}: {exc.strerror or exc}"
