@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import platform
 import signal
-import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import simpy
-from hydra.experimental.callback import Callback
 
 import sim
 from sim.clients import start_traffic
@@ -33,6 +28,7 @@ from sim.errors import OutputError
 from sim.metrics.report import format_summary
 from sim.metrics.summary import RunShape, summarize
 from sim.metrics.tables import OutputBatch, staged_outputs, unique_tmp_path
+from sim.run_folder import locked_run_folder
 from sim.progress import Progress
 from sim.router import make_router
 from sim.simulation import Replica, RequestFactory
@@ -117,7 +113,7 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     tables take their final names together just before the summary and the manifest, and a
     run that fails leaves none of its files behind: a full disk or a folder that cannot be
     written is an OutputError that says so."""
-    with _locked_run_folder(out_dir), staged_outputs() as batch:
+    with locked_run_folder(out_dir), staged_outputs() as batch:
         try:
             return _simulate(spec, out_dir, resolved_config, batch)
         except OSError as exc:
@@ -128,82 +124,6 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
                 f"cannot write the outputs in {out_dir}: {exc.strerror or exc}; "
                 + (f"the {len(removed)} partial file(s) were removed" if removed else "nothing was left behind")
             ) from None
-
-
-@contextmanager
-def _locked_run_folder(out_dir: Path) -> Iterator[None]:
-    """Create `out_dir` and hold an exclusive lock on the folder itself (flock on its file
-    descriptor: no lock file is left behind, and the kernel releases the lock when the
-    process ends, however it ends)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out_dir, os.O_RDONLY)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot use the run folder {out_dir}: {exc.strerror or exc}"
-            f"{f' ({exc.filename})' if exc.filename else ''}; choose a writable folder"
-            " (hydra.run.dir=...)"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"the run folder {out_dir} is in use by another run; give each run its own"
-                " folder (hydra.run.dir=...)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-class RunFolderCheck(Callback):
-    """Hydra callback (`hydra.callbacks` in configs/config.yaml): before Hydra creates the run
-    (or sweep) folder, check that it can, so a file in the way or a read-only or unwritable
-    parent is one `error:` line and exit code 2 rather than Hydra's traceback. After a sweep,
-    list the jobs that failed (each recorded its error in its folder) and exit 2 if any did."""
-
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        _exit_unless_creatable(str(config.hydra.run.dir), "hydra.run.dir")
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        _exit_unless_creatable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from sim.sweep.collect import failed_jobs
-
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        failures = failed_jobs(sweep_dir)
-        if failures:
-            print(
-                f"error: {len(failures)} job(s) of the sweep failed ({', '.join(j.name for j, _ in failures)});"
-                f" the others ran: python -m sim.sweep.collect {sweep_dir} lists every job",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-
-
-def _exit_unless_creatable(folder: str, key: str) -> None:
-    path = Path(folder).absolute()
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable" + (" (read-only file system)" if _read_only(existing) else "")
-    if problem:
-        print(f"error: cannot create the run folder {path}: {problem}; set {key}=... to a"
-              " writable folder", file=sys.stderr)
-        sys.exit(2)
-
-
-def _read_only(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
 
 
 def _is_output_failure(exc: OSError, out_dir: Path) -> bool:
