@@ -70,10 +70,17 @@ class Clients:
 
     def start(self) -> None:
         if self.source.closed_loop:
-            for _ in range(self.source.concurrency):
+            for _ in range(self.num_users()):
                 self.env.process(self.user())
         else:
             self.env.process(self.session_arrivals())
+
+    def num_users(self) -> int:
+        """Users that can ever send: each starts a conversation of one request or more at
+        t = 0, so with a budget of N requests, users past the N-th would get none (and draw
+        nothing). Starting only these gives the same run, without 1e8 idle processes."""
+        budget = self.source.requests_left
+        return self.source.concurrency if budget is None else min(self.source.concurrency, budget)
 
     def user(self):
         """A closed-loop user: conversations back to back, thinking after every answer.

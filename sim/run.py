@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import platform
 import signal
-import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import simpy
-from hydra.experimental.callback import Callback
 
 import sim
 from sim.clients import start_traffic
@@ -37,6 +32,7 @@ from sim.errors import OutputError
 from sim.metrics.report import format_summary
 from sim.metrics.summary import RunShape, summarize
 from sim.metrics.tables import OutputBatch, staged_outputs, unique_tmp_path
+from sim.run_folder import locked_run_folder
 from sim.progress import Progress
 from sim.router import make_router
 from sim.simulation import Replica, RequestFactory
@@ -56,15 +52,27 @@ class RunResult:
 
 class _Counted:
     """Counts the requests that arrived: the factory runs at each arrival, so a request drawn
-    from the workload but due after an interruption or the horizon is not counted."""
+    from the workload but due after an interruption or the horizon is not counted.
 
-    def __init__(self, make_request: Callable[[RequestSpec], Request]) -> None:
+    It is also where a signal is honoured inside a long event: a million offline requests
+    arrive in one SimPy event, so between-event checks alone would wait for all of them. After
+    a signal no further request is made; the arrival raises `_StopArrivals` before creating
+    anything, so the state stays consistent, and the event loop stops there."""
+
+    def __init__(self, make_request: Callable[[RequestSpec], Request], stop: _StopOnSignal) -> None:
         self._make_request = make_request
+        self._stop = stop
         self.count = 0
 
     def __call__(self, spec: RequestSpec) -> Request:
+        if self._stop.signal_name is not None:
+            raise _StopArrivals
         self.count += 1
         return self._make_request(spec)
+
+
+class _StopArrivals(Exception):
+    """Ends the arrival process that was mid-event when a signal came (see `_Counted`)."""
 
 
 class _StopOnSignal:
@@ -95,8 +103,11 @@ def _run_events(env: simpy.Environment, horizon_s: float | None, stop: _StopOnSi
     due at the horizon itself are not processed."""
     until = math.inf if horizon_s is None else horizon_s
     step, peek = env.step, env.peek  # peek() is inf once no event is left
-    while stop.signal_name is None and peek() < until:
-        step()
+    try:
+        while stop.signal_name is None and peek() < until:
+            step()
+    except _StopArrivals:  # a signal inside a long arrival event: stop there
+        assert stop.signal_name is not None
 
 
 def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> RunResult:
@@ -106,7 +117,7 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
     tables take their final names together just before the summary and the manifest, and a
     run that fails leaves none of its files behind: a full disk or a folder that cannot be
     written is an OutputError that says so."""
-    with _locked_run_folder(out_dir), staged_outputs() as batch:
+    with locked_run_folder(out_dir), staged_outputs() as batch:
         try:
             return _simulate(spec, out_dir, resolved_config, batch)
         except OSError as exc:
@@ -117,84 +128,6 @@ def simulate(spec: RunSpec, out_dir: Path, resolved_config: dict[str, Any]) -> R
                 f"cannot write the outputs in {out_dir}: {exc.strerror or exc}; "
                 + (f"the {len(removed)} partial file(s) were removed" if removed else "nothing was left behind")
             ) from None
-
-
-RUN_LOCK = ".sim.lock"  # in the run folder, held while a run writes there
-
-
-@contextmanager
-def _locked_run_folder(out_dir: Path) -> Iterator[None]:
-    """Create `out_dir` and hold an exclusive lock on it (released when the process ends,
-    however it ends: the lock is the kernel's, on an open file)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot use the run folder {out_dir}: {exc.strerror or exc}"
-            f"{f' ({exc.filename})' if exc.filename else ''}; choose a writable folder"
-            " (hydra.run.dir=...)"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(
-                f"the run folder {out_dir} is in use by another run; give each run its own"
-                " folder (hydra.run.dir=...)"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-class RunFolderCheck(Callback):
-    """Hydra callback (`hydra.callbacks` in configs/config.yaml): before Hydra creates the run
-    (or sweep) folder, check that it can, so a file in the way or a read-only or unwritable
-    parent is one `error:` line and exit code 2 rather than Hydra's traceback. After a sweep,
-    list the jobs that failed (each recorded its error in its folder) and exit 2 if any did."""
-
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        _exit_unless_creatable(str(config.hydra.run.dir), "hydra.run.dir")
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        _exit_unless_creatable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from sim.sweep.collect import failed_jobs
-
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        failures = failed_jobs(sweep_dir)
-        if failures:
-            print(
-                f"error: {len(failures)} job(s) of the sweep failed ({', '.join(j.name for j, _ in failures)});"
-                f" the others ran: python -m sim.sweep.collect {sweep_dir} lists every job",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-
-
-def _exit_unless_creatable(folder: str, key: str) -> None:
-    path = Path(folder).absolute()
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable" + (" (read-only file system)" if _read_only(existing) else "")
-    if problem:
-        print(f"error: cannot create the run folder {path}: {problem}; set {key}=... to a"
-              " writable folder", file=sys.stderr)
-        sys.exit(2)
-
-
-def _read_only(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
 
 
 def _is_output_failure(exc: OSError, out_dir: Path) -> bool:
@@ -257,11 +190,12 @@ def _simulate(
         )
         for replica_id in range(spec.num_replicas)
     ]
-    arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching))
+    stop = _StopOnSignal()
+    arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching), stop)
     start_traffic(
         env, specs, arrivals, replicas, make_router(spec.router, spec.num_replicas), recorder
     )
-    with _StopOnSignal() as stop:
+    with stop:
         try:
             _run_events(env, spec.horizon_s, stop)
         finally:

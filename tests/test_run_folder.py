@@ -21,7 +21,7 @@ from sim.config.build import build_run_spec, resolved_config
 from sim.core.scheduler import Scheduler
 from sim.errors import OutputError
 from sim.metrics.tables import ChunkedParquetWriter
-from sim.run import RUN_LOCK, simulate
+from sim.run import simulate
 from conftest import REPO_ROOT, compose_config
 
 QUIET = ["output.print_summary=false", "output.progress=false"]
@@ -34,7 +34,7 @@ def _small_run(out_dir: Path):
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name != RUN_LOCK)
+    return sorted(p.name for p in folder.iterdir())
 
 
 def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path):
@@ -52,8 +52,8 @@ def test_two_writers_of_one_file_never_share_a_temporary_file(tmp_path):
 
 def test_a_run_folder_in_use_is_refused_and_left_alone(tmp_path):
     tmp_path.joinpath("requests.parquet").write_bytes(b"another run's file")
-    fd = os.open(tmp_path / RUN_LOCK, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # what a run in progress holds
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what a run in progress holds on its folder
     try:
         with pytest.raises(OutputError, match="is in use by another run"):
             _small_run(tmp_path)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
-from sim.config.checks import verify_scheduler_config
+from sim.config.checks import verify_kv_cache, verify_scheduler_config
 from sim.config.vllm_defaults import batch_limits
 from sim.cost.cost_spec import CostSpec
 from sim.core.scheduler import SchedulerConfig
@@ -149,6 +149,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         max_model_len=max_model_len,
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
     )
+    verify_kv_cache(memory.num_gpu_blocks, par.replicas)
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
     workload = as_workload_config(cfg.workload)
     validate(workload)

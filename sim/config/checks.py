@@ -1,4 +1,5 @@
-"""vLLM's own checks on the scheduler settings, applied before a run is built.
+"""vLLM's own checks on the scheduler settings, and the size checks on the KV cache, applied
+before a run is built.
 
 Matched: vLLM 0.24.0 `vllm/config/scheduler.py`, `SchedulerConfig`: the field bounds
 (`max_num_batched_tokens` and `max_num_seqs` are `Field(ge=1)`) and
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, DoesNotFitError
 
 log = logging.getLogger(__name__)
 
@@ -44,4 +45,33 @@ def verify_scheduler_config(
             "scheduler.max_num_batched_tokens (%d) exceeds max_num_seqs * max_model_len (%d); "
             "vLLM warns that this may lead to unexpected behaviour",
             max_num_batched_tokens, max_num_seqs * max_model_len,
+        )
+
+
+# The most KV blocks the simulator holds, all replicas together. Each block costs the block
+# pool up to ~120 bytes of Python state (reference count, hash slot, an entry of the LRU
+# free queue), so this is about 4 GB of simulator memory; past it a run would exhaust the
+# machine before its first step. Real deployments of thousands of GPUs fit (1,000 replicas of
+# Llama-3.1-8B on an H100 hold about 30 million blocks).
+MAX_TOTAL_KV_BLOCKS = 2**25
+
+
+def verify_kv_cache(num_gpu_blocks: int, num_replicas: int) -> None:
+    """The planned KV cache has a block to give besides vLLM's null block, and the simulator
+    can hold every replica's block pool."""
+    # vLLM's BlockPool reserves block 0 as the null block (vllm/v1/core/block_pool.py), so a
+    # pool of N blocks hands out N - 1. Like vLLM, a cache smaller than one max_model_len
+    # sequence plus that block still runs: requests too large for it are rejected.
+    if num_gpu_blocks < 2:
+        raise DoesNotFitError(
+            f"the KV cache has {num_gpu_blocks} block, vLLM's reserved null block, and none to"
+            " give to a request; raise scheduler.num_gpu_blocks_override to at least 2"
+        )
+    total = num_gpu_blocks * num_replicas
+    if total > MAX_TOTAL_KV_BLOCKS:
+        raise ConfigError(
+            f"{num_replicas:,} replica(s) x {num_gpu_blocks:,} KV blocks = {total:,} blocks, more"
+            f" than the simulator can hold (at most {MAX_TOTAL_KV_BLOCKS:,}, about 4 GB of its"
+            " memory); simulate fewer replicas (parallel.replicas) and scale the result, or set"
+            " scheduler.num_gpu_blocks_override lower"
         )

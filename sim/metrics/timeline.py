@@ -7,6 +7,11 @@ scheduled them, generated tokens and finishes at the end of their step. Queue le
 usage are averaged over time: the counts at the end of each step, weighted by the step's
 duration (split exactly between bins when a step straddles a bin edge), and zero while the
 replica is idle (an idle replica has nothing waiting or running).
+
+Bins are stored sparsely, one dict entry per bin in which something happened, and only those
+bins are written: memory and rows grow with the events, not with the simulated span, so a
+trace whose milliseconds are read as seconds, or a rate of 1e-7 req/s, costs no more than a
+dense run. A (bin, replica) without a row had all its counters at zero.
 """
 
 from __future__ import annotations
@@ -24,20 +29,26 @@ class Timeline:
         if not interval_s > 0:
             raise ValueError(f"timeline interval must be positive seconds, got {interval_s}")
         self.interval_s = interval_s
-        self._bins: list[list[list[float]]] = []  # replica -> bin index -> counters
+        self._bins: list[dict[int, list[float]]] = []  # replica -> bin index -> counters
 
     def bin(self, replica_id: int, t_s: float) -> list[float]:
         """The counters of the bin holding time `t_s`."""
         return self._counters(replica_id, int(t_s / self.interval_s))
 
     def _counters(self, replica_id: int, index: int) -> list[float]:
-        """Bin `index` of a replica, created (with the ones before it) on demand."""
+        """Bin `index` of a replica, created on demand (bins in between stay absent)."""
         while replica_id >= len(self._bins):
-            self._bins.append([])
+            self._bins.append({})
         bins = self._bins[replica_id]
-        while index >= len(bins):
-            bins.append([0.0] * _NUM_SLOTS)
-        return bins[index]
+        counters = bins.get(index)
+        if counters is None:
+            counters = bins[index] = [0.0] * _NUM_SLOTS
+        return counters
+
+    @property
+    def num_bins(self) -> int:
+        """Bins held, all replicas together: what the timeline's memory grows with."""
+        return sum(len(bins) for bins in self._bins)
 
     def add_step(
         self,
@@ -80,31 +91,31 @@ class Timeline:
             counters = self._counters(replica_id, index)
 
     def rows(self) -> list[tuple]:
-        """One row per (bin, replica), in time order, every replica padded to the last bin."""
-        num_bins = max((len(b) for b in self._bins), default=0)
+        """One row per (bin, replica) in which something happened, in time order, then by
+        replica."""
         interval = self.interval_s
+        keys = sorted((index, replica_id) for replica_id, bins in enumerate(self._bins) for index in bins)
         rows = []
-        for index in range(num_bins):
-            for replica_id, bins in enumerate(self._bins):
-                c = bins[index] if index < len(bins) else [0.0] * _NUM_SLOTS
-                rows.append(
-                    (
-                        index * interval,
-                        replica_id,
-                        int(c[ARRIVALS]),
-                        int(c[REJECTED]),
-                        int(c[ADMITTED]),
-                        int(c[FINISHED]),
-                        int(c[PREFILL_TOKENS]),
-                        int(c[OUTPUT_TOKENS]),
-                        int(c[QUERY_TOKENS]),
-                        int(c[HIT_TOKENS]),
-                        c[BUSY_S],
-                        c[WAITING_S] / interval,
-                        c[RUNNING_S] / interval,
-                        int(c[WAITING_MAX]),
-                        c[KV_USAGE_S] / interval,
-                    )
+        for index, replica_id in keys:
+            c = self._bins[replica_id][index]
+            rows.append(
+                (
+                    index * interval,
+                    replica_id,
+                    int(c[ARRIVALS]),
+                    int(c[REJECTED]),
+                    int(c[ADMITTED]),
+                    int(c[FINISHED]),
+                    int(c[PREFILL_TOKENS]),
+                    int(c[OUTPUT_TOKENS]),
+                    int(c[QUERY_TOKENS]),
+                    int(c[HIT_TOKENS]),
+                    c[BUSY_S],
+                    c[WAITING_S] / interval,
+                    c[RUNNING_S] / interval,
+                    int(c[WAITING_MAX]),
+                    c[KV_USAGE_S] / interval,
                 )
+            )
         assert not rows or len(rows[0]) == len(TIMELINE_SCHEMA)
         return rows
