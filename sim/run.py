@@ -155,7 +155,9 @@ def _simulate(
     peak = spec.hardware.peak_flops[spec.precision.activation_dtype]
     if spec.hardware.tdp_w > 0.0 and spec.hardware.boost_clock_mhz > 0.0:  # else nothing to cap
         cost_model = PowerCappedCostModel.from_specs(cost_model, spec.hardware, peak)
-    engine_costs = load_engine_costs(spec.hardware, spec.cost.step_overhead_ms * 1e-3)
+    engine_costs = load_engine_costs(
+        spec.hardware, spec.cost.step_overhead_ms * 1e-3, chosen=spec.cost.engine_profile
+    )
     capture_size = max_cudagraph_capture_size(
         spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens
     )
@@ -187,6 +189,7 @@ def _simulate(
             async_scheduling=spec.async_scheduling,
             on_step=progress.tick,
             max_waiting_requests=spec.max_waiting_requests,
+            horizon_s=spec.horizon_s,
         )
         for replica_id in range(spec.num_replicas)
     ]
@@ -202,7 +205,8 @@ def _simulate(
             progress.close()
             for replica in replicas:
                 scheduler = replica.scheduler
-                for request in (*scheduler.running, *scheduler.waiting, *replica.in_transit.values()):
+                pending = (*scheduler.running, *scheduler.waiting, *replica.in_transit.values())
+                for request in (*pending, *replica.undelivered):
                     recorder.record_unfinished(request)
                 recorder.record_evictions(replica.scheduler.kv_cache_manager.block_pool.num_evicted_total)
             recorder.close()

@@ -39,8 +39,13 @@ class Replica:
         async_scheduling: bool = True,
         on_step: Callable[[float, int], None] | None = None,
         max_waiting_requests: int | None = None,
+        horizon_s: float | None = None,
     ) -> None:
         self.replica_id = replica_id
+        # Tokens delivered at or after the horizon never reach the client within the run: the
+        # requests a step finished then are reported unfinished (sim.run), not finished.
+        self.horizon_s = horizon_s
+        self.undelivered: list[Request] = []
         self.on_step = on_step
         self.max_waiting_requests = max_waiting_requests  # admission limit; None: unbounded
         self.env = env
@@ -137,8 +142,11 @@ class Replica:
             self.replica_id, self.num_steps, output, cost, timing, update_end_s, cpu_time_s,
             len(scheduler.running), len(scheduler.waiting), kv.num_used_blocks, kv.usage,
         )  # fmt: skip
-        self.recorder.record_tokens(self.replica_id, output, delivery_s)
         self.num_steps += 1
+        if self.horizon_s is not None and delivery_s >= self.horizon_s:
+            self.undelivered.extend(finished)
+            return
+        self.recorder.record_tokens(self.replica_id, output, delivery_s)
         for request in finished:
             self.num_outstanding -= 1
             self.recorder.record_finished(request)

@@ -40,7 +40,8 @@ CPU_FIELDS = (
     "launch_full_per_req_s", "launch_piecewise_per_req_s", "launch_eager_per_req_s",
     "update_s", "update_per_req_s",
 )  # fmt: skip
-FLOOR_S = 1e-7  # parameters are fitted in log space; a zero start is lifted to this
+FLOOR_S = 1e-6  # parameters are fitted in log space; a zero start is lifted to this
+SIMPLEX_STEP = 0.7  # first moves of Nelder-Mead, in log units (x2 either way)
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,11 @@ def fit_from_replays(
             return float(np.mean(np.square(errors)))
 
         before = objective(start)
+        simplex = np.vstack([start, start + SIMPLEX_STEP * np.eye(len(start))])
+        simplex[1, 0] = start[0] - SIMPLEX_STEP  # try a faster host first: slow ones saturate
         result = minimize(objective, start, method="Nelder-Mead",
-                          options={"maxfev": max_evaluations, "xatol": 0.02, "fatol": 1e-5})  # fmt: skip
+                          options={"maxfev": max_evaluations, "xatol": 0.02, "fatol": 1e-5,
+                                   "initial_simplex": simplex})  # fmt: skip
     best = result.x if result.fun <= before else start
     scale, per_decode, out = (float(v) for v in np.exp(best))
     after = min(float(result.fun), before)

@@ -126,6 +126,9 @@ class CostConfig:
     # factors above; calibrated: refuse without a profile; flat: the factors above only
     efficiency: str = "auto"
     profile: Optional[str] = None  # a profile name in sim/data/profiles or a JSON path
+    # Engine-time profile (CPU and runtime costs): a name in sim/data/profiles/engine or a JSON
+    # path, e.g. one `python -m sim.calibrate engine` wrote. None: the GPU's own, else transferred.
+    engine_profile: Optional[str] = None
 
 
 @dataclass

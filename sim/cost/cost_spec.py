@@ -17,3 +17,4 @@ class CostSpec:
     step_overhead_ms: float = 2.0
     efficiency: str = "auto"
     profile: str | None = None
+    engine_profile: str | None = None

@@ -36,8 +36,23 @@ def read_engine_profile(path: Path) -> EngineCosts:
 
 
 def load_engine_costs(
-    hardware: HardwareSpec, assumed_step_s: float, directory: Path = ENGINE_PROFILE_DIR
+    hardware: HardwareSpec,
+    assumed_step_s: float,
+    directory: Path = ENGINE_PROFILE_DIR,
+    chosen: str | None = None,
 ) -> EngineCosts:
+    """`chosen` (`cost.engine_profile`): a profile name in `directory` or a JSON path."""
+    if chosen:
+        path = Path(chosen)
+        if not path.suffix:
+            path = engine_profile_path(chosen, directory)
+        if not path.is_file():
+            names = ", ".join(p.stem for p in sorted(directory.glob("*.json"))) or "none"
+            raise ConfigError(
+                f"cost.engine_profile={chosen!r}: no such engine profile (catalog: {names});"
+                " name one, or give the path of a file `python -m sim.calibrate engine` wrote"
+            )
+        return read_engine_profile(path)
     own = engine_profile_path(hardware.name, directory)
     if own.is_file():
         return read_engine_profile(own)
