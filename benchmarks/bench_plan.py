@@ -46,7 +46,7 @@ def main() -> None:
     print(f"capacity probes     {probes:,} (sizing simulated for {sized} candidates)")
     print(f"wall time           {wall:,.1f} s with {args.jobs} workers")
     print(f"CPU time            {cpu:,.1f} s in all (workers and this process) = {cpu / args.jobs:,.1f} s"
-          f" per core: the wall time on an idle machine")
+          f" per core (about the wall time on idle cores)")
     print(f"target (<{TARGET_S:.0f} s wall): {'met' if wall < TARGET_S else 'NOT met'}")
 
 
