@@ -62,10 +62,19 @@ class BlockPool:
         else:
             blocks = [popitem(last=False)[0] for _ in range(num_blocks)]
         block_hash = self.block_hash
+        table = self.cached_block_hash_to_block
         for block_id in blocks:
             ref_cnt[block_id] = 1
-            if block_hash[block_id] is not None:
+            old_hash = block_hash[block_id]
+            if old_hash is None:
+                continue
+            if self._same_hash_blocks:  # duplicates exist somewhere: the general path
                 self._evict(block_id)
+                continue
+            block_hash[block_id] = None  # the common case, inlined: no other block holds it
+            if table.get(old_hash) == block_id:
+                del table[old_hash]
+            self.num_evicted_total += 1
         self.num_acquired_total += num_blocks
         return blocks
 

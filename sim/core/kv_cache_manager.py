@@ -110,11 +110,14 @@ class KVCacheManager:
         start = self._num_cached_blocks.get(request.request_id, 0)
         if num_full_blocks <= start:
             return
-        pool = self.block_pool
+        cache_block = self.block_pool.cache_block
         block_ids = request.block_ids
-        for index in range(start, num_full_blocks):
-            pool.cache_block(block_ids[index], self._block_hash(request, index))
-        self._num_cached_blocks[request.request_id] = num_full_blocks
+        declared = request.block_hashes
+        num_declared = len(declared)
+        request_id = request.request_id
+        for index in range(start, num_full_blocks):  # _block_hash, inlined: the hot path
+            cache_block(block_ids[index], declared[index] if index < num_declared else (request_id, index))
+        self._num_cached_blocks[request_id] = num_full_blocks
 
     def free(self, request: Request) -> None:
         """Release a finished or preempted request's blocks, tail first."""

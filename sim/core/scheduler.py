@@ -25,9 +25,9 @@ Token timing is not the scheduler's business: it only says which requests sample
 (`SchedulerOutput.decodes` and `.sampling`) and which finished; the engine loop decides when the
 tokens reach the client (sim.simulation) and the recorder keeps the latencies.
 
-DIVERGENCE: vLLM calls `allocate_slots` for every running request each step; without prefix
-caching we skip the call when the request's blocks already hold the new tokens (for a decode:
-unless its context sits on a block boundary), which is the same decision without the call.
+DIVERGENCE: vLLM calls `allocate_slots` for every running request each step; we skip the call
+when it would change nothing: the request's blocks already hold the new tokens and (with prefix
+caching) no block becomes full. For a decode that is every step but two in a block's 16.
 """
 
 from __future__ import annotations
@@ -140,10 +140,12 @@ class Scheduler:
             num_new = num_tokens - num_computed
             if num_new == 1 and num_computed >= request.num_prompt_tokens:
                 # A steady decode (it has output already), the hot path of the simulator. One
-                # more token needs a new block only at a block boundary.
-                if (caching or not num_computed % block_size) and not self._allocate_or_preempt(
-                    request, 1, preempted
-                ):
+                # more token needs a new block only at a block boundary, and (with prefix
+                # caching) publishes a block only when it fills one: otherwise allocate_slots
+                # would change nothing.
+                if (
+                    not num_computed % block_size or (caching and not (num_computed + 1) % block_size)
+                ) and not self._allocate_or_preempt(request, 1, preempted):
                     break
                 token_budget -= 1
                 decode_ctx += num_computed
