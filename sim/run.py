@@ -157,7 +157,7 @@ def _simulate(
         cost_model = PowerCappedCostModel.from_specs(cost_model, spec.hardware, peak)
     engine_costs = load_engine_costs(
         spec.hardware, spec.cost.step_overhead_ms * 1e-3, chosen=spec.cost.engine_profile
-    )
+    ).for_layers(spec.model.num_hidden_layers)
     capture_size = max_cudagraph_capture_size(
         spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens
     )

@@ -105,3 +105,16 @@ def test_a_long_launch_delays_the_tokens_of_the_step_before(tmp_path):
     assert a.first_token_s == pytest.approx(0.010)
     gaps = recorder.token_times[0].itl_s.tolist()
     assert gaps[0] == pytest.approx(0.030)
+
+
+def test_launches_beyond_a_full_graph_scale_with_the_layer_count():
+    fitted = EngineCosts(**{**COSTS.to_dict(), "launch_full_s": 0.003, "launch_piecewise_s": 0.010,
+                            "launch_eager_s": 0.030, "fitted_num_layers": 32})  # fmt: skip
+    deeper = fitted.for_layers(80)
+    # FULL graph: one replay, whatever the depth. PIECEWISE: 3 + 7 x 80/32 = 20.5 ms; eager:
+    # 3 + 27 x 80/32 = 70.5 ms.
+    assert deeper.launch_full_s == pytest.approx(0.003)
+    assert deeper.launch_piecewise_s == pytest.approx(0.0205)
+    assert deeper.launch_eager_s == pytest.approx(0.0705)
+    assert "scaled from 32 to 80 layers" in deeper.source
+    assert fitted.for_layers(32) is fitted and COSTS.for_layers(80) is COSTS  # unknown: as is

@@ -77,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         capture = max_cudagraph_capture_size(int(sched.get("max_num_seqs", 1024)),
                                              int(sched.get("max_num_batched_tokens", 8192)))  # fmt: skip
         log = _merge(logs)
-        kernels = kernel_times(log, _cost_model(args.hardware, meta))
+        cost_model = _cost_model(args.hardware, meta)
+        kernels = kernel_times(log, cost_model)
         source = (
             f"fitted by sim.calibrate.engine_fit to vLLM {meta.get('vllm', '?')} on"
             f" {meta.get('gpu', args.hardware)} ({len(log)} logged steps, {meta.get('model', '?')}"
             f" {meta.get('precision', '?')}; {', '.join(str(f) for f in args.dirs)})"
         )
-        fitted = fit_engine(log, runs, kernels, capture, source)
+        fitted = fit_engine(log, runs, kernels, capture, source, cost_model.model.num_hidden_layers)
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

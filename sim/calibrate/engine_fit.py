@@ -97,7 +97,7 @@ def _ols(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, float]:
 
 
 def fit_engine(log: StepLog, runs: list[RunRequests], kernel_s: np.ndarray, capture_size: int,
-               source: str) -> Fitted:  # fmt: skip
+               source: str, num_layers: int = 0) -> Fitted:  # fmt: skip
     t0, t1, tu = log["t_sched_start"], log["t_sched_end"], log["t_update"]
     nd, npf, pt = log["num_decode"], log["num_prefill"], log["prefill_tokens"]
     nreq = nd + npf
@@ -169,7 +169,7 @@ def fit_engine(log: StepLog, runs: list[RunRequests], kernel_s: np.ndarray, capt
         update_s=float(upd_coef[0]), update_per_req_s=float(upd_coef[1]),
         gpu_step_s=gpu_step, gpu_per_decode_s=gpu_per_decode,
         input_s=input_s, output_s=output_s, output_per_req_s=output_per_req_s,
-        source=source, fit_error="; ".join(f"{k}: {v}" for k, v in report.items()),
+        fitted_num_layers=num_layers, source=source, fit_error="; ".join(f"{k}: {v}" for k, v in report.items()),
     )  # fmt: skip
     return Fitted(costs, report)
 

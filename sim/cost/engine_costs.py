@@ -28,7 +28,7 @@ fallback when no profile has one, and says so.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from sim.errors import ConfigError
@@ -65,27 +65,37 @@ class EngineCosts:
     input_s: float
     output_s: float
     output_per_req_s: float
+    # Layers of the model the launches were fitted on (0: not known). A PIECEWISE or eager
+    # launch's excess over a FULL-graph launch is per-layer work (one graph piece and its
+    # eager attention, or every kernel of a layer), so another model's launch scales it by its
+    # own layer count; the FULL-graph launch (input preparation, one replay, the sampler) does
+    # not grow with depth.
+    fitted_num_layers: int = 0
     source: str = "assumed"
     fit_error: str = ""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, float) and not value >= 0.0:
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= 0:
                 raise ConfigError(f"engine cost {f.name}={value} must be a number >= 0")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str) -> EngineCosts:
         names = {f.name for f in fields(cls)}
         unknown = set(raw) - names
-        missing = {f.name for f in fields(cls) if f.name not in ("source", "fit_error")} - set(raw)
+        optional = ("source", "fit_error", "fitted_num_layers")
+        missing = {f.name for f in fields(cls) if f.name not in optional} - set(raw)
         if unknown or missing:
             raise ConfigError(
                 f"{where}: engine section has unknown keys {sorted(unknown)} or misses"
                 f" {sorted(missing)}; refit it with `python -m sim.calibrate engine`"
             )
         try:
-            values = {k: (v if k in ("source", "fit_error") else float(v)) for k, v in raw.items()}
+            values = {
+                k: v if k in ("source", "fit_error") else int(v) if k == "fitted_num_layers" else float(v)
+                for k, v in raw.items()
+            }
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: engine section values must be numbers") from None
         return cls(**values)
@@ -110,6 +120,21 @@ class EngineCosts:
 
     def schedule_time_s(self, num_reqs: int) -> float:
         return self.schedule_s + self.schedule_per_req_s * num_reqs
+
+    def for_layers(self, num_layers: int) -> EngineCosts:
+        """These costs for a model of `num_layers` layers (see `fitted_num_layers`)."""
+        if not self.fitted_num_layers or num_layers == self.fitted_num_layers:
+            return self
+        ratio = num_layers / self.fitted_num_layers
+        full = self.launch_full_s
+        return replace(
+            self,
+            launch_piecewise_s=full + max(self.launch_piecewise_s - full, 0.0) * ratio,
+            launch_eager_s=full + max(self.launch_eager_s - full, 0.0) * ratio,
+            fitted_num_layers=num_layers,
+            source=f"{self.source}; PIECEWISE and eager launches scaled from"
+            f" {self.fitted_num_layers} to {num_layers} layers",
+        )
 
     def launch_time_s(self, mode: str, num_reqs: int) -> float:
         if mode == CUDAGRAPH_FULL:
