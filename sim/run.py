@@ -185,7 +185,7 @@ def _simulate(
             ),
             cost_model,
             recorder,
-            EngineClock(engine_costs, capture_size),
+            EngineClock(engine_costs, capture_size, _engine_rng(spec.seed, replica_id)),
             async_scheduling=spec.async_scheduling,
             on_step=progress.tick,
             max_waiting_requests=spec.max_waiting_requests,
@@ -260,6 +260,15 @@ def _simulate(
         print(format_summary(summary))
         print(f"\noutputs in {out_dir}")
     return RunResult(summary, manifest, complete, interrupted_by)
+
+
+ENGINE_STREAM = 0xE6  # spawn-key tag: the engine's streams are apart from the workload's
+
+
+def _engine_rng(seed: int, replica_id: int) -> np.random.Generator:
+    """Replica `replica_id`'s engine stream (launch spread), independent of the workload's
+    streams, which are the children of SeedSequence(seed)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(ENGINE_STREAM, replica_id)))
 
 
 def _check_conservation(replicas: list[Replica]) -> None:

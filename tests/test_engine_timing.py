@@ -118,3 +118,20 @@ def test_launches_beyond_a_full_graph_scale_with_the_layer_count():
     assert deeper.launch_eager_s == pytest.approx(0.0705)
     assert "scaled from 32 to 80 layers" in deeper.source
     assert fitted.for_layers(32) is fitted and COSTS.for_layers(80) is COSTS  # unknown: as is
+
+
+def test_launch_spread_keeps_the_median_and_comes_from_the_seeded_stream():
+    import numpy as np
+
+    spread = EngineCosts(**{**COSTS.to_dict(), "launch_eager_s": 0.030, "launch_log_sigma": 0.3})
+
+    def launches(seed):
+        clock = EngineClock(spread, capture_size=8, rng=np.random.default_rng(seed))
+        return [clock.launch(i, 100, 2, 1, 0.0).launch_end_s - i for i in range(2001)]
+
+    first = launches(7)
+    assert first == launches(7)  # same seed, same launches
+    assert float(np.median(first)) == pytest.approx(0.030, rel=0.03)
+    assert np.std(np.log(first)) == pytest.approx(0.3, rel=0.1)
+    full = EngineClock(spread, capture_size=512, rng=np.random.default_rng(7))
+    assert {full.launch(0, 4, 4, 4, 0.0).launch_end_s for _ in range(3)} == {LAUNCH_S}  # FULL: no spread

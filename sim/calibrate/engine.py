@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"hardware": args.hardware, "vllm": meta.get("vllm"), "engine": fitted.costs.to_dict()}
     out.write_text(json.dumps(payload, indent=2) + "\n")
     for key, value in fitted.costs.to_dict().items():
-        if isinstance(value, float):
-            print(f"{key:22s} {value * 1e3:10.4f} ms")
+        if key.endswith("_s"):
+            print(f"{key:26s} {value * 1e3:10.4f} ms")
+        elif key in ("launch_log_sigma", "fitted_num_layers"):
+            print(f"{key:26s} {value:10.4g}")
     for key, line in fitted.report.items():
         print(f"{key}: {line}")
     print(f"wrote {out}")

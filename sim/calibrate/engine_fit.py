@@ -123,6 +123,7 @@ def fit_engine(log: StepLog, runs: list[RunRequests], kernel_s: np.ndarray, capt
     ) & (wait[k] > 0)
     after_short = (modes[k - 1] == CUDAGRAPH_FULL) & (kernel_s[k - 1] < SHORT_DECODE_S) & (wait[k] > 0)
     launch = {}
+    log_deviations: list[np.ndarray] = []
     for mode, chosen in (
         (CUDAGRAPH_FULL, after_eager),
         (CUDAGRAPH_PIECEWISE, after_short & (modes[k] == CUDAGRAPH_PIECEWISE)),
@@ -135,6 +136,12 @@ def fit_engine(log: StepLog, runs: list[RunRequests], kernel_s: np.ndarray, capt
         launch[mode] = (median, 0.0)
         spread = float(np.median(np.abs(values - median) / median))
         report[f"launch_{mode}"] = f"median of {len(values)} steps, median |deviation| {spread:.0%}"
+        if mode != CUDAGRAPH_FULL:
+            log_deviations.append(np.log(values / median))
+    # The spread of the launches that can outlast the GPU: a robust sigma of their log
+    # (1.4826 x the median absolute deviation is a normal law's sigma).
+    launch_log_sigma = 1.4826 * float(np.median(np.abs(np.concatenate(log_deviations))))
+    report["launch_spread"] = f"log-normal sigma {launch_log_sigma:.2f} (PIECEWISE and eager pooled)"
 
     # GPU-bound decode-only pairs: the gap between updates is one GPU step
     steady = (pt[k] == 0) & (pt[k - 1] == 0) & (nd[k] > 0) & (wait[k] > GPU_BOUND_WAIT_S)
@@ -169,7 +176,7 @@ def fit_engine(log: StepLog, runs: list[RunRequests], kernel_s: np.ndarray, capt
         update_s=float(upd_coef[0]), update_per_req_s=float(upd_coef[1]),
         gpu_step_s=gpu_step, gpu_per_decode_s=gpu_per_decode,
         input_s=input_s, output_s=output_s, output_per_req_s=output_per_req_s,
-        fitted_num_layers=num_layers, source=source, fit_error="; ".join(f"{k}: {v}" for k, v in report.items()),
+        fitted_num_layers=num_layers, launch_log_sigma=launch_log_sigma, source=source, fit_error="; ".join(f"{k}: {v}" for k, v in report.items()),
     )  # fmt: skip
     return Fitted(costs, report)
 

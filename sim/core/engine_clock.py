@@ -30,7 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.cost.engine_costs import EngineCosts, cudagraph_mode
+import numpy as np
+
+from sim.cost.engine_costs import CUDAGRAPH_FULL, EngineCosts, cudagraph_mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +51,12 @@ class StepTiming:
 class EngineClock:
     """The GPU's queue of launched work, and the CPU costs of the loop."""
 
-    def __init__(self, costs: EngineCosts, capture_size: int) -> None:
+    def __init__(self, costs: EngineCosts, capture_size: int, rng: np.random.Generator | None = None) -> None:
+        """`rng`: the replica's engine stream, for the launches' spread (none: medians)."""
         self.costs = costs
         self.capture_size = capture_size
         self.gpu_free_s = 0.0  # when the GPU has finished everything launched so far
+        self._rng = rng if costs.launch_log_sigma > 0.0 else None
 
     def launch(self, now: float, num_tokens: int, num_reqs: int, num_decodes: int,
                kernel_time_s: float) -> StepTiming:  # fmt: skip
@@ -60,7 +64,10 @@ class EngineClock:
         costs = self.costs
         mode = cudagraph_mode(num_tokens, num_reqs, num_decodes, self.capture_size)
         schedule_end_s = now + costs.schedule_time_s(num_reqs)
-        launch_end_s = schedule_end_s + costs.launch_time_s(mode, num_reqs)
+        launch_s = costs.launch_time_s(mode, num_reqs)
+        if self._rng is not None and mode != CUDAGRAPH_FULL:
+            launch_s *= float(np.exp(costs.launch_log_sigma * self._rng.standard_normal()))
+        launch_end_s = schedule_end_s + launch_s
         gpu_time_s = kernel_time_s + costs.runtime_gpu_s(num_decodes)
         gpu_start_s = max(self.gpu_free_s, schedule_end_s)
         gpu_end_s = max(gpu_start_s + gpu_time_s, launch_end_s)

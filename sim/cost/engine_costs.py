@@ -71,6 +71,10 @@ class EngineCosts:
     # own layer count; the FULL-graph launch (input preparation, one replay, the sampler) does
     # not grow with depth.
     fitted_num_layers: int = 0
+    # Spread of PIECEWISE and eager launches: each is the fitted median times a log-normal
+    # factor of this sigma (median 1), drawn from the run's engine stream (sim.core.engine_clock).
+    # Python-side launches vary from step to step; a FULL-graph launch hides under the GPU.
+    launch_log_sigma: float = 0.0
     source: str = "assumed"
     fit_error: str = ""
 
@@ -84,7 +88,7 @@ class EngineCosts:
     def from_dict(cls, raw: dict[str, Any], where: str) -> EngineCosts:
         names = {f.name for f in fields(cls)}
         unknown = set(raw) - names
-        optional = ("source", "fit_error", "fitted_num_layers")
+        optional = ("source", "fit_error", "fitted_num_layers", "launch_log_sigma")
         missing = {f.name for f in fields(cls) if f.name not in optional} - set(raw)
         if unknown or missing:
             raise ConfigError(
