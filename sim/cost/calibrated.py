@@ -128,6 +128,7 @@ class Profile:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Profile:
         try:
+            check_profile_values(raw)
             ext = raw.get("allreduce_extrapolation")
             return cls(
                 hardware=raw["hardware"],
@@ -285,3 +286,40 @@ class CalibratedEfficiency:
 
     def provenance(self) -> dict[str, str]:
         return dict(self._provenance)
+
+
+# What each fitted figure may be: a bad profile is refused when loaded, naming the value.
+_POSITIVE = ("ridge_p", "half", "bus_bandwidth", "ring_bandwidth", "tile_m")
+_NON_NEGATIVE = ("fixed_s", "latency_s", "hop_latency_s", "boost_clock_mhz")
+
+
+def check_profile_values(raw: Mapping[str, Any]) -> None:
+    """Every fitted number of a profile is finite and in its range: efficiencies in (0, 1]
+    (fractions of the datasheet roofs), fixed costs and latencies >= 0, sizes and bandwidths
+    > 0. A ConfigError names the first value that is not."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if path == "" and key in ("validation", "fit_errors", "sources"):
+                    continue  # reports, not parameters
+                walk(value, f"{path}.{key}" if path else str(key))
+            return
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            return
+        name = path.rsplit(".", 1)[-1]
+        bad = not math.isfinite(node)
+        if name.endswith("efficiency"):
+            bad = bad or not 0.0 < node <= 1.0
+        elif name in _POSITIVE:
+            bad = bad or node <= 0
+        elif name in _NON_NEGATIVE:
+            bad = bad or node < 0
+        if bad:
+            raise ConfigError(
+                f"hardware profile value {path}={node} is out of range (efficiencies in (0, 1],"
+                " fixed costs and latencies >= 0, sizes and bandwidths > 0); refit it with"
+                " python -m sim.calibrate.profile_fit"
+            )
+
+    walk(raw, "")
