@@ -131,11 +131,13 @@ def provenance(runs: Sequence[Run]) -> str:
     sources: dict[str, str] = {}
     for run in runs:
         sources.setdefault(run.summary["setup"]["hardware"], cost_model_of(run.summary))
-    overhead = runs[0].summary.get("assumptions", {}).get("cpu_overhead_per_step_ms") if runs else None
+    assumptions = runs[0].summary.get("assumptions", {}) if runs else {}
+    engine = assumptions.get("engine_time_source")
+    power = ((runs[0].summary.get("cost_energy") or {}).get("power_model") or {}).get("source") if runs else None
     return (
         "cost model: step times " + ", ".join(f"for {hw} {src}" for hw, src in sources.items())
-        + (f"; CPU overhead {overhead:g} ms per step assumed" if overhead is not None else "")
-        + "; power-model weights not calibrated"
+        + (f"; engine time {engine}" if engine else "")
+        + (f"; power model {power}" if power else "")
     )
 
 
