@@ -27,6 +27,22 @@ def _interrupted_at_start_up(signum: int, frame: object) -> None:
     sys.exit(130)
 
 
+_start_up_interrupted = False  # Ctrl-C while Hydra composes: noted, acted on between steps
+
+
+def _note_start_up_interrupt(signum: int, frame: object) -> None:
+    # Raising inside Hydra's or OmegaConf's code can leave their state broken and surface as
+    # an unrelated config error; the interrupt is noted and honoured at the next safe point.
+    global _start_up_interrupted
+    _start_up_interrupted = True
+
+
+def _exit_if_interrupted() -> None:
+    if _start_up_interrupted:
+        print("interrupted during start-up: nothing was written", file=sys.stderr)
+        sys.exit(130)
+
+
 # Ctrl-C while the heavy imports below load: a one-line message, not an import traceback.
 # Python's own handler is put back once they are loaded (in main()).
 if __name__ == "__main__":
@@ -105,8 +121,10 @@ def _main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
+    _exit_if_interrupted()
     try:
         spec = build_run_spec(cfg)
+        _exit_if_interrupted()  # from here on the run's own handler stops it between events
         quiet = dataclasses.replace(spec, print_summary=False)  # printed below, with more
         result = simulate(quiet, out_dir, _resolved(cfg, spec))
     except SimError as err:
@@ -150,7 +168,7 @@ def _resolved(cfg: DictConfig, spec) -> dict:
 
 def main() -> None:
     """Entry point of `python -m sim` and of the `sim` console script."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _note_start_up_interrupt)
     try:
         register_schemas()
         try:
@@ -159,6 +177,7 @@ def main() -> None:
         except SimError as err:  # an unknown key, or a scenario file that is not valid YAML
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        _exit_if_interrupted()
         _main()
     except KeyboardInterrupt:  # while Hydra composes the config, before the run starts
         print("interrupted during start-up: nothing was written", file=sys.stderr)
