@@ -113,23 +113,27 @@ def model_spec_from_config(cfg: ModelConfig | DictConfig | Mapping[str, Any]) ->
     return spec
 
 
-def _int_field(fields: Mapping[str, Any], key: str, origin: str) -> int:
-    """An integer field (absent or null: 0); a float, string or boolean is refused, not cut."""
+def _int_field(fields: Mapping[str, Any], key: str, origin: str, default: int | None = 0) -> int:
+    """An integer field (absent or null: `default`; None: required); a float, string or
+    boolean is refused, not cut."""
     value = fields.get(key)
     if value is None:
-        return 0
+        if default is None:
+            raise ConfigError(f"{origin}: required field {key!r} is missing")
+        return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{origin}: {key} must be an integer, got {value!r}")
+        raise ConfigError(f"{origin}: field {key!r} must be an integer, got {value!r}")
     return value
 
 
-def _bool_field(fields: Mapping[str, Any], key: str, origin: str) -> bool:
-    """A boolean field (absent or null: False); `bool("no")` is True, so strings are refused."""
+def _bool_field(fields: Mapping[str, Any], key: str, origin: str, default: bool = False) -> bool:
+    """A boolean field (absent or null: `default`); `bool("no")` is True, so strings and
+    numbers are refused."""
     value = fields.get(key)
     if value is None:
-        return False
+        return default
     if not isinstance(value, bool):
-        raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}")
+        raise ConfigError(f"{origin}: field {key!r} must be true or false, got {value!r}")
     return value
 
 
@@ -173,16 +177,16 @@ def _fields_from_hf_config(path: Path, fallback: Mapping[str, Any]) -> dict[str,
     transformers does (num_key_value_heads = heads, head_dim = hidden / heads, the family's
     expert counts)."""
     raw = _read_json(path)
-    fields: dict[str, Any] = {key: _hf_int(raw, key, path) for key in _HF_REQUIRED}
+    fields: dict[str, Any] = {key: _int_field(raw, key, str(path), None) for key in _HF_REQUIRED}
     heads = fields["num_attention_heads"]
-    fields["num_key_value_heads"] = _hf_int(raw, "num_key_value_heads", path, heads)
-    fields["head_dim"] = _hf_int(raw, "head_dim", path, 0) or None  # None: hidden / heads
+    fields["num_key_value_heads"] = _int_field(raw, "num_key_value_heads", str(path), heads)
+    fields["head_dim"] = _int_field(raw, "head_dim", str(path), 0) or None  # None: hidden / heads
     known_len = int(fallback.get("max_position_embeddings") or 0) or None
-    fields["max_position_embeddings"] = _hf_int(raw, "max_position_embeddings", path, known_len)
+    fields["max_position_embeddings"] = _int_field(raw, "max_position_embeddings", str(path), known_len)
     fields.update(_hf_experts(raw, path))
     untied = str(raw.get("model_type", "")).startswith(_UNTIED_BY_DEFAULT)
-    fields["tie_word_embeddings"] = _hf_bool(raw, "tie_word_embeddings", path, not untied)
-    fields["attention_bias"] = _hf_bool(raw, "attention_bias", path, _is_qwen2(raw))
+    fields["tie_word_embeddings"] = _bool_field(raw, "tie_word_embeddings", str(path), not untied)
+    fields["attention_bias"] = _bool_field(raw, "attention_bias", str(path), _is_qwen2(raw))
     if _name(fallback, "model", required=False) is None:
         fields["name"] = path.parent.name or path.stem
     if not fallback.get("display_name"):
@@ -205,7 +209,7 @@ def _hf_experts(raw: Mapping[str, Any], path: Path) -> dict[str, int]:
     else:
         is_mixtral = _is_family(raw, "mixtral", "Mixtral")
     defaults = _MIXTRAL_DEFAULT_EXPERTS if is_mixtral else {}
-    experts = _hf_int(raw, "num_local_experts", path, defaults.get("num_local_experts", 0))
+    experts = _int_field(raw, "num_local_experts", str(path), defaults.get("num_local_experts", 0))
     if not experts:
         _refuse_other_moe(raw, path)
         if raw.get("num_experts_per_tok") is not None:
@@ -214,7 +218,7 @@ def _hf_experts(raw: Mapping[str, Any], path: Path) -> dict[str, int]:
                 "expert count (a dense model has neither field)"
             )
         return {"num_local_experts": 0, "num_experts_per_tok": 0}
-    per_token = _hf_int(raw, "num_experts_per_tok", path, defaults.get("num_experts_per_tok"))
+    per_token = _int_field(raw, "num_experts_per_tok", str(path), defaults.get("num_experts_per_tok"))
     return {"num_local_experts": experts, "num_experts_per_tok": per_token}
 
 
@@ -237,27 +241,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object, as in a Hugging Face config.json")
     return raw
-
-
-def _hf_int(raw: Mapping[str, Any], key: str, path: Path, default: int | None = None) -> int:
-    value = raw.get(key)
-    if value is None:
-        if default is None:
-            raise ConfigError(f"{path}: required field {key!r} is missing")
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{path}: field {key!r} must be an integer, got {value!r}")
-    return value
-
-
-def _hf_bool(raw: Mapping[str, Any], key: str, path: Path, default: bool) -> bool:
-    """A JSON true/false; "no" or 0 would otherwise read as whatever Python's `bool` makes of it."""
-    value = raw.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ConfigError(f"{path}: field {key!r} must be true or false, got {value!r}")
-    return value
 
 
 def _refuse_other_moe(raw: Mapping[str, Any], path: Path) -> None:

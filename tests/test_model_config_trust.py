@@ -74,9 +74,9 @@ def test_booleans_and_integers_given_in_code_are_type_checked_too():
         num_key_value_heads=4, intermediate_size=128, vocab_size=100, max_position_embeddings=512,
     )
     assert model_spec_from_config(base).head_dim == 16
-    with pytest.raises(ConfigError, match="tie_word_embeddings must be true or false"):
+    with pytest.raises(ConfigError, match="'tie_word_embeddings' must be true or false"):
         model_spec_from_config({**base, "tie_word_embeddings": "no"})
-    with pytest.raises(ConfigError, match="hidden_size must be an integer"):
+    with pytest.raises(ConfigError, match="'hidden_size' must be an integer"):
         model_spec_from_config({**base, "hidden_size": 64.5})
 
 
