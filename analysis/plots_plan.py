@@ -26,9 +26,11 @@ def pareto(
     target_rate: float | None = None, title: str = "",
 ) -> Path:
     rows = read_plan(Path(rows)) if isinstance(rows, (str, Path)) else list(rows)
+    unit = (rows[0].get("load_unit") if rows else None) or "req/s"
+    key = "_users" if unit == "users" and rows and "curve_users" in rows[0] else "_rate"
     fig, ax = plt.subplots(figsize=(9, 6))
     drawn = 0
-    for i, row in enumerate(r for r in rows if r.get("curve_rate")):
+    for i, row in enumerate(r for r in rows if r.get("curve" + key)):
         xs, ys = row["curve_output_tokens_per_s_per_user"], row["curve_output_tokens_per_s_per_gpu"]
         pts = [(x, y, m) for x, y, m in zip(xs, ys, row["curve_meets"]) if x and y]
         if not pts:
@@ -51,7 +53,8 @@ def pareto(
         usd = chosen.get("usd_per_hour")
         ax.annotate(
             f"chosen: {chosen['candidate']}\n{chosen['replicas']} replica(s) = {chosen['gpus']} GPUs"
-            + (f", ${usd:,.2f}/h" if usd else "") + f"\nat {chosen['capacity_per_replica_rate']:.2f} req/s per replica",
+            + (f", ${usd:,.2f}/h" if usd else "")
+            + f"\nat {chosen['capacity_per_replica' + key]:.{2 if unit == 'req/s' else 0}f} {unit} per replica",
             (x, y), xytext=(12, 12), textcoords="offset points", fontsize=8,
             arrowprops={"arrowstyle": "-", "color": "black", "lw": 0.8},
         )
@@ -61,7 +64,7 @@ def pareto(
     if drawn:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="candidate (step times)")
     ax.plot([], [], "o", color="grey", label="_meets")
-    target = f" at {target_rate:g} req/s target" if target_rate else ""
+    target = f" at {target_rate:g} {unit} target" if target_rate else ""
     ax.set_title(title or f"Throughput per GPU against interactivity, one replica per candidate{target}\n"
                  "filled: probe met the SLOs; hollow: missed")
     return save(fig, out)

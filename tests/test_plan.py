@@ -71,6 +71,10 @@ def test_joblib_workers_give_the_rows_serial_gives(tmp_path):
     (["--target-rate", "5", "--hardware", "h9000"], "no hardware named h9000"),
     (["--target-rate", "5", "--tp", "two"], "expected integers"),
     (["--target-rate", "5", "+scheduler.max_num_seq=4"], "did you mean scheduler.max_num_seqs"),
+    (["--target-users", "50"], "pick a closed-loop workload"),
+    (["workload=closed_loop_chat", "--target-rate", "5"], "give --target-users"),
+    (["workload=closed_loop_chat", "--target-users", "0"], "at least 1"),
+    (["--target-rate", "5", "--target-users", "50"], "give one target"),
 ])  # fmt: skip
 def test_bad_input_is_one_line(args, message):
     proc = subprocess.run([sys.executable, "-m", "sim.plan", *args, "--no-progress"],
@@ -141,3 +145,22 @@ def test_flags_can_come_from_a_plan_file(tmp_path):
     path.write_text("target_rat: 12\n")
     with pytest.raises(ConfigError, match="target_rat"):
         parse_args(["--plan", str(path)])
+
+
+def test_a_plan_for_a_number_of_users_sizes_closed_loop_traffic(tmp_path, capsys):
+    args = ["+scenario=llama8b_h100", "workload=closed_loop_chat", "--target-users", "300",
+            "--ttft-p99", "2", "--tpot-p99", "0.05", "--hardware", "h100_sxm", "--tp", "1",
+            "--seeds", "1", "--requests", "150", "--confirm-factor", "1", "--tol", "0.15",
+            "--no-progress", "--launcher", "serial", "-o", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "users/replica" in out and "Answer: at 300 users within" in out
+    (row,) = pq.read_table(tmp_path / "plan.parquet").to_pylist()
+    assert row["load_unit"] == "users" and "capacity_per_replica_rate" not in row
+    users = row["capacity_per_replica_users"]
+    # Whole users; the replicas hold the target (sized by simulating 300 users over them).
+    assert users == int(users) and users >= 1 and row["curve_users"] == sorted(row["curve_users"])
+    assert row["meets_slo"] and row["replicas"] >= 300 / users - 1
+    # Every curve point was run at a whole number of users, none twice.
+    assert all(u == int(u) for u in row["curve_users"])
+    assert len(set(row["curve_users"])) == len(row["curve_users"])

@@ -5,7 +5,10 @@ cost, for this model and traffic under these SLOs.
         --hardware h100_sxm,h200 --precision bf16,fp8 --tp 2,4 -o OUT
 
 The model and traffic come from the Hydra overrides (a scenario, `model=`, `workload=` or a
-trace); the SLOs default to the config's `slo.*`. Every flag can also come from a YAML file
+trace); the SLOs default to the config's `slo.*`. The target is a request rate
+(`--target-rate`, open-loop traffic) or a number of users (`--target-users`, with a closed-loop
+workload such as `workload=closed_loop_chat`: each user sends its next request
+`workload.think_time_s` after the last one is answered); capacity is then users per replica. Every flag can also come from a YAML file
 (`--plan FILE`, keys named as the flags: `target_rate: 20`, `hardware: h100_sxm,h200`,
 `overrides: [+scenario=llama70b_h100]`); the command line wins. Writes OUT/plan.parquet (one
 row per candidate) and OUT/pareto.png, and prints the ranked table.
@@ -33,7 +36,7 @@ from sim.metrics.report import slo_text
 from sim.plan.evaluate import PlanTask, evaluate_capacity, evaluate_sizing
 from sim.plan.launch import LAUNCHERS, run_tasks
 from sim.plan.space import Candidate, candidates, drop_candidate_keys, parse_list
-from sim.plan.table import answer, format_table, rank, write_parquet
+from sim.plan.table import answer, format_table, plan_unit, rank, write_parquet
 from sim.sweep.probe import Slo, compose_config, with_rate
 
 DEFAULT_TP = "1,2,4,8"
@@ -43,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sim.plan", description=__doc__.split("\n")[0])
     p.add_argument("overrides", nargs="*", help="Hydra overrides: model, traffic, scenario")
     p.add_argument("--plan", type=Path, default=None, help="YAML file of these flags")
-    p.add_argument("--target-rate", type=float, default=None, help="req/s to size for (required)")
+    p.add_argument("--target-rate", type=float, default=None, help="req/s to size for (open-loop traffic)")
+    p.add_argument("--target-users", type=int, default=None,
+                   help="users to size for (closed-loop traffic, e.g. workload=closed_loop_chat)")
     p.add_argument("--ttft-p99", type=float, default=None, help="seconds (default: slo.ttft_s)")
     p.add_argument("--tpot-p99", type=float, default=None, help="seconds (default: slo.tpot_s)")
     p.add_argument("--e2e-p99", type=float, default=None, help="seconds (default: slo.e2e_s, none)")
@@ -113,8 +118,7 @@ def plan(
     workers' CPU time."""
     overrides = check_overrides(args.overrides)
     base_cfg = compose_config(overrides)
-    if args.target_rate is None or args.target_rate <= 0:
-        raise ConfigError("give the traffic to size for: --target-rate R (requests/s, > 0)")
+    target, unit = target_load(args, str(base_cfg.workload.arrival))
     q = args.percentile / 100.0
     if not 0 < q < 1:
         raise ConfigError(f"--percentile {args.percentile}: must lie in (0, 100)")
@@ -143,8 +147,8 @@ def plan(
     space = candidates(hardware, precisions, tps, seqs)
     slo = Slo(ttft, tpot, warmup_fraction=args.warmup, quantile=q)
     tasks = [
-        PlanTask(c, tuple(base), slo, e2e, args.target_rate, tuple(range(args.seeds)), args.requests,
-                 args.confirm_factor, args.tol, args.start_rate)
+        PlanTask(c, tuple(base), slo, e2e, target, tuple(range(args.seeds)), args.requests,
+                 args.confirm_factor, args.tol, args.start_rate, unit)
         for c in space
     ]
     echo(f"plan: {len(tasks)} candidates ({len(hardware)} GPUs x {len(precisions)} precisions x"
@@ -157,13 +161,37 @@ def plan(
         todo = contenders(rows, sized)
         if not todo:
             break
-        echo(f"plan: sizing {len(todo)} candidate(s) that could be the cheapest at {args.target_rate:g} req/s"
+        echo(f"plan: sizing {len(todo)} candidate(s) that could be the cheapest at {target:g} {unit}"
              f" by simulation; the others keep the estimate ceil(target / capacity)")
         done = run_tasks(evaluate_sizing, [(tasks[i], rows[i]) for i in todo], label="sizings", **run)
         for i, row in zip(todo, done):
             rows[i] = row
         sized.update(todo)
     return rank(rows), {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e}
+
+
+def target_load(args: argparse.Namespace, arrival: str) -> tuple[float, str]:
+    """What to size for, and its unit: a request rate for open-loop traffic, a number of users
+    for closed-loop traffic (its load is set by the users, not by a rate)."""
+    if args.target_rate is not None and args.target_users is not None:
+        raise ConfigError("give one target: --target-rate (open-loop req/s) or --target-users (closed loop)")
+    if args.target_users is not None:
+        if arrival != "closed_loop":
+            raise ConfigError(
+                f"--target-users sizes for closed-loop users, but workload.arrival={arrival}: pick a"
+                " closed-loop workload (workload=closed_loop_chat, think time in workload.think_time_s)"
+                " or size for a rate with --target-rate"
+            )
+        if args.target_users < 1:
+            raise ConfigError(f"--target-users {args.target_users}: must be at least 1")
+        return float(args.target_users), "users"
+    if arrival == "closed_loop":
+        raise ConfigError(
+            "a closed-loop workload has no request rate to size for: give --target-users N"
+        )
+    if args.target_rate is None or not args.target_rate > 0:
+        raise ConfigError("give the traffic to size for: --target-rate R (requests/s, > 0) or --target-users N")
+    return float(args.target_rate), "req/s"
 
 
 def _cost(row: dict[str, Any], replicas: int) -> float:
@@ -213,8 +241,10 @@ def main(argv: Sequence[str] | None = None, stats: dict[str, float] | None = Non
             signal.signal(signal.SIGTERM, previous)
     out = args.out or Path("outputs") / "plans" / time.strftime("%Y-%m-%d_%H-%M-%S")
     first = next((r for r in ranked if "model" in r), {})
+    unit = plan_unit(ranked)
+    target = float(args.target_users if unit == "users" else args.target_rate)
     meta = {
-        "overrides": list(args.overrides), "target_rate": args.target_rate,
+        "overrides": list(args.overrides), "target": target, "target_unit": unit,
         "percentile": args.percentile, "seeds": args.seeds, "requests": args.requests,
         "confirm_factor": args.confirm_factor, "tol": args.tol, "model": first.get("model"),
     }  # fmt: skip
@@ -223,23 +253,23 @@ def main(argv: Sequence[str] | None = None, stats: dict[str, float] | None = Non
     print()
     print(format_table(ranked))
     print()
-    print(answer(ranked, args.target_rate, slo_text(slo).replace("<=", f" p{args.percentile:g} <= ")))
+    print(answer(ranked, target, slo_text(slo).replace("<=", f" p{args.percentile:g} <= ")))
     if not args.no_plot:
-        _plot(ranked, out, slo, args)
+        _plot(ranked, out, slo, target)
     stats["wall_s"] = time.perf_counter() - start
     print(f"\n{len(ranked)} candidates in {stats['wall_s']:,.0f} s wall ({stats.get('cpu_s', 0):,.0f} s"
           f" CPU in the workers) -> {out / 'plan.parquet'}")
     return 0
 
 
-def _plot(ranked: list[dict[str, Any]], out: Path, slo: dict[str, Any], args: argparse.Namespace) -> None:
+def _plot(ranked: list[dict[str, Any]], out: Path, slo: dict[str, Any], target: float) -> None:
     try:
         from analysis.plots_plan import pareto
     except ImportError as exc:  # matplotlib missing
         print(f"pareto.png not written ({exc.name or exc} is not installed): pip install -e '.[plots]'",
               file=sys.stderr)
         return
-    path = pareto(ranked, out / "pareto.png", slo["tpot_s"], args.target_rate)
+    path = pareto(ranked, out / "pareto.png", slo["tpot_s"], target)
     print(f"pareto plot -> {path}")
 
 

@@ -41,10 +41,16 @@ class PlanTask:
     confirm_factor: float = 2.0
     tol: float = 0.02
     start_rate: float | None = None
+    unit: str = "req/s"  # the load sized for: "req/s" (open loop) or "users" (closed loop)
 
     @property
     def long_requests(self) -> int:
         return int(self.requests * max(self.confirm_factor, 1.0))
+
+    def load(self, value: float) -> float:
+        """The load a probe offers for a searched value: users are whole (the bisection's
+        midpoints round to the user counts that were run)."""
+        return float(max(1, round(value))) if self.unit == "users" else value
 
 
 @dataclass
@@ -53,9 +59,15 @@ class _Probes:
 
     task: PlanTask
     points: list[dict[str, Any]] = field(default_factory=list)
+    done: dict[tuple, ProbeResult] = field(default_factory=dict)
 
     def run(self, cfg: DictConfig, rate: float, seed: int, num_requests: int, slo: Slo) -> ProbeResult:
-        """`run_probe`, plus the E2E check and the output tokens of requests within SLO."""
+        """`run_probe`, plus the E2E check and the output tokens of requests within SLO. A load
+        already run (users: midpoints that round to the same count) is not run again."""
+        rate = self.task.load(rate)
+        key = (rate, seed, num_requests, int(cfg.parallel.replicas))
+        if key in self.done:
+            return self.done[key]
         with tempfile.TemporaryDirectory(prefix="sim-plan-") as tmp:
             result = run_probe(cfg, rate, seed, num_requests, slo, out_dir=Path(tmp))
             requests_path = Path(tmp) / "requests.parquet"
@@ -67,6 +79,7 @@ class _Probes:
         result = dataclasses.replace(result, meets=result.meets and e2e_ok)
         if int(cfg.parallel.replicas) == 1:
             self.points.append(_point(result))
+        self.done[key] = result
         return result
 
 
@@ -108,7 +121,7 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     cand = task.candidate
     row: dict[str, Any] = {
         "candidate": cand.label, "hardware": cand.hardware, "precision": cand.precision,
-        "tp": cand.tp, "status": "ok", "reason": None,
+        "tp": cand.tp, "status": "ok", "reason": None, "load_unit": task.unit,
     }  # fmt: skip
     try:
         cfg, spec = _compose(task)
@@ -140,6 +153,8 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
         per_seed.append(found)
         start = found.lower_rate or start  # the next seed brackets from this answer
     capacity = summarize_seeds(per_seed)
+    if capacity["capacity_rate"] is not None:
+        capacity["capacity_rate"] = task.load(capacity["capacity_rate"])
     row.update(_capacity_columns(capacity, probes.points))
     if capacity["capacity_rate"] is None:
         return {**row, "status": "misses_slo", "reason": _no_capacity(probes.points, task)}
@@ -171,10 +186,10 @@ def evaluate_sizing(job: tuple[PlanTask, dict[str, Any]]) -> dict[str, Any]:
 def _no_capacity(points: list[dict[str, Any]], task: PlanTask) -> str:
     met = [p["rate"] for p in points if p["meets"]]
     if not met:
-        return "no rate meets the SLOs, even nearly idle"
+        return "no load meets the SLOs, even nearly idle" + (" (1 user)" if task.unit == "users" else "")
     return (
-        f"{task.requests}-request probes met the SLOs up to {max(met):.3g} req/s, but the"
-        f" {task.long_requests}-request confirmation missed at every rate tried below: the queue"
+        f"{task.requests}-request probes met the SLOs up to {max(met):.3g} {task.unit}, but the"
+        f" {task.long_requests}-request confirmation missed at every load tried below: the queue"
         " still drifts at that length; raise --requests"
     )
 
@@ -183,6 +198,8 @@ def _start_rate(cfg: DictConfig) -> float:
     workload = cfg.workload
     if workload.arrival == "trace" and workload.get("target_rate"):
         return float(workload.target_rate)
+    if workload.arrival == "closed_loop":
+        return float(workload.concurrency)
     return float(workload.rate)
 
 

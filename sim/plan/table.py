@@ -2,7 +2,9 @@
 first, then those that miss at the target, then those that cannot run.
 
 Printed in the units people read (ms, %, $); plan.parquet keeps SI units (s, fractions) and
-one row per candidate, the throughput-interactivity curve of each as list columns.
+one row per candidate, the throughput-interactivity curve of each as list columns. A plan sizes
+for a request rate (open-loop traffic) or a number of users (closed loop): the row's
+`load_unit`; in the Parquet table the capacity columns then end in `_users`, not `_rate`.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ COLUMNS = (  # header, width, value
     ("#", 2, lambda r: str(r["rank"])),
     ("candidate", 22, lambda r: r["candidate"]),
     ("cost model", 11, lambda r: r.get("cost_model_source") or "-"),
-    ("req/s/replica", 13, lambda r: _f(r.get("capacity_per_replica_rate"), ".2f")),
+    ("{unit}/replica", 13, lambda r: _f(r.get("capacity_per_replica_rate"), ".2f" if _unit(r) == "req/s" else ".0f")),
     ("+-", 5, lambda r: _f(_unc(r), ".0%")),
     ("replicas", 8, lambda r: _f(r.get("replicas"), "d")),
     ("GPUs", 4, lambda r: _f(r.get("gpus"), "d")),
@@ -78,6 +80,15 @@ COLUMNS = (  # header, width, value
 
 def _unc(row: dict[str, Any]) -> float | None:
     return capacity_uncertainty(row)
+
+
+def _unit(row: dict[str, Any]) -> str:
+    return row.get("load_unit") or "req/s"
+
+
+def plan_unit(ranked: Sequence[dict[str, Any]]) -> str:
+    """The load every row was sized for (one plan has one)."""
+    return _unit(ranked[0]) if ranked else "req/s"
 
 
 def _verdict(row: dict[str, Any]) -> str:
@@ -96,7 +107,10 @@ def _short(text: str | None, limit: int = 70) -> str:
 
 
 def format_table(ranked: Sequence[dict[str, Any]]) -> str:
-    head = "  ".join(h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w, _) in enumerate(COLUMNS))
+    unit = plan_unit(ranked)
+    head = "  ".join(
+        h.format(unit=unit).rjust(w) if i > 1 else h.ljust(w) for i, (h, w, _) in enumerate(COLUMNS)
+    )
     lines = [head + "  verdict"]
     for row in ranked:
         cells = [f(row) for _, _, f in COLUMNS]
@@ -108,11 +122,12 @@ def format_table(ranked: Sequence[dict[str, Any]]) -> str:
 def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) -> str:
     """The answer in words, with how firm it is."""
     ok = [r for r in ranked if r["status"] == "ok" and r.get("meets_slo")]
+    unit = plan_unit(ranked)
     if not ok:
-        return f"No candidate meets {slo_text} at {target_rate:g} req/s: widen the candidate space or relax the SLOs."
+        return f"No candidate meets {slo_text} at {target_rate:g} {unit}: widen the candidate space or relax the SLOs."
     best = ok[0]
     text = [
-        f"Answer: at {target_rate:g} req/s within {slo_text}, the cheapest is {best['candidate']}:"
+        f"Answer: at {target_rate:g} {unit} within {slo_text}, the cheapest is {best['candidate']}:"
         f" {best['replicas']} replica(s) = {best['gpus']} GPUs, {_f(best.get('usd_per_hour'), ',.2f', prefix='$')}/h,"
         f" {_f(best.get('usd_per_million_output_tokens_at_goodput'), ',.3f', prefix='$')} per M output tokens at goodput"
         f" (step times {best.get('cost_model_source')})."
@@ -125,7 +140,7 @@ def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) 
     low = replicas_at_low_end(best, target_rate)
     u = capacity_uncertainty(best)
     if u is not None:
-        firm = f"capacity per replica {best['capacity_per_replica_rate']:.2f} req/s +-{u:.0%} (seed spread + bracket)"
+        firm = f"capacity per replica {best['capacity_per_replica_rate']:.{2 if unit == 'req/s' else 0}f} {unit} +-{u:.0%} (seed spread + bracket)"
         if low and low > best["replicas"]:
             firm += f"; at its low end it would need {low} replicas"
         text.append(f"Uncertainty: {firm}.")
@@ -140,6 +155,8 @@ def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) 
 
 def write_parquet(ranked: Sequence[dict[str, Any]], path: Path, meta: dict[str, Any]) -> Path:
     """One row per candidate, columns in first-seen order; the plan's inputs as metadata."""
+    if plan_unit(ranked) == "users":
+        ranked = [{_users_key(k): v for k, v in row.items()} for row in ranked]
     names: dict[str, None] = {}
     for row in ranked:
         for key in row:
@@ -151,3 +168,7 @@ def write_parquet(ranked: Sequence[dict[str, Any]], path: Path, meta: dict[str, 
     pq.write_table(table, tmp)
     tmp.replace(path)
     return path
+
+
+def _users_key(key: str) -> str:
+    return key[: -len("_rate")] + "_users" if key.endswith("_rate") else key

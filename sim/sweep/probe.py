@@ -34,6 +34,9 @@ from sim.run import simulate
 
 # Arrival processes whose intensity `workload.rate` sets (diurnal: the mean rate).
 RATE_ARRIVALS = ("poisson", "constant", "gamma", "diurnal")
+# A closed-loop probe runs at least this many requests per user: with fewer, most users send
+# once and the probe measures its own ramp-up (an assumption, not a measured figure).
+TURNS_PER_USER = 4
 REQUEST_COLUMNS = ["status", "arrival_s", "ttft_s", "tpot_s", "output_tokens_generated"]
 
 
@@ -82,7 +85,8 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def with_rate(cfg: DictConfig, rate: float, seed: int, num_requests: int) -> DictConfig:
-    """A copy of `cfg` offering `rate` req/s for `num_requests` requests, quietly."""
+    """A copy of `cfg` offering `rate` req/s for `num_requests` requests, quietly. For a
+    closed-loop workload the load is its number of users: `rate` users, rounded."""
     if not (math.isfinite(rate) and rate > 0):
         raise ConfigError(f"rate={rate} must be a finite number > 0")
     probe = copy.deepcopy(cfg)
@@ -92,6 +96,10 @@ def with_rate(cfg: DictConfig, rate: float, seed: int, num_requests: int) -> Dic
             workload.rate = float(rate)
         elif workload.arrival == "trace":
             workload.target_rate = float(rate)
+        elif workload.arrival == "closed_loop":
+            workload.concurrency = max(1, round(rate))
+            # Every user must come back a few times, or the probe never leaves its start-up.
+            num_requests = max(num_requests, TURNS_PER_USER * workload.concurrency)
         else:
             raise ConfigError(
                 f"workload.arrival={workload.arrival!r} has no single rate to search over; use one"
