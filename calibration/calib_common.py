@@ -254,3 +254,67 @@ def free_cuda_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
+
+
+def time_collective(op, inner: int, reps: int, graph: bool, barrier=None) -> list[float]:
+    """Per-call ms of a collective `op()` (one call launches one collective), nccl-tests'
+    method: 5 warm-up calls, then `reps` timed runs of `inner` back-to-back calls each;
+    graph=True captures the `inner` calls in one CUDA graph, as a decode step issues them.
+    `barrier()` lines the ranks up before each timed run. On CPU (gloo) perf_counter times."""
+    for _ in range(5):
+        op()
+    if not torch.cuda.is_available():
+        out = []
+        for _ in range(reps):
+            if barrier is not None:
+                barrier()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                op()
+            out.append((time.perf_counter() - t0) * 1e3 / inner)
+        return out
+    g = None
+    if graph:
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, capture_error_mode="thread_local"):
+            for _ in range(inner):
+                op()
+    out = []
+    for _ in range(reps):
+        if barrier is not None:
+            barrier()
+        torch.cuda.synchronize()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        if graph:
+            g.replay()
+        else:
+            for _ in range(inner):
+                op()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b) / inner)
+    return out
+
+
+def inner_calls(nbytes: int) -> int:
+    """Back-to-back calls per timed run: many for small messages (their time is microseconds),
+    few for large ones."""
+    return 50 if nbytes <= 2**20 else 20 if nbytes <= 2**24 else 5
+
+
+def message_sizes(tiny: bool) -> list[int]:
+    """4 KiB .. 256 MiB in powers of two (a decode step's messages up to a long prefill's);
+    the CPU smoke test stops at 64 KiB."""
+    return [2**k for k in range(12, 17 if tiny else 29)]
+
+
+def slowest_rank_ms(ms: list[float], group, device: str) -> float:
+    """The median of this rank's runs, then the maximum over the group's ranks: a collective
+    is as slow as its slowest member."""
+    import torch.distributed as dist
+
+    med = torch.tensor([statistics.median(ms)], device=device, dtype=torch.float64)
+    dist.all_reduce(med, op=dist.ReduceOp.MAX, group=group)
+    return float(med.item())

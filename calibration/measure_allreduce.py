@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 for _var, _val in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
                    ("NVSHMEM_DISABLE_NVLS", "1")):
@@ -25,48 +23,15 @@ for _var, _val in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from calib_common import RowWriter, clocks, hardware_name, machine_facts  # noqa: E402
+from calib_common import (  # noqa: E402
+    RowWriter, clocks, hardware_name, inner_calls, machine_facts, message_sizes, slowest_rank_ms,
+    time_collective,
+)
 
 COLUMNS = [
     "tp", "bytes", "mode", "ms", "ms_min", "algbw_gbps", "busbw_gbps", "inner", "reps",
     "hardware", "gpus", "gpu", "driver", "torch", "cuda", "nccl", "sm_clock_mhz",
 ]
-
-
-def time_allreduce(x, group, inner: int, reps: int, graph: bool) -> list[float]:
-    cuda = x.is_cuda
-    for _ in range(5):
-        dist.all_reduce(x, group=group)
-    if not cuda:
-        out = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                dist.all_reduce(x, group=group)
-            out.append((time.perf_counter() - t0) * 1e3 / inner)
-        return out
-    g = None
-    if graph:
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, capture_error_mode="thread_local"):
-            for _ in range(inner):
-                dist.all_reduce(x, group=group)
-    out = []
-    for _ in range(reps):
-        dist.barrier(group=group)
-        torch.cuda.synchronize()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        if graph:
-            g.replay()
-        else:
-            for _ in range(inner):
-                dist.all_reduce(x, group=group)
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b) / inner)
-    return out
 
 
 def check_sum(group, ranks, dev) -> None:
@@ -96,7 +61,7 @@ def main():
     nccl = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
     prefix = args.prefix or f"{hardware_name()}x{world}"
     out = RowWriter(os.path.join(args.out_dir, f"{prefix}_allreduce.csv"), COLUMNS, rank == 0)
-    sizes = [2**k for k in range(12, 29)] if not args.tiny else [2**k for k in range(12, 17)]
+    sizes = message_sizes(args.tiny)
     modes = ("graph", "eager") if cuda else ("eager",)
     for tp in (int(v) for v in args.tp.split(",")):
         if tp > world:
@@ -107,13 +72,12 @@ def main():
             check_sum(group, ranks, dev)
             for nbytes in sizes:
                 x = torch.randn(nbytes // 2, device=dev, dtype=torch.bfloat16)
-                inner = 50 if nbytes <= 2**20 else 20 if nbytes <= 2**24 else 5
+                inner = inner_calls(nbytes)
                 for mode in modes:
-                    ms_list = time_allreduce(x, group, inner, args.reps, mode == "graph")
+                    ms_list = time_collective(lambda: dist.all_reduce(x, group=group), inner, args.reps,
+                                              mode == "graph", lambda: dist.barrier(group=group))
                     clk = clocks(local) if cuda else {}
-                    med = torch.tensor([statistics.median(ms_list)], device=dev, dtype=torch.float64)
-                    dist.all_reduce(med, op=dist.ReduceOp.MAX, group=group)
-                    ms = float(med.item())
+                    ms = slowest_rank_ms(ms_list, group, dev)
                     algbw = nbytes / ms / 1e6
                     if rank == 0:
                         out.write(dict(tp=tp, bytes=nbytes, mode=mode, ms=ms, ms_min=min(ms_list),

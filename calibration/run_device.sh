@@ -5,6 +5,8 @@
 #   bash calibration/run_device.sh h200x4   # four H200: NCCL all-reduce, Llama-3.1-70B TP4 steps
 #   bash calibration/run_device.sh h200fp8  # one H200: FP8 GEMMs, FP8-KV attention, FP8 steps
 #   bash calibration/run_device.sh h200fp8f16  # one H200: the fp16-product FP8 attention variant
+#   bash calibration/run_device.sh comm     # every GPU of an H200 host (2, 4 or 8): all-reduce at
+#                                           # TP 2..n, all-to-all at EP 2..n, send/recv 0->1
 # Writes the CSVs and log_<kind>.txt to $OUT (default calibration/data). Each sweep is bounded
 # by its --budget-s (seconds) so the whole call stays under ten minutes; rows are flushed one by
 # one, so a sweep cut short still leaves its CSV.
@@ -59,8 +61,18 @@ case "$1" in
     (cd calibration && python3 measure_fp8_steps.py --out-dir "$OUT" --precisions fp8_kv,bf16_kv8 \
       --f16-attention --suffix _f16 --budget-s 120 2>&1 | tee -a "$log")
     ;;
+  comm)
+    n=$(nvidia-smi -L | wc -l)
+    sizes=$(python3 -c "print(','.join(str(2**k) for k in range(1, $n.bit_length()) if 2**k <= $n))")
+    (cd calibration && torchrun --nproc-per-node "$n" measure_allreduce.py --out-dir "$OUT" \
+      --prefix "h200x$n" --tp "$sizes" 2>&1 | tee -a "$log")
+    (cd calibration && torchrun --nproc-per-node "$n" measure_alltoall.py --out-dir "$OUT" \
+      --prefix "h200x$n" --ep "$sizes" 2>&1 | tee -a "$log")
+    (cd calibration && torchrun --nproc-per-node 2 measure_p2p.py --out-dir "$OUT" \
+      --prefix "h200x$n" 2>&1 | tee -a "$log")
+    ;;
   *)
-    echo "usage: $0 h100|h200|h200x4|h200fp8|h200fp8f16" >&2
+    echo "usage: $0 h100|h200|h200x4|h200fp8|h200fp8f16|comm" >&2
     exit 2
     ;;
 esac

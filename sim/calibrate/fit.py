@@ -199,15 +199,24 @@ def fit_allreduce(
     tp: int, message_bytes: Sequence[float], seconds: Sequence[float]
 ) -> tuple[AllreduceFit, FitError]:
     """Latency plus ring traffic over the bus bandwidth, fitted in relative error."""
-    sizes = np.asarray(message_bytes, float)
+    ring = 2.0 * (tp - 1) / tp * np.asarray(message_bytes, float)
+    latency_s, bandwidth, error = fit_latency_bandwidth(ring, seconds)
+    return AllreduceFit(latency_s, bandwidth), error
+
+
+def fit_latency_bandwidth(
+    traffic_bytes: Sequence[float], seconds: Sequence[float]
+) -> tuple[float, float, FitError]:
+    """t = latency + traffic / bandwidth, fitted in relative error: one collective or transfer,
+    with `traffic_bytes` the bytes that cross links at each measured message size."""
+    traffic = np.asarray(traffic_bytes, float)
     measured = np.asarray(seconds, float)
-    ring = 2.0 * (tp - 1) / tp * sizes
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return x[0] + ring / x[1]
+        return x[0] + traffic / x[1]
 
     x = _least_squares(predict, measured, [10e-6, 100e9], [0.0, 1e9], [1e-3, 5e12])
-    return AllreduceFit(float(x[0]), float(x[1])), FitError.of(predict(x), measured)
+    return float(x[0]), float(x[1]), FitError.of(predict(x), measured)
 
 
 def fit_ring_extrapolation(

@@ -5,6 +5,7 @@
         --gemm-sweep calibration/data/h100_sxm_gemm.csv \\
         --allreduce calibration/data/h200x4_allreduce.csv \\
         [--fp8-attention calibration/data/h200_fp8_attention.csv] \\
+        [--alltoall calibration/data/h200x8_alltoall.csv] [--p2p calibration/data/h200x8_p2p.csv] \\
         --out sim/data/profiles/h100_sxm.json
 
 - `--ops`: per-kernel times of whole decode/prefill steps inside CUDA graphs (columns phase,
@@ -17,6 +18,9 @@
   GEMMs run, and fit the in-graph fixed cost directly. `m_run`: the rows actually run.
 - `--allreduce`: NCCL all-reduce times (tp, bytes, ms); fitted per TP size, and the ring
   extrapolation to other TP sizes fitted across them (`fit_ring_extrapolation`).
+- `--alltoall`, `--p2p`: expert-parallel all-to-all (ep, bytes, ms) and pipeline send/recv
+  (src, dst, bytes, ms) times; fitted per group size (sim.calibrate.comm_fit) into the
+  profile's `alltoall` and `p2p` sections.
 - `--fp8-attention`: paged attention over an FP8 KV cache (measure_fp8_kernels.py; rows with
   kv_dtype=fp8 of one `--fp8-kernel`); fits `attention_{prefill,decode}_fp8kv`.
 
@@ -50,6 +54,7 @@ from sim.calibrate.fit import (
     fit_gemm,
     fit_ring_extrapolation,
 )
+from sim.calibrate.comm_fit import fit_alltoall, fit_p2p, measured_on
 from sim.calibrate.work import step_work
 from sim.catalog import hardware_spec_from_config, load_catalog_entry, model_spec_from_config
 from sim.cost.efficiency import tensor_peak_flops
@@ -262,6 +267,15 @@ def _machine(rows: list[dict[str, str]]) -> str:
     return f"{r.get('gpu', '?')}, torch {r.get('torch', '?')}{clock}"
 
 
+def add_comm_sections(profile: dict[str, Any], alltoall_rows: list[dict[str, str]], p2p_rows: list[dict[str, str]]) -> None:
+    """The all-to-all and send/recv fits, where measured."""
+    for name, rows, fit in (("alltoall", alltoall_rows, fit_alltoall), ("p2p", p2p_rows, fit_p2p)):
+        if rows:
+            profile[name], errors = fit(rows)
+            profile[f"{name}_measured_on"] = measured_on(rows)
+            profile["fit_errors"].update(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hardware", required=True, help="catalog name, e.g. h100_sxm")
@@ -269,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gemm-sweep", type=Path, action="append", default=[])
     p.add_argument("--allreduce", type=Path, action="append", default=[])
     p.add_argument("--fp8-attention", type=Path, action="append", default=[])
+    p.add_argument("--alltoall", type=Path, action="append", default=[])
+    p.add_argument("--p2p", type=Path, action="append", default=[])
     p.add_argument("--fp8-kernel", default="triton_paged", help="kernel column of the FP8-KV rows to fit")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -279,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         fp8_attention = [r for path in args.fp8_attention for r in read_csv(path)]
         sources = [str(x) for x in (*args.ops, *args.gemm_sweep, *args.allreduce, *args.fp8_attention)]
         profile = fit_profile(args.hardware, ops, gemm, allreduce, sources, fp8_attention, args.fp8_kernel)
+        add_comm_sections(profile, [r for path in args.alltoall for r in read_csv(path)],
+                          [r for path in args.p2p for r in read_csv(path)])
+        profile["sources"] += [str(x) for x in (*args.alltoall, *args.p2p)]
         if args.out.is_file():  # engine CPU-time coefficients are fitted elsewhere: keep them
             old = json.loads(args.out.read_text())
             if "engine" in old:
