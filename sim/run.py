@@ -240,15 +240,8 @@ def _simulate(
         "assumptions": _assumptions(spec, cost_model, engine_costs),
     }
     if spec.kv_offload is not None:
-        connectors = [r.scheduler.connector for r in replicas]
-        summary["kv_offload"] = offload_summary(spec.kv_offload, connectors, summary["duration_s"])
-        if spec.compare_hbm_only and complete:  # the same deployment without the host tier
-            baseline = simulate(
-                dataclasses.replace(spec, kv_offload=None, compare_hbm_only=False, print_summary=False),
-                out_dir / "hbm_only",
-                resolved_config,
-            )
-            summary["kv_offload"]["hbm_only"] = hbm_only_figures(baseline.summary)
+        interrupted_by = _offload_figures(spec, replicas, summary, out_dir, resolved_config) or interrupted_by
+        complete = interrupted_by is None
     manifest = {
         "complete": complete,
         "interrupted_by": interrupted_by,
@@ -276,6 +269,28 @@ def _simulate(
         print(format_summary(summary))
         print(f"\noutputs in {out_dir}")
     return RunResult(summary, manifest, complete, interrupted_by)
+
+
+def _offload_figures(
+    spec: RunSpec, replicas: list[Replica], summary: dict[str, Any], out_dir: Path,
+    resolved_config: dict[str, Any],
+) -> str | None:
+    """The tiers' counters into the summary and, with `compare_hbm_only`, the same run
+    without offload (into out_dir/hbm_only); the signal that interrupted that run, if any."""
+    connectors = [r.scheduler.connector for r in replicas]
+    summary["kv_offload"] = offload_summary(spec.kv_offload, connectors, summary["duration_s"])
+    if not (spec.compare_hbm_only and summary["complete"]):
+        return None
+    baseline = simulate(
+        dataclasses.replace(spec, kv_offload=None, compare_hbm_only=False, print_summary=False),
+        out_dir / "hbm_only",
+        resolved_config,
+    )
+    if not baseline.complete:  # interrupted during the comparison: the whole run says so
+        summary["complete"] = False
+        return baseline.interrupted_by
+    summary["kv_offload"]["hbm_only"] = hbm_only_figures(baseline.summary)
+    return None
 
 
 def _offloading_connector(spec: RunSpec, env: simpy.Environment) -> OffloadingConnector | None:

@@ -26,6 +26,13 @@ and the copy handlers `vllm/v1/kv_offload/worker/cpu_gpu.py` (sim.kv_offload.lin
   (a victim cache), where LMCache writes through to every backend; a disk hit is read into a
   host staging buffer at the disk's read rate, then copied to the GPU, and stays on disk only.
 
+DIVERGENCE: a step's stores and loads are submitted when the step is scheduled; vLLM's worker
+submits the loads as the step starts executing and defers the stores to the start of the next
+step, their stream waiting for the step's kernels (`prepare_store_kv`, `start_kv_transfers`),
+and it waits for a preempted request's stores before reusing its blocks. A block so becomes
+readable on the host up to one step early, while its request still holds it in HBM, where the
+local prefix hit finds it first; and a preemption costs no wait here.
+
 DIVERGENCE: vLLM touches all a request's stored blocks each time it stores new ones; we touch
 the new ones as they are stored and all of them once when the request finishes (its last store
 is at most a block of tokens earlier), which keeps the per-step work independent of the prompt.
@@ -84,6 +91,7 @@ class OffloadingConnector:
         self._load_heap: list[tuple[float, int]] = []
         self._send_heap: list[tuple[float, int]] = []
         self._first_lookup: dict[int, int] = {}  # request -> HBM-hit tokens at its first load
+        self._looked_up: set[int] = set()  # waiting requests whose lookup was counted
 
     # ---- identities -------------------------------------------------------------------------
 
@@ -118,7 +126,11 @@ class OffloadingConnector:
         cpu.touch(keys)
         if disk is not None:
             disk.touch(keys)
-        cpu.counters.lookups_blocks += num_blocks - start
+        rid = request.request_id
+        first_lookup = rid not in self._looked_up  # a request retried at the head counts once
+        if first_lookup:
+            self._looked_up.add(rid)
+            cpu.counters.lookups_blocks += num_blocks - start
         cpu_keys: list[Hashable] = []
         disk_keys: list[Hashable] = []
         for key in keys[start:]:
@@ -128,7 +140,7 @@ class OffloadingConnector:
                 disk_keys.append(key)
             else:
                 break
-        if disk is not None:
+        if disk is not None and first_lookup:
             disk.counters.lookups_blocks += num_blocks - start - len(cpu_keys)
         if not cpu_keys and not disk_keys:
             return 0, False
@@ -136,12 +148,13 @@ class OffloadingConnector:
         if loading and (any(k in loading for k in cpu_keys) or any(k in loading for k in disk_keys)):
             self.stats.num_delayed += 1
             return None, False
-        self._match[request.request_id] = (start, cpu_keys, disk_keys)
+        self._match[rid] = (start, cpu_keys, disk_keys)
         return (len(cpu_keys) + len(disk_keys)) * bs, True
 
     def update_state_after_alloc(self, request: Request, num_external_tokens: int) -> None:
         """Blocks are allocated: start the load the last lookup promised."""
         rid = request.request_id
+        self._looked_up.discard(rid)  # admitted: a lookup after a preemption counts again
         match = self._match.pop(rid, None)
         if num_external_tokens == 0 or match is None:
             return
@@ -211,6 +224,7 @@ class OffloadingConnector:
         if num_stored:
             self.cpu.touch(self._keys(request, 0, num_stored))
         self._match.pop(rid, None)
+        self._looked_up.discard(rid)
         stats = self.stats
         stats.finished_prompt_tokens += request.num_prompt_tokens
         local = self._first_lookup.pop(rid, None)

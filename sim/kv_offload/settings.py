@@ -97,7 +97,7 @@ def kv_offload_spec(
     link = LinkSpec(bandwidth * GB, latency_s, per_copy_s)
     cpu = TierSpec(
         name="cpu", size_bytes=cpu_bytes, num_blocks=num_cpu_blocks, read=link, write=link,
-        source=str(hardware.get("host_link_source") or "not stated"),
+        source=f"{hardware.get('host_link') or 'host link'}: {hardware.get('host_link_source') or 'not stated'}",
     )  # fmt: skip
     disk = None
     if disk_gib > 0.0:
@@ -132,5 +132,5 @@ def _disk_tier(cfg: Mapping[str, Any], disk_gib: float, bytes_per_block: int) ->
         num_blocks=num_blocks,
         read=LinkSpec(read * GB, latency_s),
         write=LinkSpec(write * GB, latency_s),
-        source=str(cfg.get("disk_source") or "not stated"),
+        source=f"disk: {cfg.get('disk_source') or 'not stated'}",
     )
