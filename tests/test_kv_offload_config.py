@@ -89,3 +89,11 @@ def test_the_command_line_prints_one_error_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: kv_offload.cpu_size_gib=4000")
+
+
+@pytest.mark.parametrize("name", list_catalog("hardware"))
+def test_every_gpu_has_a_host_side_that_says_where_it_comes_from(name):
+    spec = build_run_spec(compose_config([f"hardware={name}", "kv_offload=cpu"])).kv_offload
+    assert spec.cpu.read.bandwidth > 0 and spec.cpu.num_blocks > 0
+    _, _, source = spec.cpu.source.partition(": ")
+    assert source.split()[0] in ("measured", "transferred", "assumed:"), source
