@@ -16,7 +16,7 @@ engine's cost of one more memcpy, and `bandwidth` the link's rate in one directi
 all three are measured (calibration/data/h200_host_link.csv, fit by
 calibration/fit_host_link.py): 54.8 GB/s each way over PCIe gen5 x16, about 20 us per job and
 2.9 us per copy, so a 2 MiB block (16 tokens of Llama-3.1-8B, all layers) costs 41 us and the
-same block as 64 per-layer K and V pages of 32 KiB costs 225 us.
+same block as 64 per-layer K and V pages of 32 KiB costs 226 us (before the job's 20 us).
 
 The measured duplex rate (a load and a store at once) is 12% lower each way (48 GB/s);
 DIVERGENCE: the two directions are priced independently at the one-way rate, and the copies'
