@@ -215,3 +215,25 @@ def test_host_evictions_go_down_to_disk_and_a_disk_hit_is_read_back_through_the_
     assert conn.disk.counters.hit_blocks == 2 and conn.cpu.counters.hit_blocks == 0
     assert conn.h2d.free_at_s == pytest.approx(3.0 + 0.201 + 0.032)
     conn.check_invariants()
+
+
+def test_an_offload_run_is_byte_identical_per_seed_and_beats_hbm_only(tmp_path):
+    from conftest import compose_config
+    from sim.config.build import build_run_spec, resolved_config
+    from sim.run import simulate
+
+    overrides = [
+        "+scenario=chat_sessions_llama70b_h100", "workload.num_requests=120",
+        "scheduler.num_gpu_blocks_override=1200", "scheduler.max_model_len=12000",
+        "output.print_summary=false", "output.progress=false",
+    ]  # fmt: skip
+    results = {}
+    for name, extra in (("a", ["kv_offload=cpu"]), ("b", ["kv_offload=cpu"]), ("none", [])):
+        cfg = compose_config(overrides + extra)
+        results[name] = simulate(build_run_spec(cfg), tmp_path / name, resolved_config(cfg))
+    for table in ("requests.parquet", "steps.parquet"):
+        assert (tmp_path / "a" / table).read_bytes() == (tmp_path / "b" / table).read_bytes()
+    with_tier, hbm_only = results["a"].summary, results["none"].summary
+    assert with_tier["kv_offload"]["loads"] > 0 and "kv_offload" not in hbm_only
+    assert with_tier["kv_cache"]["prefix_cache_hit_rate"] > hbm_only["kv_cache"]["prefix_cache_hit_rate"]
+    assert with_tier["latency_s"]["ttft"]["mean"] < hbm_only["latency_s"]["ttft"]["mean"]
