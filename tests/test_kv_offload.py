@@ -69,6 +69,29 @@ def test_eviction_is_lru_over_ready_unpinned_blocks():
     tier.check_invariants()
 
 
+def test_arc_promotes_blocks_touched_again_and_adapts_to_ghost_hits():
+    tier = OffloadTier("cpu", num_blocks=4, block_bytes=1, policy="arc")
+    tier.prepare_store(["a", "b", "c", "d"], ready_s=0.0, now=0.0)
+    arc = tier.arc
+    tier.touch(["a"], now=1.0)  # seen twice: T2
+    assert list(arc.t1) == ["b", "c", "d"] and list(arc.t2) == ["a"]
+    # T1 (3) is at least its target (0): evict from T1, least recent first, into ghost B1.
+    stored, evicted = tier.prepare_store(["e", "f"], ready_s=2.0, now=1.0)
+    assert evicted == ["b", "c"] and list(arc.b1) == ["b", "c"]
+    assert list(arc.t1) == ["d", "e", "f"] and set(tier.blocks) == {"a", "d", "e", "f"}
+    # A request asks for b again: a ghost hit in B1 raises T1's target by max(1, 0/2) = 1.
+    tier.touch(["b"], now=3.0)
+    assert arc.target_t1_size == 1.0
+    # e and f are not ready before t=2: touching them at t=1.5 keeps them in T1.
+    tier.touch(["e"], now=1.5)
+    assert "e" in arc.t1 and "e" not in arc.t2
+    # T1 (3) >= target (1): its least recent go, d then f (e was moved to its recent end); a, in
+    # T2, stays.
+    stored, evicted = tier.prepare_store(["b", "g"], ready_s=4.0, now=3.0)
+    assert evicted == ["d", "f"] and "b" in arc.t1 and "b" not in arc.b1
+    tier.check_invariants()
+
+
 def test_lookup_counts_the_leading_ready_blocks():
     tier = OffloadTier("cpu", num_blocks=8, block_bytes=1)
     tier.prepare_store([1, 2], ready_s=1.0, now=0.0)

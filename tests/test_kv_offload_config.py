@@ -68,7 +68,7 @@ def test_the_h200_link_is_its_measurement():
          "kv_offload.disk_write_bandwidth_gbps is not given"),
         (["kv_offload=cpu_disk", "kv_offload.cpu_size_gib=0"], "kv_offload.disk_size_gib=3500 needs a host tier"),
         (["kv_offload=cpu", "kv_offload.cpu_size_gib=-1"], "kv_offload.cpu_size_gib=-1.0 must be zero or positive"),
-        (["kv_offload=cpu", "kv_offload.eviction_policy=arc"], "kv_offload.eviction_policy='arc' is not modelled"),
+        (["kv_offload=cpu", "kv_offload.eviction_policy=lfu"], "kv_offload.eviction_policy='lfu' is not modelled"),
         (["kv_offload=cpu", "scheduler.enable_prefix_caching=false"], "scheduler.enable_prefix_caching=true"),
         (["kv_offload=cpu", "kv_offload.cpu_size_gib=0.001"], "kv_offload.cpu_size_gib=0.001 holds no KV block"),
         (["kv_offload=cpu", "hardware.host_link_latency_us=-1"], "host_link_latency_us must be >= 0"),

@@ -57,6 +57,7 @@ def deployments(draw):
     tiers = {} if offload == "none" else {
         "kv_offload.cpu_size_gib": draw(st.sampled_from([0.05, 0.5, 4.0])),
         "kv_offload.cross_layer_blocks": draw(st.booleans()),
+        "kv_offload.eviction_policy": draw(st.sampled_from(["lru", "arc"])),
     }
     if offload == "cpu_disk":
         tiers["kv_offload.disk_size_gib"] = draw(st.sampled_from([0.1, 1.0]))
@@ -246,12 +247,13 @@ def test_a_tight_cache_preempts_and_still_accounts_for_everything(tmp_path):
     check_tables(tmp_path, spec, result)
 
 
-@pytest.mark.parametrize("offload", ["cpu", "cpu_disk"])
-def test_a_tight_cache_with_offload_reloads_and_conserves_blocks_across_tiers(tmp_path, offload):
+@pytest.mark.parametrize("offload,policy", [("cpu", "lru"), ("cpu_disk", "lru"), ("cpu_disk", "arc")])
+def test_a_tight_cache_with_offload_reloads_and_conserves_blocks_across_tiers(tmp_path, offload, policy):
     """Preempted requests and later turns find their blocks on the host (or disk): loads
     happen, every request finishes, and the tiers' counts balance (check_tables)."""
     deployment = {
         "kv_offload": offload, "kv_offload.cpu_size_gib": 0.02, "kv_offload.disk_size_gib": 0.5,
+        "kv_offload.eviction_policy": policy,
         "scheduler.block_size": 16, "scheduler.max_model_len": 1024,
         "scheduler.num_gpu_blocks_override": 70, "scheduler.max_num_seqs": 16,
         "scheduler.max_num_batched_tokens": 256, "seed": 3, "output.write_steps": True,

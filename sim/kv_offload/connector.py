@@ -74,12 +74,12 @@ class OffloadingConnector:
         self._now = now
         self.wake_at: Callable[[float], None] | None = None  # set by the wiring
         self.block_size = spec.block_size
-        self.cpu = OffloadTier("cpu", spec.cpu.num_blocks, spec.block_bytes)
+        self.cpu = OffloadTier("cpu", spec.cpu.num_blocks, spec.block_bytes, spec.eviction_policy)
         self.h2d = CopyQueue(spec.cpu.read)  # loads: host -> GPU
         self.d2h = CopyQueue(spec.cpu.write)  # stores: GPU -> host
         self.disk: OffloadTier | None = None
         if spec.disk is not None:
-            self.disk = OffloadTier("disk", spec.disk.num_blocks, spec.block_bytes)
+            self.disk = OffloadTier("disk", spec.disk.num_blocks, spec.block_bytes, spec.eviction_policy)
             self.disk_read = CopyQueue(spec.disk.read)
             self.disk_write = CopyQueue(spec.disk.write)
         self.stats = LoadStats()
@@ -123,9 +123,9 @@ class OffloadingConnector:
         now = self._now()
         keys = self._keys(request, 0, num_blocks)
         cpu, disk = self.cpu, self.disk
-        cpu.touch(keys)
+        cpu.touch(keys, now)
         if disk is not None:
-            disk.touch(keys)
+            disk.touch(keys, now)
         rid = request.request_id
         first_lookup = rid not in self._looked_up  # a request retried at the head counts once
         if first_lookup:
@@ -222,7 +222,7 @@ class OffloadingConnector:
         rid = request.request_id
         num_stored = self._next_stored_block_idx.pop(rid, 0)
         if num_stored:
-            self.cpu.touch(self._keys(request, 0, num_stored))
+            self.cpu.touch(self._keys(request, 0, num_stored), self._now())
         self._match.pop(rid, None)
         self._looked_up.discard(rid)
         stats = self.stats

@@ -18,7 +18,7 @@ from sim.kv_offload.spec import KVOffloadSpec, TierSpec
 GIB = 2**30
 GB = 1e9
 US = 1e-6
-POLICIES = ("lru",)
+POLICIES = ("lru", "arc")  # vLLM's built-in cache policies
 
 
 def _number(cfg: Mapping[str, Any], key: str, prefix: str) -> float:

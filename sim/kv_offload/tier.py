@@ -14,6 +14,8 @@ with `vllm/v1/kv_offload/cpu/policies/lru.py` (`LRUCachePolicy`):
 - `prepare_load` takes a reference on each block for the load's duration, `complete_load`
   drops it.
 
+With `policy="arc"` the eviction order is vLLM's ARC policy (sim.kv_offload.arc) instead.
+
 Readiness is kept as the simulated time the block's write lands (`ready_s`), so no event is
 needed per block: a block is ready at `now` when `ready_s <= now`.
 
@@ -25,6 +27,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Sequence
+
+from sim.kv_offload.arc import ARCOrder
 
 EPS_S = 1e-9  # a write landing at `now` within float rounding is landed
 
@@ -45,9 +49,12 @@ class TierCounters:
 class OffloadTier:
     """A tier of `num_blocks` blocks of `block_bytes` each, LRU over its ready blocks."""
 
-    def __init__(self, name: str, num_blocks: int, block_bytes: int) -> None:
+    def __init__(self, name: str, num_blocks: int, block_bytes: int, policy: str = "lru") -> None:
         if num_blocks < 1:
             raise ValueError(f"tier {name} needs at least one block")
+        if policy not in ("lru", "arc"):
+            raise ValueError(f"unknown eviction policy {policy!r}")
+        self.arc = ARCOrder(num_blocks) if policy == "arc" else None
         self.name = name
         self.num_blocks = num_blocks
         self.block_bytes = block_bytes
@@ -77,8 +84,11 @@ class OffloadTier:
             hits += 1
         return hits
 
-    def touch(self, keys: Sequence[Hashable]) -> None:
+    def touch(self, keys: Sequence[Hashable], now: float = 0.0) -> None:
         """Most recently used: the last of `keys` first, so the first ends up most recent."""
+        if self.arc is not None:
+            self.arc.touch(keys, lambda key: self.is_ready(key, now))
+            return
         blocks = self.blocks
         move = blocks.move_to_end
         for key in reversed(keys):
@@ -101,11 +111,18 @@ class OffloadTier:
             protected = set(keys)
             load_refs = self.load_refs
             limit = now + EPS_S
-            for key, key_ready_s in blocks.items():  # least recently used first
-                if key_ready_s <= limit and key not in load_refs and key not in protected:
-                    evicted.append(key)
-                    if len(evicted) == num_to_evict:
-                        break
+            if self.arc is not None:
+                chosen = self.arc.evict(
+                    num_to_evict,
+                    lambda k: blocks[k] <= limit and k not in load_refs and k not in protected,
+                )
+                evicted = chosen if chosen is not None else []
+            else:
+                for key, key_ready_s in blocks.items():  # least recently used first
+                    if key_ready_s <= limit and key not in load_refs and key not in protected:
+                        evicted.append(key)
+                        if len(evicted) == num_to_evict:
+                            break
             if len(evicted) < num_to_evict:
                 self.counters.store_refused_blocks += len(to_store)
                 return None
@@ -114,6 +131,9 @@ class OffloadTier:
             self.counters.evicted_blocks += len(evicted)
         for key in to_store:
             blocks[key] = ready_s
+        if self.arc is not None:
+            for key in to_store:
+                self.arc.insert(key)
         self.counters.stored_blocks += len(to_store)
         self.counters.bytes_stored += len(to_store) * self.block_bytes
         return to_store, evicted
@@ -140,3 +160,5 @@ class OffloadTier:
         assert len(self.blocks) <= self.num_blocks, (self.name, len(self.blocks), self.num_blocks)
         assert all(key in self.blocks for key in self.load_refs), self.name
         assert all(count > 0 for count in self.load_refs.values()), self.name
+        if self.arc is not None:
+            assert len(self.arc) == len(self.blocks), (self.name, len(self.arc), len(self.blocks))
