@@ -330,6 +330,10 @@ _HARDWARE_RANGES: dict[str, tuple[float, bool, str]] = {
     "tdp_w": (0.0, True, "0: unknown, no energy figures"),
     "idle_power_w": (0.0, True, "at most tdp_w"),
     "price_per_hour_usd": (0.0, True, "0: unknown, no cost figures"),
+    "host_memory_gb": (0.0, True, "0: not given, no KV offloading"),
+    "host_link_bandwidth_gbps": (0.0, True, "0: not given, no KV offloading"),
+    "host_link_latency_us": (0.0, True, "fixed cost of one host copy job"),
+    "host_link_per_copy_us": (0.0, True, "each memcpy of a host copy job"),
 }
 # No accelerator comes within orders of magnitude of these: a value past them is a unit
 # mistake (bytes for GiB), and it would make the memory planner count blocks it cannot hold.

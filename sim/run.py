@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -27,6 +28,8 @@ from sim.cost.engine_costs import EngineCosts, max_cudagraph_capture_size
 from sim.cost.engine_profiles import load_engine_costs
 from sim.cost.power_cap import PowerCappedCostModel
 from sim.cost.roofline import build_cost_model
+from sim.kv_offload.connector import OffloadingConnector
+from sim.kv_offload.summary import hbm_only_figures, offload_summary
 from sim.metrics.recorder import Recorder
 from sim.errors import OutputError
 from sim.metrics.report import format_summary
@@ -182,6 +185,7 @@ def _simulate(
                     spec.scheduler.max_model_len,
                     spec.enable_prefix_caching,
                 ),
+                _offloading_connector(spec, env),
             ),
             cost_model,
             recorder,
@@ -193,6 +197,8 @@ def _simulate(
         )
         for replica_id in range(spec.num_replicas)
     ]
+    for replica in replicas:
+        _wire_connector(env, replica)
     stop = _StopOnSignal()
     arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching), stop)
     start_traffic(
@@ -233,6 +239,9 @@ def _simulate(
         **summarize(recorder, shape, spec.slo, itl, itl_counts),
         "assumptions": _assumptions(spec, cost_model, engine_costs),
     }
+    if spec.kv_offload is not None:
+        interrupted_by = _offload_figures(spec, replicas, summary, out_dir, resolved_config) or interrupted_by
+        complete = interrupted_by is None
     manifest = {
         "complete": complete,
         "interrupted_by": interrupted_by,
@@ -262,6 +271,44 @@ def _simulate(
     return RunResult(summary, manifest, complete, interrupted_by)
 
 
+def _offload_figures(
+    spec: RunSpec, replicas: list[Replica], summary: dict[str, Any], out_dir: Path,
+    resolved_config: dict[str, Any],
+) -> str | None:
+    """The tiers' counters into the summary and, with `compare_hbm_only`, the same run
+    without offload (into out_dir/hbm_only); the signal that interrupted that run, if any."""
+    connectors = [r.scheduler.connector for r in replicas]
+    summary["kv_offload"] = offload_summary(spec.kv_offload, connectors, summary["duration_s"])
+    if not (spec.compare_hbm_only and summary["complete"]):
+        return None
+    baseline = simulate(
+        dataclasses.replace(spec, kv_offload=None, compare_hbm_only=False, print_summary=False),
+        out_dir / "hbm_only",
+        resolved_config,
+    )
+    if not baseline.complete:  # interrupted during the comparison: the whole run says so
+        summary["complete"] = False
+        return baseline.interrupted_by
+    summary["kv_offload"]["hbm_only"] = hbm_only_figures(baseline.summary)
+    return None
+
+
+def _offloading_connector(spec: RunSpec, env: simpy.Environment) -> OffloadingConnector | None:
+    return None if spec.kv_offload is None else OffloadingConnector(spec.kv_offload, lambda: env.now)
+
+
+def _wire_connector(env: simpy.Environment, replica: Replica) -> None:
+    """A connector's transfer that lands while the engine is idle wakes it (Replica.wake)."""
+    connector = replica.scheduler.connector
+    if connector is None:
+        return
+
+    def wake_at(at_s: float) -> None:
+        env.timeout(max(0.0, at_s - env.now)).callbacks.append(lambda _: replica.wake())
+
+    connector.wake_at = wake_at
+
+
 ENGINE_STREAM = 0xE6  # spawn-key tag: the engine's streams are apart from the workload's
 
 
@@ -276,6 +323,8 @@ def _check_conservation(replicas: list[Replica]) -> None:
     for replica in replicas:
         pool = replica.scheduler.kv_cache_manager.block_pool
         pool.check_invariants()
+        if replica.scheduler.connector is not None:
+            replica.scheduler.connector.check_invariants()
         if not replica.scheduler.has_unfinished_requests():
             assert pool.num_acquired_total == pool.num_released_total, (
                 pool.num_acquired_total,

@@ -52,7 +52,18 @@ def deployments(draw):
     if not chunked:
         budget = max(budget, max_model_len)  # vLLM refuses less: a long prompt could never run
     min_blocks = math.ceil(max_model_len / block_size)
+    # KV offloading (sim.kv_offload): host tiers small enough to evict, and a disk behind.
+    offload = draw(st.sampled_from(["none", "none", "cpu", "cpu_disk"]))
+    tiers = {} if offload == "none" else {
+        "kv_offload.cpu_size_gib": draw(st.sampled_from([0.05, 0.5, 4.0])),
+        "kv_offload.cross_layer_blocks": draw(st.booleans()),
+        "kv_offload.eviction_policy": draw(st.sampled_from(["lru", "arc"])),
+    }
+    if offload == "cpu_disk":
+        tiers["kv_offload.disk_size_gib"] = draw(st.sampled_from([0.1, 1.0]))
     return {
+        "kv_offload": offload,
+        **tiers,
         "scheduler.block_size": block_size,
         "scheduler.max_model_len": max_model_len,
         "scheduler.max_num_batched_tokens": budget,
@@ -60,7 +71,7 @@ def deployments(draw):
         "scheduler.max_num_seqs": draw(st.integers(1, 16)),
         "scheduler.num_gpu_blocks_override": min_blocks + draw(st.integers(0, min_blocks)),
         "scheduler.long_prefill_token_threshold": draw(st.sampled_from([0, 0, 17, 256])),
-        "scheduler.enable_prefix_caching": draw(st.booleans()),
+        "scheduler.enable_prefix_caching": offload != "none" or draw(st.booleans()),
         "scheduler.max_waiting_requests": draw(st.sampled_from(["null", "null", 1, 3, 8])),
         "parallel.replicas": draw(st.integers(1, 3)),
         "parallel.router": draw(st.sampled_from(["round_robin", "least_outstanding"])),
@@ -114,6 +125,8 @@ def _checked_schedule(original):
         assert len(self.running) <= cfg.max_num_seqs
         assert output.batch.num_tokens == sum(output.num_scheduled_tokens)
         self.kv_cache_manager.block_pool.check_invariants()
+        if self.connector is not None:  # KV blocks conserved across the offload tiers
+            self.connector.check_invariants()
         return output
 
     return schedule
@@ -121,7 +134,9 @@ def _checked_schedule(original):
 
 def run_random(tmp_path: Path, choices, deployment: dict, workload: dict):
     group = (f"workload={workload['workload']}",) if "workload" in workload else ()
-    items = {**deployment, **{k: v for k, v in workload.items() if k != "workload"}}
+    group += (f"kv_offload={deployment.get('kv_offload', 'none')}",)
+    items = {**{k: v for k, v in deployment.items() if k != "kv_offload"},
+             **{k: v for k, v in workload.items() if k != "workload"}}  # fmt: skip
     cfg = compose((*choices, *group), [f"{k}={v}" for k, v in items.items()])
     spec = build_run_spec(cfg)
     with pytest.MonkeyPatch.context() as mp:
@@ -180,6 +195,19 @@ def check_tables(tmp_path: Path, spec, result) -> None:
         assert np.all(start[mine][1:] >= end[mine][:-1] - 1e-12)
         assert list(np.asarray(steps["step"])[mine]) == list(range(int(mine.sum())))
 
+    # Offload tiers: what a tier holds is what was stored minus what it evicted, within its
+    # size; the disk holds only host evictions; a hit is a block that was looked up.
+    offload = result.summary.get("kv_offload")
+    if offload is not None:
+        for name, tier in offload["tiers"].items():
+            size = offload["spec"]["tiers"][name]["num_blocks"] * spec.num_replicas
+            assert tier["stored_blocks"] - tier["evicted_blocks"] == tier["resident_blocks_at_end"] <= size
+            assert tier["hit_blocks"] <= tier["lookup_blocks"]
+        if "disk" in offload["tiers"]:
+            assert offload["tiers"]["disk"]["stored_blocks"] <= offload["tiers"]["cpu"]["evicted_blocks"]
+        hits = sum(t["hit_blocks"] for t in offload["tiers"].values())
+        assert offload["links"]["host_to_gpu"]["bytes"] == hits * spec.kv_offload.block_bytes
+
     # Without preemption, prefix caching or a horizon, each finished request's tokens were
     # computed exactly once: its prompt and every output token but the last.
     if not spec.enable_prefix_caching and spec.horizon_s is None and counts["preemptions"] == 0:
@@ -197,6 +225,8 @@ def test_random_runs_keep_every_invariant(tmp_path, choices, deployment, workloa
     counts = result.summary["requests"]
     for outcome in ("rejected", "unfinished", "preemptions"):  # --hypothesis-show-statistics
         event(f"{outcome}: {'some' if counts[outcome] else 'none'}")
+    if "kv_offload" in result.summary:
+        event(f"offload hits: {'some' if result.summary['kv_offload']['loads'] else 'none'}")
 
 
 def test_a_tight_cache_preempts_and_still_accounts_for_everything(tmp_path):
@@ -214,4 +244,33 @@ def test_a_tight_cache_preempts_and_still_accounts_for_everything(tmp_path):
     spec, result = run_random(tmp_path, (), deployment, workload)
     assert result.summary["requests"]["preemptions"] > 0
     assert result.summary["requests"]["finished"] == 24
+    check_tables(tmp_path, spec, result)
+
+
+@pytest.mark.parametrize("offload,policy", [("cpu", "lru"), ("cpu_disk", "lru"), ("cpu_disk", "arc")])
+def test_a_tight_cache_with_offload_reloads_and_conserves_blocks_across_tiers(tmp_path, offload, policy):
+    """Preempted requests and later turns find their blocks on the host (or disk): loads
+    happen, every request finishes, and the tiers' counts balance (check_tables)."""
+    deployment = {
+        "kv_offload": offload, "kv_offload.cpu_size_gib": 0.02, "kv_offload.disk_size_gib": 0.5,
+        "kv_offload.eviction_policy": policy,
+        "scheduler.block_size": 16, "scheduler.max_model_len": 1024,
+        "scheduler.num_gpu_blocks_override": 70, "scheduler.max_num_seqs": 16,
+        "scheduler.max_num_batched_tokens": 256, "seed": 3, "output.write_steps": True,
+    }  # fmt: skip
+    if offload == "cpu":
+        del deployment["kv_offload.disk_size_gib"]
+    workload = {
+        "workload.arrival": "poisson", "workload.rate": 40.0, "workload.num_requests": 60,
+        "workload.turns.kind": "uniform", "workload.turns.low": 2, "workload.turns.high": 4,
+        "workload.think_time_s": 0.5,
+        "workload.prompt_tokens.kind": "fixed", "workload.prompt_tokens.value": 100,
+        "workload.output_tokens.kind": "fixed", "workload.output_tokens.value": 60,
+    }  # fmt: skip
+    spec, result = run_random(tmp_path, (), deployment, workload)
+    offload_summary = result.summary["kv_offload"]
+    assert result.summary["requests"]["finished"] == 60
+    assert offload_summary["loads"] > 0 and offload_summary["tiers"]["cpu"]["evicted_blocks"] > 0
+    if offload == "cpu_disk":
+        assert offload_summary["tiers"]["disk"]["stored_blocks"] > 0
     check_tables(tmp_path, spec, result)

@@ -16,6 +16,8 @@ from sim.cost.cost_spec import CostSpec
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
+from sim.kv_offload.settings import kv_offload_spec
+from sim.kv_offload.spec import KVOffloadSpec
 from sim.memory import MemoryPlan, plan_memory
 from sim.metrics.summary import SloTargets
 from sim.model_spec import ModelSpec
@@ -53,6 +55,8 @@ class RunSpec:
     horizon_s: float | None = None  # stop at this simulated time; None: when all requests end
     max_waiting_requests: int | None = None  # per replica; None: unbounded
     timeline_interval_s: float = 1.0  # bin width of timeline.parquet; 0: not written
+    kv_offload: KVOffloadSpec | None = None  # host (and disk) tiers; None: HBM only
+    compare_hbm_only: bool = False  # also run without kv_offload and report both
 
 
 def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -150,6 +154,19 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
     )
     verify_kv_cache(memory.num_gpu_blocks, par.replicas)
+    offload_cfg = OmegaConf.to_container(cfg.kv_offload, resolve=True) if "kv_offload" in cfg else {}
+    kv_offload = kv_offload_spec(
+        offload_cfg,
+        OmegaConf.to_container(cfg.hardware, resolve=True),
+        tp=par.tp,
+        num_replicas=par.replicas,
+        max_gpus_per_node=hardware.max_gpus_per_node,
+        block_size=sch.block_size,
+        block_bytes=memory.block_bytes,
+        num_layers=model.num_hidden_layers,
+        max_num_seqs=limits.max_num_seqs,
+        enable_prefix_caching=sch.enable_prefix_caching,
+    )
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
     workload = as_workload_config(cfg.workload)
     validate(workload)
@@ -184,6 +201,8 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         horizon_s=cfg.horizon_s,
         max_waiting_requests=sch.max_waiting_requests,
         timeline_interval_s=_non_negative("output.timeline_interval_s", cfg.output.timeline_interval_s),
+        kv_offload=kv_offload,
+        compare_hbm_only=bool(offload_cfg.get("compare_hbm_only", False)) and kv_offload is not None,
     )
 
 

@@ -69,6 +69,34 @@ class HardwareConfig:
     price_per_hour_usd: float = 0.0
     price_source: str = ""
     source: str = ""
+    # The host side, for KV offloading (configs/kv_offload): memory of one node, and each GPU's
+    # link to it. 0: not given (an offload tier is then refused).
+    host_memory_gb: float = 0.0  # host DRAM of one node, 1e9 bytes
+    host_link: str = ""  # "pcie5_x16", "pcie4_x16", "nvlink_c2c"
+    host_link_bandwidth_gbps: float = 0.0  # per GPU, one direction, 1e9 bytes/s
+    host_link_latency_us: float = 0.0  # fixed cost of one copy job
+    host_link_per_copy_us: float = 0.0  # each memcpy of a job beyond the data time
+    host_link_source: str = ""  # measured / transferred / assumed, and from where
+
+
+@dataclass
+class KVOffloadConfig:
+    """KV offloading to host memory, optionally with a disk tier behind it (sim.kv_offload).
+    Names after vLLM's `--kv-offloading-size` and the connector's `eviction_policy`."""
+
+    name: str = "none"
+    cpu_size_gib: float = 0.0  # host memory per engine replica, GiB, over its TP ranks; 0: off
+    eviction_policy: str = "lru"
+    # One copy per block for all layers (the cross-layer layout vLLM's offloading connector
+    # asks for); false: one per layer's K and V page, 2 x layers copies per block.
+    cross_layer_blocks: bool = True
+    disk_size_gib: float = 0.0  # per engine replica; 0: no disk tier
+    disk_read_bandwidth_gbps: float = 0.0
+    disk_write_bandwidth_gbps: float = 0.0
+    disk_latency_us: float = 0.0
+    disk_source: str = ""
+    # Also run the same deployment without offload (HBM only) and print both side by side.
+    compare_hbm_only: bool = False
 
 
 @dataclass
@@ -155,6 +183,7 @@ class SimConfig:
     parallel: ParallelConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     workload: WorkloadConfig = MISSING
+    kv_offload: KVOffloadConfig = field(default_factory=KVOffloadConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     slo: SloConfig = field(default_factory=SloConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

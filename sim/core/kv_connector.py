@@ -33,12 +33,15 @@ if TYPE_CHECKING:
 class KVConnector(Protocol):
     def get_num_new_matched_tokens(
         self, request: Request, num_computed_tokens: int
-    ) -> tuple[int, bool]:
+    ) -> tuple[int | None, bool]:
         """Tokens after the first `num_computed_tokens` (the local prefix hit) that this
-        connector can supply, and whether they load asynchronously. Called only for a request
-        with nothing computed yet, which includes one whose whole prompt was loaded when it is
-        a single token (the last token is recomputed): a connector supplies a request's tokens
-        once, as vLLM's do (NixlConnector clears `do_remote_prefill` after the first call)."""
+        connector can supply, and whether they load asynchronously; None when it cannot tell
+        yet (vLLM's offloading connector: the blocks are being loaded for another request, or
+        too many loads are in flight): the request is passed over this step, keeping its
+        place, as vLLM's scheduler does. Called only for a request with nothing computed yet,
+        which includes one whose whole prompt was loaded when it is a single token (the last
+        token is recomputed): a connector supplies a request's tokens once, as vLLM's do
+        (NixlConnector clears `do_remote_prefill` after the first call)."""
         ...
 
     def update_state_after_alloc(self, request: Request, num_external_tokens: int) -> None:

@@ -258,9 +258,13 @@ class Scheduler:
             if request.num_computed_tokens == 0:
                 hit_blocks, num_hit_tokens = kv.get_computed_blocks(request)
                 if connector is not None:
-                    num_external, load_kv_async = connector.get_num_new_matched_tokens(
+                    matched, load_kv_async = connector.get_num_new_matched_tokens(
                         request, num_hit_tokens
                     )
+                    if matched is None:  # the connector cannot tell yet: passed over this step
+                        skipped.append(waiting.popleft())
+                        continue
+                    num_external = matched
                     request.num_external_computed_tokens = num_external
                     assert num_external > 0 or not load_kv_async, "an async load of no tokens"
                 num_computed = num_hit_tokens + num_external
@@ -279,6 +283,8 @@ class Scheduler:
             if not kv.allocate_slots(
                 request, num_new, num_hit_tokens, hit_blocks, num_external, load_kv_async
             ):
+                if connector is not None and not running and self._release_loaded_blocks(request):
+                    continue  # the head again, with the blocks of loaded requests behind it freed
                 break
             if connector is not None:
                 connector.update_state_after_alloc(request, num_external)
@@ -302,6 +308,32 @@ class Scheduler:
         if skipped:
             waiting.extendleft(reversed(skipped))
         return token_budget
+
+    def _release_loaded_blocks(self, head: Request) -> bool:
+        """Nothing runs, so nothing will free blocks, and the head of the queue cannot get
+        its blocks: free those of the waiting requests behind it whose loads have landed (they
+        look up and load again when their turn comes). Whether any were freed.
+
+        DIVERGENCE: vLLM has no such release; with a cache small against its requests, loaded
+        requests behind a preempted one could hold every block, and its engine would stall."""
+        kv = self.kv_cache_manager
+        released = False
+        for request in self.waiting:
+            if request is head or not request.block_ids:
+                continue
+            request_id = request.request_id
+            if request.status == RequestStatus.WAITING_FOR_REMOTE_KVS:
+                if request_id not in self.finished_recving_kv_req_ids:
+                    continue  # still loading into its blocks
+                self.finished_recving_kv_req_ids.discard(request_id)
+                self.num_waiting_for_remote_kvs -= 1
+                request.status = (
+                    RequestStatus.PREEMPTED if request.num_preemptions else RequestStatus.WAITING
+                )
+            kv.free(request)
+            request.num_computed_tokens = 0
+            released = True
+        return released
 
     def _update_waiting_for_remote_kv(self, request: Request) -> bool:
         """Whether the request's load has landed; if so its loaded blocks join the prefix

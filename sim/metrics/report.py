@@ -174,6 +174,10 @@ def format_summary(
             f" {kv.get('prefix_cache_queries_tokens') or 0:,} tokens looked up;"
             f" {kv.get('evicted_blocks') or 0:,} cached blocks evicted)"
         )
+    if summary.get("kv_offload"):
+        from sim.kv_offload.report import offload_lines
+
+        lines += offload_lines(summary["kv_offload"], summary)
     shares = summary["gpu_time_share_by_operator"]
     top = sorted(shares.items(), key=lambda kv_: -kv_[1])
     lines.append(

@@ -1,0 +1,1 @@
+"""KV offloading to host memory and disk (vLLM's native OffloadingConnector): tiers, links, connector."""
