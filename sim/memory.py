@@ -444,7 +444,13 @@ def _what_would_fit(request: _Request, precision: PrecisionSpec, tp: int) -> str
     parts = [
         f"Smallest TP that fits in {precision.name}: {same_precision}."
         if same_precision
-        else f"No TP up to {hardware.max_gpus_per_node} fits in {precision.name}.",
+        else f"No TP up to {hardware.max_gpus_per_node} fits in {precision.name}"
+        + (
+            f" on one node; two nodes hold twice the weights (parallel.pp=2, or parallel.tp="
+            f"{2 * hardware.max_gpus_per_node} across the NICs)."
+            if hardware.nics_per_node > 0
+            else "."
+        ),
         f"At TP={tp} these precisions fit: {', '.join(at_this_tp)}."
         if at_this_tp
         else f"No catalog precision fits at TP={tp}.",

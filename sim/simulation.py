@@ -107,6 +107,7 @@ class Replica:
         scheduler = self.scheduler
         clock = self.clock
         depth = self.max_concurrent_batches
+        throttled = getattr(scheduler, "current_step", None) is not None  # sim.core.pipeline_scheduler
         in_flight: deque[tuple[SchedulerOutput, StepCost, StepTiming]] = deque()
         while True:
             if not in_flight and not scheduler.has_unfinished_requests():
@@ -117,7 +118,12 @@ class Replica:
             launched = self._schedule_and_launch(now) if scheduler.has_unfinished_requests() else None
             cpu_free_s = launched[2].launch_end_s if launched else clock.empty_schedule_end_s(now)
             if launched is None and not in_flight:
-                self._stuck(now)
+                if not (throttled and scheduler.holds_requests()):
+                    self._stuck(now)
+                # Pipeline parallelism: every running request sampled less than pp steps ago;
+                # vLLM's busy loop schedules empty steps until one is eligible again.
+                yield env.timeout(cpu_free_s - now)
+                continue
             if launched is not None and len(in_flight) + 1 < depth:
                 in_flight.append(launched)  # the queue has room: schedule the next one at once
                 yield env.timeout(cpu_free_s - now)

@@ -56,6 +56,11 @@ class PipelineScheduler(Scheduler):
             sampled_at[request.request_id] = step
         return output
 
+    def holds_requests(self) -> bool:
+        """Whether a running request waits for its eligible step (an empty step is no stall)."""
+        eligible_at = self._eligible_at
+        return any(r.request_id in eligible_at for r in self.running)
+
     def _schedule_without(self, held: list, now: float) -> SchedulerOutput:
         original, config = self.running, self.config
         held_ids = {id(r) for r in held}
