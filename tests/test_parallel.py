@@ -265,3 +265,31 @@ def test_batch_queue_depth_is_vllms():
     assert ParallelSpec(pp=2).max_concurrent_batches(True) == 3  # model runner v2
     assert ParallelSpec(pp=2).max_concurrent_batches(True, v2_model_runner=False) == 2
     assert ParallelSpec(pp=4).max_concurrent_batches(False) == 4
+
+
+# ---- the bubble, end to end -------------------------------------------------------------
+
+
+def _busy(tmp_path, budget):
+    from conftest import compose_config
+    from sim.config.build import build_run_spec, resolved_config
+    from sim.run import simulate
+
+    cfg = compose_config([
+        "parallel.pp=2", "workload.arrival=offline", "workload.num_requests=64",
+        "workload.prompt_tokens.kind=fixed", "workload.prompt_tokens.value=100",
+        "workload.output_tokens.kind=fixed", "workload.output_tokens.value=200",
+        f"scheduler.max_num_batched_tokens={budget}", "scheduler.enable_prefix_caching=false",
+        "output.print_summary=false", "output.progress=false", "output.write_steps=false",
+    ])  # fmt: skip
+    spec = build_run_spec(cfg)
+    return simulate(spec, tmp_path / str(budget), resolved_config(cfg)).summary["utilization"]["busy_fraction"]
+
+
+def test_one_group_of_requests_leaves_half_a_two_stage_pipeline_idle(tmp_path):
+    """64 requests prefilled in one step sample together, so they decode every other step
+    and the steps in between are empty: each stage works at most half the time. Prefilled in
+    two steps (a budget of 3,200 tokens) they form two groups that take turns and fill it."""
+    one_group, two_groups = _busy(tmp_path, 8192), _busy(tmp_path, 3200)
+    assert one_group < 0.5
+    assert two_groups > 0.8

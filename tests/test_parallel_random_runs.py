@@ -19,7 +19,7 @@ LAYOUTS = (
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(choices=st.sampled_from(LAYOUTS), deployment=deployments(), workload=workloads(), n=st.integers(0, 10**9))
 def test_parallel_layouts_keep_every_invariant(tmp_path, choices, deployment, workload, n):
     out = tmp_path / str(n)
