@@ -142,6 +142,10 @@ def _main(cfg: DictConfig) -> None:
         extra = request_figures(out_dir / "requests.parquet", result.summary)
         print(format_summary(result.summary, overrides=changes, extra=extra))
         print(f"\noutputs in {out_dir}")
+    if cfg.compare.layouts and result.complete:  # the scenario's layouts side by side
+        from sim.compare import run_comparison
+
+        print(run_comparison(cfg, out_dir))
     if not result.complete:
         print(
             f"interrupted by {result.interrupted_by}: partial outputs written to {out_dir},"

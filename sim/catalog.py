@@ -22,6 +22,12 @@ import sim
 from sim.config.schema import HardwareConfig, ModelConfig, PrecisionConfig
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
+from sim.moe_mla_config import (
+    EXPERT_COUNT_KEYS,
+    check_moe_mla,
+    hf_moe_mla_fields,
+    refuse_partial_moe,
+)
 from sim.model_spec import ModelSpec
 from sim.precision import (
     COMPUTE_DTYPES,
@@ -108,9 +114,18 @@ def model_spec_from_config(cfg: ModelConfig | DictConfig | Mapping[str, Any]) ->
         max_position_embeddings=size["max_position_embeddings"],
         display_name=str(fields.get("display_name") or ""),
         published_params_b=fields.get("published_params_b"),
+        qk_norm=_bool_field(fields, "qk_norm", origin),
+        **{key: _int_field(fields, key, origin) for key in _MOE_MLA_FIELDS},
     )
     _check_model(spec, origin)
+    check_moe_mla(spec, origin)
     return spec
+
+
+_MOE_MLA_FIELDS = (
+    "moe_intermediate_size", "n_shared_experts", "first_k_dense_replace",
+    "kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+)  # fmt: skip
 
 
 def _int_field(fields: Mapping[str, Any], key: str, origin: str, default: int | None = 0) -> int:
@@ -162,14 +177,9 @@ def _check_model(spec: ModelSpec, origin: str) -> None:
 _HF_REQUIRED = (
     "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size",
 )  # fmt: skip
-# MoE layouts other than Mixtral's (shared experts, a separate expert width): not modelled.
-_HF_UNSUPPORTED_MOE = (
-    "n_routed_experts", "num_experts", "moe_intermediate_size", "n_shared_experts",
-    "shared_expert_intermediate_size",
-)  # fmt: skip
 # Families whose transformers config class defaults tie_word_embeddings to False; transformers'
 # base PretrainedConfig (any other family) defaults it to True.
-_UNTIED_BY_DEFAULT = ("llama", "mistral", "mixtral", "qwen2")
+_UNTIED_BY_DEFAULT = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "deepseek")
 
 
 def _fields_from_hf_config(path: Path, fallback: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,6 +194,9 @@ def _fields_from_hf_config(path: Path, fallback: Mapping[str, Any]) -> dict[str,
     known_len = int(fallback.get("max_position_embeddings") or 0) or None
     fields["max_position_embeddings"] = _int_field(raw, "max_position_embeddings", str(path), known_len)
     fields.update(_hf_experts(raw, path))
+    fields.update(hf_moe_mla_fields(raw, path))
+    if fields.get("kv_lora_rank"):  # MLA: heads are nope + rope wide, not hidden / heads
+        fields["head_dim"] = fields["qk_nope_head_dim"] + fields["qk_rope_head_dim"]
     untied = str(raw.get("model_type", "")).startswith(_UNTIED_BY_DEFAULT)
     fields["tie_word_embeddings"] = _bool_field(raw, "tie_word_embeddings", str(path), not untied)
     fields["attention_bias"] = _bool_field(raw, "attention_bias", str(path), _is_qwen2(raw))
@@ -210,8 +223,10 @@ def _hf_experts(raw: Mapping[str, Any], path: Path) -> dict[str, int]:
         is_mixtral = _is_family(raw, "mixtral", "Mixtral")
     defaults = _MIXTRAL_DEFAULT_EXPERTS if is_mixtral else {}
     experts = _int_field(raw, "num_local_experts", str(path), defaults.get("num_local_experts", 0))
+    for key in EXPERT_COUNT_KEYS:  # DeepSeek's n_routed_experts, Qwen3-MoE's num_experts
+        experts = experts or _int_field(raw, key, str(path))
     if not experts:
-        _refuse_other_moe(raw, path)
+        refuse_partial_moe(raw, path)
         if raw.get("num_experts_per_tok") is not None:
             raise ConfigError(
                 f"{path}: num_experts_per_tok is set but num_local_experts is missing; give the "
@@ -241,15 +256,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object, as in a Hugging Face config.json")
     return raw
-
-
-def _refuse_other_moe(raw: Mapping[str, Any], path: Path) -> None:
-    found = [key for key in _HF_UNSUPPORTED_MOE if raw.get(key)]
-    if found:
-        raise ConfigError(
-            f"{path}: {', '.join(found)} describe an MoE layout this simulator does not model "
-            "(only Mixtral-style: num_local_experts experts of intermediate_size, top-k routing)"
-        )
 
 
 def _is_qwen2(raw: Mapping[str, Any]) -> bool:
@@ -302,6 +308,9 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
         interconnect_bandwidth=float(fields.get("interconnect_bandwidth_gbps") or 0.0) * GB_PER_S,
         interconnect_latency_s=float(fields.get("interconnect_latency_us") or 0.0) * US,
         max_gpus_per_node=int(fields["max_gpus_per_node"]),
+        nics_per_node=int(fields.get("nics_per_node") or 0),
+        nic_bandwidth=float(fields.get("nic_bandwidth_gbps") or 0.0) * GB_PER_S,
+        nic_latency_s=float(fields.get("nic_latency_us") or 0.0) * US,
         tdp_w=float(fields.get("tdp_w") or 0.0),
         idle_power_w=float(fields.get("idle_power_w") or 0.0),
         price_per_hour_usd=float(fields.get("price_per_hour_usd") or 0.0),
@@ -325,6 +334,9 @@ _HARDWARE_RANGES: dict[str, tuple[float, bool, str]] = {
     "interconnect_bandwidth_gbps": (0.0, True, "0: no GPU-to-GPU link (TP 1 only)"),
     "interconnect_latency_us": (0.0, True, "one small all-reduce hop"),
     "max_gpus_per_node": (1.0, True, "GPUs one node holds"),
+    "nics_per_node": (0.0, True, "0: no network between nodes"),
+    "nic_bandwidth_gbps": (0.0, True, "per NIC, one direction; 0: no network between nodes"),
+    "nic_latency_us": (0.0, True, "one inter-node hop"),
     "boost_clock_mhz": (0.0, True, "0: not given"),
     "sustained_clock_ratio": (0.0, False, "a fraction of the boost clock, at most 1"),
     "tdp_w": (0.0, True, "0: unknown, no energy figures"),

@@ -18,6 +18,9 @@ class HardwareSpec:
     interconnect_bandwidth: float  # per GPU, one direction, bytes/s
     interconnect_latency_s: float
     max_gpus_per_node: int = 8
+    nics_per_node: int = 0  # scale-out NICs of one node (0: no network between nodes)
+    nic_bandwidth: float = 0.0  # per NIC, one direction, bytes/s
+    nic_latency_s: float = 0.0  # one inter-node hop
     tdp_w: float = 0.0
     idle_power_w: float = 0.0
     price_per_hour_usd: float = 0.0

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from sim.errors import ConfigError, DoesNotFitError
 from sim.hardware_spec import HardwareSpec
 from sim.model_spec import ModelSpec
+from sim.memory_layout import stage_kv_bytes_per_token, stage_weight_bytes
+from sim.parallel import ParallelSpec
 from sim.precision import DTYPE_BYTES, MODEL_DTYPE, REFERENCE_PRECISIONS, PrecisionSpec
 
 GB = 1e9
@@ -58,6 +60,14 @@ class MemoryPlan:
     runtime_reserve_bytes: float
     kv_bytes_per_token: int  # K and V of one token, all layers, this GPU's KV heads
     num_gpu_blocks: int
+    pp: int = 1  # pipeline stages: the figures above are the stage with the fewest blocks
+    dp: int = 1  # data-parallel attention ranks: each holds num_gpu_blocks of its own
+    binding_stage: int = 0
+
+    @property
+    def num_engine_blocks(self) -> int:
+        """KV blocks the engine's scheduler can hand out: one cache per DP rank."""
+        return self.num_gpu_blocks * self.dp
 
     @property
     def usable_bytes(self) -> float:
@@ -109,6 +119,8 @@ class MemoryPlan:
             "block_size": self.block_size,
             "block_bytes": self.block_bytes,
             "num_gpu_blocks": self.num_gpu_blocks,
+            **({"pp": self.pp, "binding_stage": self.binding_stage} if self.pp > 1 else {}),
+            **({"dp": self.dp, "num_engine_blocks": self.num_engine_blocks} if self.dp > 1 else {}),
             "max_num_cached_tokens": self.max_num_cached_tokens,
             "max_model_len": self.max_model_len,
             "max_num_full_length_seqs": self.max_num_full_length_seqs,
@@ -155,7 +167,7 @@ def weight_bytes_per_gpu(model: ModelSpec, precision: PrecisionSpec, tp: int) ->
 
 
 def activation_reserve_bytes(
-    model: ModelSpec, tp: int, max_num_batched_tokens: int, max_num_seqs: int
+    model: ModelSpec, tp: int, max_num_batched_tokens: int, max_num_seqs: int, ep_rows: float = 0.0
 ) -> float:
     """Peak activation memory of vLLM's profiling pass, estimated from the widest tensors alive
     at once, T = max_num_batched_tokens, S = min(max_num_seqs, T), in the model dtype (bf16):
@@ -170,7 +182,11 @@ def activation_reserve_bytes(
     """
     tokens = max_num_batched_tokens
     rows = min(max_num_seqs, max_num_batched_tokens)
-    mlp_width = model.num_active_experts * 3 * model.intermediate_size / tp
+    width = model.expert_intermediate_size if model.is_moe else model.intermediate_size
+    if ep_rows:  # expert parallel: `ep_rows` x top_k rows of whole experts per token on this GPU
+        mlp_width = ep_rows * model.num_active_experts * 3 * width
+    else:
+        mlp_width = model.num_active_experts * 3 * width / tp
     forward = tokens * (2 * model.hidden_size + mlp_width) * DTYPE_BYTES[MODEL_DTYPE]
     logits = rows * model.vocab_size * DTYPE_BYTES["fp32"]
     return forward + logits
@@ -184,14 +200,20 @@ def runtime_reserve_bytes(tp: int) -> float:
 def valid_tp_sizes(model: ModelSpec, hardware: HardwareSpec) -> list[int]:
     """TP sizes vLLM accepts for this model within one node: tp divides the attention heads and
     the MLP width, and tp and the KV heads divide one another."""
+    return [tp for tp in range(1, hardware.max_gpus_per_node + 1) if tp_splits_model(model, tp)]
+
+
+def tp_splits_model(model: ModelSpec, tp: int) -> bool:
+    """tp divides the heads and every MLP width, and tp and the KV heads divide one another."""
     kv_heads = model.num_key_value_heads
-    return [
-        tp
-        for tp in range(1, hardware.max_gpus_per_node + 1)
-        if model.num_attention_heads % tp == 0
-        and model.intermediate_size % tp == 0
+    widths = [model.expert_intermediate_size] if model.is_moe else []
+    if model.num_dense_layers:
+        widths.append(model.intermediate_size)
+    return (
+        model.num_attention_heads % tp == 0
+        and all(width % tp == 0 for width in widths)
         and (kv_heads % tp == 0 or tp % kv_heads == 0)
-    ]
+    )
 
 
 # ---- the plan ----------------------------------------------------------------------------------
@@ -209,6 +231,7 @@ class _Request:
     max_num_seqs: int
     max_model_len: int
     num_gpu_blocks_override: int | None
+    parallel: ParallelSpec | None = None  # None: one stage of TP, the plain layout
 
 
 def plan_memory(
@@ -223,6 +246,7 @@ def plan_memory(
     max_num_seqs: int,
     max_model_len: int | None,
     num_gpu_blocks_override: int | None = None,
+    parallel: ParallelSpec | None = None,
 ) -> MemoryPlan:
     """The per-GPU memory plan, or a `ConfigError` / `DoesNotFitError` that says what would fit.
 
@@ -238,6 +262,7 @@ def plan_memory(
         max_num_seqs=max_num_seqs,
         max_model_len=model.max_position_embeddings if max_model_len is None else max_model_len,
         num_gpu_blocks_override=num_gpu_blocks_override,
+        parallel=parallel,
     )
     _check_request(request)
     _check_tp(request, tp)
@@ -250,6 +275,11 @@ def plan_memory(
 
 
 def _build_plan(request: _Request, precision: PrecisionSpec, tp: int) -> MemoryPlan:
+    layout = request.parallel
+    if layout is not None and layout.tp != tp:
+        layout = dataclasses.replace(layout, tp=tp)
+    if layout is not None and (_staged_layout(request.model, layout)):
+        return _build_staged_plan(request, precision, layout)
     model, hardware = request.model, request.hardware
     plan = MemoryPlan(
         model_name=model.display_name or model.name,
@@ -272,6 +302,51 @@ def _build_plan(request: _Request, precision: PrecisionSpec, tp: int) -> MemoryP
     if request.num_gpu_blocks_override is not None:
         blocks = request.num_gpu_blocks_override
     return dataclasses.replace(plan, num_gpu_blocks=blocks)
+
+
+def _staged_layout(model: ModelSpec, layout: ParallelSpec) -> bool:
+    return (
+        layout.pp > 1 or layout.dp > 1 or layout.ep > 1 or model.is_mla
+        or model.n_shared_experts > 0 or model.first_k_dense_replace > 0
+    )  # fmt: skip
+
+
+def _build_staged_plan(request: _Request, precision: PrecisionSpec, layout: ParallelSpec) -> MemoryPlan:
+    """One plan per stage (sim.memory_layout); the stage with the fewest blocks binds."""
+    model, hardware = request.model, request.hardware
+    ep_rows = layout.dp / layout.ep if layout.ep > 1 else 0.0
+    plans = []
+    for stage in range(layout.pp):
+        activations = activation_reserve_bytes(
+            model, layout.tp, request.max_num_batched_tokens, request.max_num_seqs, ep_rows
+        )
+        if stage < layout.pp - 1:  # logits only on the last stage
+            rows = min(request.max_num_seqs, request.max_num_batched_tokens)
+            activations -= rows * model.vocab_size * DTYPE_BYTES["fp32"]
+        plan = MemoryPlan(
+            model_name=model.display_name or model.name,
+            hardware_name=hardware.display_name or hardware.name,
+            precision_name=precision.name,
+            tp=layout.tp,
+            block_size=request.block_size,
+            gpu_memory_utilization=request.gpu_memory_utilization,
+            max_model_len=request.max_model_len,
+            memory_bytes=hardware.memory_bytes,
+            weight_bytes=stage_weight_bytes(model, precision, layout, stage),
+            activation_reserve_bytes=activations,
+            runtime_reserve_bytes=runtime_reserve_bytes(layout.num_gpus),
+            kv_bytes_per_token=stage_kv_bytes_per_token(model, precision, layout, stage),
+            num_gpu_blocks=0,
+            pp=layout.pp,
+            dp=layout.dp,
+            binding_stage=stage,
+        )
+        blocks = max(0, math.floor(plan.kv_budget_bytes / plan.block_bytes))
+        plans.append(dataclasses.replace(plan, num_gpu_blocks=blocks))
+    plan = min(plans, key=lambda p: (p.num_gpu_blocks, p.kv_budget_bytes))
+    if request.num_gpu_blocks_override is not None:
+        plan = dataclasses.replace(plan, num_gpu_blocks=request.num_gpu_blocks_override)
+    return plan
 
 
 def _fits(request: _Request, precision: PrecisionSpec, tp: int) -> bool:
@@ -307,17 +382,21 @@ def _check_request(request: _Request) -> None:
 def _check_tp(request: _Request, tp: int) -> None:
     model, hardware = request.model, request.hardware
     valid = valid_tp_sizes(model, hardware)
+    node = hardware.max_gpus_per_node
     if tp in valid:
         return
-    if not 1 <= tp <= hardware.max_gpus_per_node:
+    if tp > node and hardware.nics_per_node > 0 and tp % node == 0 and tp_splits_model(model, tp):
+        return  # TP across nodes, over the NICs (sim.cost.comm)
+    if not 1 <= tp <= node:
         reason = (
-            f"one {hardware.display_name or hardware.name} node has {hardware.max_gpus_per_node} "
-            "GPUs (pipeline parallelism across nodes is not modelled)"
+            f"one {hardware.display_name or hardware.name} node has {node} GPUs; across nodes tp "
+            "must be a multiple of that, split the model, and the hardware needs NICs "
+            "(hardware.nics_per_node); or use parallel.pp for stages"
         )
     else:
         reason = (
-            f"tp must divide num_attention_heads ({model.num_attention_heads}) and "
-            f"intermediate_size ({model.intermediate_size}), and tp and num_key_value_heads "
+            f"tp must divide num_attention_heads ({model.num_attention_heads}) and the MLP width "
+            f"({model.expert_intermediate_size if model.is_moe else model.intermediate_size}), and tp and num_key_value_heads "
             f"({model.num_key_value_heads}) must divide one another"
         )
     raise ConfigError(
@@ -365,7 +444,13 @@ def _what_would_fit(request: _Request, precision: PrecisionSpec, tp: int) -> str
     parts = [
         f"Smallest TP that fits in {precision.name}: {same_precision}."
         if same_precision
-        else f"No TP up to {hardware.max_gpus_per_node} fits in {precision.name}.",
+        else f"No TP up to {hardware.max_gpus_per_node} fits in {precision.name}"
+        + (
+            f" on one node; two nodes hold twice the weights (parallel.pp=2, or parallel.tp="
+            f"{2 * hardware.max_gpus_per_node} across the NICs)."
+            if hardware.nics_per_node > 0
+            else "."
+        ),
         f"At TP={tp} these precisions fit: {', '.join(at_this_tp)}."
         if at_this_tp
         else f"No catalog precision fits at TP={tp}.",
@@ -376,7 +461,8 @@ def _what_would_fit(request: _Request, precision: PrecisionSpec, tp: int) -> str
         parts.append(
             f"What fits: {', '.join(options)}."
             if options
-            else "Nothing fits on one node: use a GPU with more memory."
+            else "Nothing fits on one node: split it over nodes (parallel.pp=2, or parallel.tp"
+            f"={2 * hardware.max_gpus_per_node} across nodes), or use a GPU with more memory."
         )
     return " ".join(parts)
 

@@ -20,10 +20,8 @@ import simpy
 import sim
 from sim.clients import start_traffic
 from sim.config.build import RunSpec
-from sim.core.engine_clock import EngineClock
-from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.request import Request
-from sim.core.scheduler import Scheduler
+from sim.engine_build import engine_clock, engine_scheduler
 from sim.cost.engine_costs import EngineCosts, max_cudagraph_capture_size
 from sim.cost.engine_profiles import load_engine_costs
 from sim.cost.power_cap import PowerCappedCostModel
@@ -152,7 +150,9 @@ def _simulate(
         max_model_len=spec.scheduler.max_model_len,
         block_size=spec.block_size if spec.enable_prefix_caching else None,
     )
-    cost_model = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
+    cost_model = build_cost_model(
+        spec.model, spec.hardware, spec.precision, spec.tp, spec.cost, spec.parallel
+    )
     # Compute-bound work slows to the clock the power limit allows (a pass-through where the
     # profile was measured at this GPU's own limit, which already holds that clock).
     peak = spec.hardware.peak_flops[spec.precision.activation_dtype]
@@ -177,25 +177,21 @@ def _simulate(
         Replica(
             replica_id,
             env,
-            Scheduler(
-                spec.scheduler,
-                KVCacheManager(
-                    spec.memory.num_gpu_blocks,
-                    spec.block_size,
-                    spec.scheduler.max_model_len,
-                    spec.enable_prefix_caching,
-                ),
-                _offloading_connector(spec, env),
-            ),
+            scheduler,
             cost_model,
             recorder,
-            EngineClock(engine_costs, capture_size, _engine_rng(spec.seed, replica_id)),
+            engine_clock(spec, engine_costs, capture_size, _engine_rng(spec.seed, replica_id), scheduler),
             async_scheduling=spec.async_scheduling,
             on_step=progress.tick,
             max_waiting_requests=spec.max_waiting_requests,
             horizon_s=spec.horizon_s,
+            max_concurrent_batches=spec.parallel.max_concurrent_batches(
+                spec.async_scheduling, not spec.model.is_moe
+            ),
         )
-        for replica_id in range(spec.num_replicas)
+        for replica_id, scheduler in (
+            (i, engine_scheduler(spec, _offloading_connector(spec, env))) for i in range(spec.num_replicas)
+        )
     ]
     for replica in replicas:
         _wire_connector(env, replica)
@@ -223,7 +219,7 @@ def _simulate(
     itl, itl_counts = recorder.inter_token_latencies()
     shape = RunShape(
         num_replicas=spec.num_replicas,
-        gpus_per_replica=spec.tp,
+        gpus_per_replica=spec.gpus_per_replica,
         peak_flops=spec.hardware.peak_flops[spec.precision.activation_dtype],
         memory_bandwidth=spec.hardware.memory_bandwidth,
         num_arrived=arrivals.count,
@@ -338,15 +334,18 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
         "hardware": spec.hardware.name,
         "precision": spec.precision.name,
         "tp": spec.tp,
+        **({"layout": spec.parallel.describe()} if spec.parallel.num_gpus != spec.tp else {}),
+        **({"pp": spec.parallel.pp} if spec.parallel.pp > 1 else {}),
+        **({"dp": spec.parallel.dp, "ep": spec.parallel.ep} if spec.parallel.ep > 1 else {}),
         "replicas": spec.num_replicas,
-        "gpus": spec.tp * spec.num_replicas,
+        "gpus": spec.gpus_per_replica * spec.num_replicas,
         "router": spec.router,
         "max_num_seqs": spec.scheduler.max_num_seqs,
         "max_num_batched_tokens": spec.scheduler.max_num_batched_tokens,
         "max_model_len": spec.scheduler.max_model_len,
         "block_size": spec.block_size,
-        "num_gpu_blocks": spec.memory.num_gpu_blocks,
-        "kv_cache_tokens": spec.memory.num_gpu_blocks * spec.block_size,
+        "num_gpu_blocks": spec.memory.num_engine_blocks,
+        "kv_cache_tokens": spec.memory.num_engine_blocks * spec.block_size,
         "enable_prefix_caching": spec.enable_prefix_caching,
         "async_scheduling": spec.async_scheduling,
         "memory": spec.memory.describe(),
@@ -358,11 +357,20 @@ def _assumptions(spec: RunSpec, cost_model: Any, engine_costs: EngineCosts) -> d
         "vllm_behaviour_matched": sim.VLLM_VERSION_MATCHED,
         **cost_model.assumptions(),
         "clocks": _clocks(spec.hardware),
-        "engine_loop": "async scheduling (batch queue of 2)" if spec.async_scheduling else "serial",
+        "engine_loop": _engine_loop(spec),
         "engine_time_source": engine_costs.source,
         "engine_time_fit_error": engine_costs.fit_error or "none: not fitted",
         "scheduler_defaults": spec.defaults_source,
     }
+
+
+def _engine_loop(spec: RunSpec) -> str:
+    depth = spec.parallel.max_concurrent_batches(spec.async_scheduling, not spec.model.is_moe)
+    if spec.parallel.pp > 1:
+        return f"pipeline of {spec.parallel.pp} stages, batch queue of {depth}" + (
+            " (async scheduling)" if spec.async_scheduling else ""
+        )
+    return "async scheduling (batch queue of 2)" if spec.async_scheduling else "serial"
 
 
 def _clocks(hardware: Any) -> str:

@@ -3,6 +3,7 @@ one per engine step; scheduler, KV manager, cost model, router and recorder are 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
@@ -40,8 +41,12 @@ class Replica:
         on_step: Callable[[float, int], None] | None = None,
         max_waiting_requests: int | None = None,
         horizon_s: float | None = None,
+        max_concurrent_batches: int | None = None,
     ) -> None:
         self.replica_id = replica_id
+        # vLLM's batch queue (VllmConfig.max_concurrent_batches): 2 with async scheduling,
+        # 1 without; pipeline parallelism keeps up to pp (+1 with async) steps in flight.
+        self.max_concurrent_batches = max_concurrent_batches or (2 if async_scheduling else 1)
         # Tokens delivered at or after the horizon never reach the client within the run: the
         # requests a step finished then are reported unfinished (sim.run), not finished.
         self.horizon_s = horizon_s
@@ -111,40 +116,49 @@ class Replica:
         return True
 
     def engine_loop(self):
-        """One SimPy timeout per loop iteration; each iteration applies at most one step."""
+        """One SimPy timeout per loop iteration; each iteration applies at most one step.
+
+        vLLM's `step_with_batch_queue`: schedule and launch while the queue has room and
+        something was scheduled, else wait for the oldest step in flight and apply it."""
         env = self.env
         scheduler = self.scheduler
         clock = self.clock
-        in_flight: tuple[SchedulerOutput, StepCost, StepTiming] | None = None
+        depth = self.max_concurrent_batches
+        throttled = getattr(scheduler, "current_step", None) is not None  # sim.core.pipeline_scheduler
+        in_flight: deque[tuple[SchedulerOutput, StepCost, StepTiming]] = deque()
         while True:
-            if in_flight is None and not scheduler.has_unfinished_requests():
+            if not in_flight and not scheduler.has_unfinished_requests():
                 self._wakeup = env.event()
                 yield self._wakeup
                 self._wakeup = None
             now = env.now
             launched = self._schedule_and_launch(now) if scheduler.has_unfinished_requests() else None
             cpu_free_s = launched[2].launch_end_s if launched else clock.empty_schedule_end_s(now)
-            if in_flight is None:
-                if launched is None:
-                    if self.scheduler.num_waiting_for_remote_kvs or self.scheduler.sending:
-                        # Idle until a transfer lands: the connector wakes the loop.
-                        if not self._poll_connector():
-                            self._wakeup = env.event()
-                            yield self._wakeup
-                            self._wakeup = None
-                            self._poll_connector()
-                        continue
-                    self._stuck(now)
-                if self.async_scheduling:
-                    in_flight = launched  # the queue is not full: schedule the next one at once
+            if launched is None and not in_flight:
+                if throttled and scheduler.holds_requests():
+                    # Pipeline parallelism: every running request sampled less than pp steps
+                    # ago; vLLM's busy loop schedules empty steps until one is eligible again.
                     yield env.timeout(cpu_free_s - now)
                     continue
-                in_flight, launched = launched, None
-            output, cost, timing = in_flight
+                if scheduler.num_waiting_for_remote_kvs or scheduler.sending:
+                    # Idle until a transfer lands: the connector wakes the loop.
+                    if not self._poll_connector():
+                        self._wakeup = env.event()
+                        yield self._wakeup
+                        self._wakeup = None
+                        self._poll_connector()
+                    continue
+                self._stuck(now)
+            if launched is not None and len(in_flight) + 1 < depth:
+                in_flight.append(launched)  # the queue has room: schedule the next one at once
+                yield env.timeout(cpu_free_s - now)
+                continue
+            if launched is not None:
+                in_flight.append(launched)
+            output, cost, timing = in_flight.popleft()
             update_end_s = clock.update_end_s(cpu_free_s, timing, output.num_reqs)
             yield env.timeout(update_end_s - now)
             self._apply(output, cost, timing, update_end_s)
-            in_flight = launched
 
     def _schedule_and_launch(self, now: float) -> tuple[SchedulerOutput, StepCost, StepTiming] | None:
         output = self.scheduler.schedule(now)
@@ -153,7 +167,8 @@ class Replica:
             return None
         cost = self.cost_model.step_cost(batch)
         timing = self.clock.launch(
-            now, batch.num_tokens, output.num_reqs, batch.num_decode_seqs, cost.gpu_time_s
+            now, batch.num_tokens, output.num_reqs, batch.num_decode_seqs, cost.gpu_time_s,
+            cost.stage_times_s,
         )
         return output, cost, timing
 

@@ -161,12 +161,22 @@ def test_a_cache_too_small_for_one_sequence_says_how_many_tokens_it_holds():
 
 
 @pytest.mark.parametrize(
-    ("tp", "match"),
-    [(3, "valid TP sizes: 1, 2, 4, 8"), (16, "has 8 GPUs"), (0, "valid TP sizes")],
+    ("tp", "hw", "match"),
+    [
+        (3, "h100_sxm", "valid TP sizes: 1, 2, 4, 8"),
+        (16, "l40s", "has 8 GPUs"),  # no NICs in its config: one node only
+        (12, "h100_sxm", "multiple of that"),
+        (0, "h100_sxm", "valid TP sizes"),
+    ],
 )
-def test_tp_must_split_the_heads_within_one_node(tp, match):
+def test_tp_must_split_the_heads_within_one_node(tp, hw, match):
     with pytest.raises(ConfigError, match=match):
-        plan("llama3_8b", tp=tp)
+        plan("llama3_8b", hw=hw, tp=tp)
+
+
+def test_tp_across_two_nodes_halves_the_weights_of_tp8():
+    tp8, tp16 = plan("llama3_8b", tp=8), plan("llama3_8b", tp=16)
+    assert tp16.weight_bytes < 0.55 * tp8.weight_bytes
 
 
 @pytest.mark.parametrize(

@@ -205,9 +205,20 @@ def test_unreadable_and_absent_files_are_config_errors(tmp_path):
         from_hf(tmp_path / "absent.json")
 
 
-def test_an_moe_layout_we_do_not_model_is_refused(tmp_path):
-    raw = {**QWEN25_7B_JSON, "n_routed_experts": 64, "moe_intermediate_size": 1408}
-    with pytest.raises(ConfigError, match="n_routed_experts"):
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"n_routed_experts": 64, "moe_intermediate_size": 1408}, "num_experts_per_tok"),  # no top-k
+        ({"moe_intermediate_size": 1408}, "no expert count"),
+        ({"n_shared_experts": 2}, "no expert count"),
+        ({"num_experts": 60, "num_experts_per_tok": 4, "shared_expert_intermediate_size": 5632}, "Qwen2-MoE"),
+        ({"num_experts": 60, "num_experts_per_tok": 4, "decoder_sparse_step": 2}, "only some layers"),
+        ({"kv_lora_rank": 512}, "without"),
+    ],
+)
+def test_a_partial_or_unmodelled_moe_or_mla_layout_is_refused(tmp_path, extra, match):
+    raw = {**QWEN25_7B_JSON, **extra}
+    with pytest.raises(ConfigError, match=match):
         from_hf(write_config(tmp_path, raw))
 
 

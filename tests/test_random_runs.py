@@ -187,12 +187,15 @@ def check_tables(tmp_path: Path, spec, result) -> None:
     assert np.all(np.asarray(steps["num_scheduled_tokens"]) <= spec.scheduler.max_num_batched_tokens)
     assert np.all(np.asarray(steps["num_scheduled_tokens"]) >= 1)
     assert np.all(np.asarray(steps["num_running"]) <= spec.scheduler.max_num_seqs)
-    assert np.all(np.asarray(steps["kv_blocks_used"]) <= spec.memory.num_gpu_blocks)
+    assert np.all(np.asarray(steps["kv_blocks_used"]) <= spec.memory.num_engine_blocks)
     assert np.all(end <= horizon)
     for rid in np.unique(replica):
         mine = replica == rid
         assert np.all(np.diff(start[mine]) >= 0)
-        assert np.all(start[mine][1:] >= end[mine][:-1] - 1e-12)
+        if spec.parallel.pp == 1:  # pipeline stages overlap consecutive steps by design
+            assert np.all(start[mine][1:] >= end[mine][:-1] - 1e-12)
+        else:
+            assert np.all(end[mine][1:] >= end[mine][:-1] - 1e-12)  # steps leave in order
         assert list(np.asarray(steps["step"])[mine]) == list(range(int(mine.sum())))
 
     # Offload tiers: what a tier holds is what was stored minus what it evicted, within its

@@ -21,6 +21,7 @@ from sim.kv_offload.spec import KVOffloadSpec
 from sim.memory import MemoryPlan, plan_memory
 from sim.metrics.summary import SloTargets
 from sim.model_spec import ModelSpec
+from sim.parallel import ParallelSpec, build_parallel_spec
 from sim.precision import PrecisionSpec
 from sim.router import ROUTERS
 from sim.workload.config import WorkloadConfig
@@ -57,6 +58,11 @@ class RunSpec:
     timeline_interval_s: float = 1.0  # bin width of timeline.parquet; 0: not written
     kv_offload: KVOffloadSpec | None = None  # host (and disk) tiers; None: HBM only
     compare_hbm_only: bool = False  # also run without kv_offload and report both
+    parallel: ParallelSpec = ParallelSpec()  # the engine's layout (tp x pp x dp, ep)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.parallel.num_gpus
 
 
 def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -112,6 +118,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
     sch = cfg.scheduler
     _positive("parallel.tp", par.tp)
     _positive("parallel.replicas", par.replicas)
+    layout = build_parallel_spec(model, hardware, par.tp, par.pp, par.dp, par.ep, par.ep_load_imbalance)
     if par.router not in ROUTERS:
         raise ConfigError(f"parallel.router={par.router!r} is unknown; choose one of {', '.join(ROUTERS)}")
     _positive("scheduler.max_num_batched_tokens", sch.max_num_batched_tokens, allow_none=True)
@@ -131,6 +138,9 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         hardware, sch.max_num_seqs, sch.max_num_batched_tokens, max_model_len,
         sch.enable_chunked_prefill,
     )  # fmt: skip
+    # DIVERGENCE: DP attention ranks share one scheduler here, with dp x the per-rank batch
+    # limits and KV blocks (vLLM runs a scheduler per rank); see sim.cost.staged.
+    dp = layout.dp
     verify_scheduler_config(
         limits.max_num_batched_tokens, limits.max_num_seqs, max_model_len, sch.enable_chunked_prefill
     )
@@ -152,8 +162,9 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         max_num_seqs=limits.max_num_seqs,
         max_model_len=max_model_len,
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
+        parallel=layout,
     )
-    verify_kv_cache(memory.num_gpu_blocks, par.replicas)
+    verify_kv_cache(memory.num_engine_blocks, par.replicas)
     offload_cfg = OmegaConf.to_container(cfg.kv_offload, resolve=True) if "kv_offload" in cfg else {}
     kv_offload = kv_offload_spec(
         offload_cfg,
@@ -181,8 +192,8 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         num_replicas=par.replicas,
         router=par.router,
         scheduler=SchedulerConfig(
-            max_num_batched_tokens=limits.max_num_batched_tokens,
-            max_num_seqs=limits.max_num_seqs,
+            max_num_batched_tokens=limits.max_num_batched_tokens * dp,
+            max_num_seqs=limits.max_num_seqs * dp,
             max_model_len=max_model_len,
             enable_chunked_prefill=sch.enable_chunked_prefill,
             long_prefill_token_threshold=sch.long_prefill_token_threshold,
@@ -203,6 +214,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         timeline_interval_s=_non_negative("output.timeline_interval_s", cfg.output.timeline_interval_s),
         kv_offload=kv_offload,
         compare_hbm_only=bool(offload_cfg.get("compare_hbm_only", False)) and kv_offload is not None,
+        parallel=layout,
     )
 
 

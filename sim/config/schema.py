@@ -36,6 +36,15 @@ class ModelConfig:
     attention_bias: bool = False  # bias on the q, k, v projections (Qwen2)
     num_local_experts: int = 0  # 0 for a dense model
     num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0  # one routed expert's width; 0: intermediate_size (Mixtral)
+    n_shared_experts: int = 0  # always-active experts of moe_intermediate_size (DeepSeek)
+    first_k_dense_replace: int = 0  # leading dense-MLP layers (DeepSeek)
+    kv_lora_rank: int = 0  # > 0: multi-head latent attention (DeepSeek MLA)
+    q_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    qk_norm: bool = False  # per-head q/k RMSNorm (Qwen3)
     max_position_embeddings: int = 0
     published_params_b: Optional[float] = None  # parameters announced by the authors, billions
     source: str = ""
@@ -60,6 +69,11 @@ class HardwareConfig:
     interconnect_bandwidth_gbps: float = 0.0  # per GPU, one direction, 1e9 bytes/s
     interconnect_latency_us: float = 0.0  # one small all-reduce hop
     max_gpus_per_node: int = 8
+    # Scale-out network between nodes (0: single node only): NICs per node, each NIC's
+    # bandwidth one direction (1e9 bytes/s; 400 Gb/s InfiniBand NDR = 50), one hop's latency.
+    nics_per_node: int = 0
+    nic_bandwidth_gbps: float = 0.0
+    nic_latency_us: float = 0.0
     boost_clock_mhz: float = 0.0
     # Clock the chip sustains under load as a fraction of boost (e.g. 0.85 when dense GEMMs
     # hit the power limit); scales every peak_tflops and vector_tflops. 1.0: datasheet peaks.
@@ -112,7 +126,21 @@ class PrecisionConfig:
 
 @dataclass
 class ParallelConfig:
-    tp: int = 1  # tensor-parallel size: GPUs per replica
+    """vLLM's ParallelConfig (`vllm/config/parallel.py`): one engine spans tp x pp x dp GPUs."""
+
+    tp: int = 1  # tensor-parallel size (may span nodes: tp > GPUs per node uses the NICs)
+    pp: int = 1  # pipeline stages: layers split over pp groups of tp GPUs
+    # Data-parallel attention ranks inside one engine (vLLM --data-parallel-size with
+    # --enable-expert-parallel): each rank runs attention on its own requests, the experts
+    # are shared over the ep = dp x tp GPUs. 1: no DP attention.
+    dp: int = 1
+    # Expert-parallel size (vLLM --enable-expert-parallel): 1 shards every expert over TP; else
+    # it must be dp x tp, each GPU holding num_experts / ep whole experts, with a dispatch and a
+    # combine all-to-all per MoE layer.
+    ep: int = 1
+    # Token load of the busiest expert-parallel rank over the mean (None: the default of
+    # sim.cost.moe, from the literature, cited there)
+    ep_load_imbalance: Optional[float] = None
     replicas: int = 1  # data-parallel engine replicas behind the router
     router: str = "round_robin"  # round_robin | least_outstanding
 
@@ -175,6 +203,16 @@ class OutputConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Layouts a scenario answers side by side (sim.compare); empty: no comparison."""
+
+    # label -> overrides of the composed config, e.g. {"TP16": ["parallel.tp=16"]}
+    layouts: Dict[str, List[str]] = field(default_factory=dict)
+    concurrency: List[int] = field(default_factory=list)  # closed-loop users to try; []: as the workload says
+    metric_note: str = ""  # appended to the answer line
+
+
+@dataclass
 class SimConfig:
     defaults: List[Any] = field(default_factory=list)
     model: ModelConfig = MISSING
@@ -187,6 +225,7 @@ class SimConfig:
     cost: CostConfig = field(default_factory=CostConfig)
     slo: SloConfig = field(default_factory=SloConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     seed: int = 0
     # Simulated seconds after which the run stops; requests still queued or running are
     # reported `unfinished`. None: run until every request has finished.

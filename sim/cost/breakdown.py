@@ -47,11 +47,15 @@ ZERO_OP = OpCost()
 
 @dataclass(frozen=True, slots=True)
 class StepCost:
-    """A step's price: `ops` is aligned with OP_CLASSES; GPU time excludes the CPU overhead."""
+    """A step's price: `ops` is aligned with OP_CLASSES; GPU time excludes the CPU overhead.
+
+    With pipeline parallelism `ops` and `gpu_time_s` are one GPU's mean over the stages and
+    `stage_times_s` holds each stage's time (its send to the next included); () otherwise."""
 
     ops: tuple[OpCost, ...]
     gpu_time_s: float
     overhead_s: float
+    stage_times_s: tuple[float, ...] = ()
 
     @property
     def time_s(self) -> float:

@@ -119,17 +119,16 @@ class LayerShapes:
         kv = model.num_key_value_heads
         if kv % tp and tp % kv:
             raise ConfigError(f"{model.name}: {kv} KV heads do not split over tp={tp}")
-        if model.intermediate_size % tp:
-            raise ConfigError(
-                f"{model.name}: intermediate_size {model.intermediate_size}"
-                f" does not split over tp={tp}"
-            )
+        width = model.expert_intermediate_size if model.is_moe else model.intermediate_size
+        if width % tp:
+            name = "moe_intermediate_size" if model.moe_intermediate_size else "intermediate_size"
+            raise ConfigError(f"{model.name}: {name} {width} does not split over tp={tp}")
         return cls(
             hidden=model.hidden_size,
             heads=model.num_attention_heads // tp,
             kv_heads=max(1, kv // tp),
             head_dim=model.head_dim,
-            intermediate=model.intermediate_size // tp,
+            intermediate=width // tp,
             vocab=math.ceil(model.vocab_size / tp),  # vLLM pads the vocabulary to split it
             num_experts=model.num_local_experts,
             top_k=model.num_experts_per_tok,

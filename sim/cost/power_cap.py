@@ -215,7 +215,8 @@ class PowerCappedCostModel:
                 if op.bound == BOUND_COMPUTE else op
                 for op in cost.ops
             )
-            cost = StepCost(ops, cost.gpu_time_s + compute_s * (stretch - 1.0), cost.overhead_s)
+            # replace keeps a pipeline's stage times; the engine clock scales them to gpu_time_s
+            cost = replace(cost, ops=ops, gpu_time_s=cost.gpu_time_s + compute_s * (stretch - 1.0))
         return CappedStep(cost, x * self.boost_clock_mhz, min(power, self.limit_w))
 
     def provenance(self) -> dict[str, str]:

@@ -45,10 +45,12 @@ from sim.cost.profiles import build_efficiency
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
 from sim.model_spec import ModelSpec
+from sim.parallel import ParallelSpec
 from sim.precision import PrecisionSpec
 
 if TYPE_CHECKING:
     from sim.cost.cost_spec import CostSpec
+    from sim.cost.staged import StagedCostModel
 
 # step_cost builds its ops tuple positionally; fail at import if the classes are reordered.
 assert OP_CLASSES == (
@@ -251,12 +253,32 @@ class RooflineCostModel:
         return _op(flops, nbytes, kernel, self.num_layers)
 
 
+def needs_staged_model(model: ModelSpec, parallel: ParallelSpec | None) -> bool:
+    """Pipeline stages, DP attention, EP, TP across nodes, MLA or DeepSeek's layer mix need
+    sim.cost.staged; the plain single-node TP model prices everything else."""
+    layered = model.is_mla or model.n_shared_experts > 0 or model.first_k_dense_replace > 0
+    if parallel is None:
+        return layered
+    return layered or parallel.pp > 1 or parallel.dp > 1 or parallel.ep > 1 or parallel.tp_spans_nodes
+
+
 def build_cost_model(
     model: ModelSpec,
     hardware: HardwareSpec,
     precision: PrecisionSpec,
     tp: int,
     cost_cfg: CostSpec,
-) -> RooflineCostModel:
+    parallel: ParallelSpec | None = None,
+) -> RooflineCostModel | StagedCostModel:
     """The cost model a run uses, from the typed specs and the `cost` config group."""
-    return RooflineCostModel.from_config(model, hardware, precision, tp, cost_cfg)
+    if not needs_staged_model(model, parallel):
+        return RooflineCostModel.from_config(model, hardware, precision, tp, cost_cfg)
+    from sim.cost.staged import StagedCostModel
+
+    layout = parallel or ParallelSpec(tp=tp, gpus_per_node=hardware.max_gpus_per_node)
+    shapes = LayerShapes.from_model(model, layout.tp)
+    q_heads, kv_heads = (shapes.heads, 1) if model.is_mla else (shapes.heads, shapes.kv_heads)
+    efficiency = build_efficiency(hardware, cost_cfg, q_heads, kv_heads)
+    return StagedCostModel(
+        model, hardware, precision, layout, efficiency, cost_cfg.step_overhead_ms * 1e-3
+    )

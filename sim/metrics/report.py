@@ -117,7 +117,7 @@ def format_summary(
     changed = f" with {' '.join(overrides)}" if overrides else ""
     lines = [
         f"== {summary['scenario']}{changed}: {setup['model']} on {setup['gpus']}x {setup['hardware']}"
-        f" (TP{setup['tp']} x {setup['replicas']} replica(s), {setup['precision']})",
+        f" ({setup.get('layout') or 'TP' + str(setup['tp'])} x {setup['replicas']} replica(s), {setup['precision']})",
     ]
     if summary.get("question"):
         if overrides:
@@ -185,6 +185,9 @@ def format_summary(
     )
     lines += _cost_energy_lines(summary.get("cost_energy"), extra.get("goodput_output_tokens"), flags)
     lines.append("cost-model   " + summary.get("assumptions", {}).get("efficiency_source", {}).get("cost_model", "unknown"))
+    comm = summary.get("assumptions", {}).get("multi_gpu_communication")
+    if comm:  # what one GPU could not measure (sim.cost.parallel_assumptions)
+        lines.append("links        assumed, not measured: " + ", ".join(k.replace("_", " ") for k in comm))
     return "\n".join(lines)
 
 
