@@ -128,6 +128,9 @@ def test_the_candidate_space():
         parse_list("0,2", "tp", int)
     space = candidates(["h100_sxm", "h200"], ["bf16", "fp8"], [2, 4], [None, 128])
     assert len(space) == 16 and Candidate("h200", "fp8", 4, 128) in space
+    staged = candidates(["h100_sxm"], ["bf16"], [8], [None], [1, 2])
+    assert [c.label for c in staged] == ["h100_sxm bf16 TP8", "h100_sxm bf16 TP8 PP2"]
+    assert "parallel.pp=2" in staged[1].overrides()
     assert "scheduler.max_num_seqs=128" in Candidate("h200", "fp8", 4, 128).overrides()
     assert drop_candidate_keys(["+scenario=x", "hardware=h200", "parallel.tp=2", "workload.rate=3"]) == [
         "+scenario=x", "workload.rate=3"]
@@ -164,3 +167,20 @@ def test_a_plan_for_a_number_of_users_sizes_closed_loop_traffic(tmp_path, capsys
     # Every curve point was run at a whole number of users, none twice.
     assert all(u == int(u) for u in row["curve_users"])
     assert len(set(row["curve_users"])) == len(row["curve_users"])
+
+
+def test_pipeline_stages_are_candidates_and_count_their_gpus(tmp_path, capsys):
+    args = ["+scenario=llama8b_h100", "--target-rate", "30", "--ttft-p99", "2", "--tpot-p99", "0.1",
+            "--hardware", "h100_sxm", "--tp", "1", "--pp", "1,2", "--seeds", "1", "--requests", "150",
+            "--confirm-factor", "1", "--tol", "0.15", "--no-progress", "--no-plot", "--launcher", "serial",
+            "-o", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    rows = {r["candidate"]: r for r in pq.read_table(tmp_path / "plan.parquet").to_pylist()}
+    pp2 = rows["h100_sxm bf16 TP1 PP2"]
+    assert pp2["pp"] == 2 and pp2["gpus_per_replica"] == 2 and pp2["gpus"] == 2 * pp2["replicas"]
+    assert pp2["usd_per_hour"] == pytest.approx(pp2["gpus"] * pp2["price_per_gpu_hour_usd"])
+    # 150 requests fit the SLOs on two stages even as one burst: the capacity is only a lower
+    # bound, and the table says so rather than "no rate meets".
+    assert pp2["capacity_is_lower_bound"] and pp2["status"] == "ok"
+    assert "SLOs never bound" in capsys.readouterr().out
+    assert not rows["h100_sxm bf16 TP1"]["capacity_is_lower_bound"]

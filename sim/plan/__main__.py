@@ -56,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware", default=None, help="comma list (default: every catalog GPU that holds the model)")
     p.add_argument("--precision", default=None, help="comma list (default: the config's)")
     p.add_argument("--tp", default=None, help=f"comma list or range 1-8 (default {DEFAULT_TP})")
+    p.add_argument("--pp", default="1", help="pipeline stages, comma list (default 1)")
     p.add_argument("--max-num-seqs", default=None, help="comma list (default: the config's)")
     p.add_argument("--seeds", type=int, default=2, help="independent searches per candidate")
     p.add_argument("--requests", type=int, default=1000, help="requests per probe")
@@ -99,11 +100,14 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def holds_model(base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int]) -> bool:
-    """Whether the model fits on `hardware` at some precision and TP of the space."""
+def holds_model(
+    base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int], pp: int = 1
+) -> bool:
+    """Whether the model fits on `hardware` at some precision and the largest TP and PP of the
+    space."""
     for precision in precisions:
         try:
-            cfg = compose_config([*base, *Candidate(hardware, precision, max(tps)).overrides()])
+            cfg = compose_config([*base, *Candidate(hardware, precision, max(tps), pp=pp).overrides()])
             build_run_spec(with_rate(cfg, 1.0, 0, 1))
             return True
         except SimError:
@@ -134,17 +138,18 @@ def plan(
     base = [*drop_candidate_keys(overrides), *slo_keys]
     precisions = parse_list(args.precision, "precision") or [str(base_cfg.precision.name)]
     tps = parse_list(args.tp or DEFAULT_TP, "tp", int)
+    pps = parse_list(args.pp or "1", "pp", int)
     seqs = parse_list(args.max_num_seqs, "max-num-seqs", int) or [None]
     if args.hardware:
         hardware = parse_list(args.hardware, "hardware")
     else:
         catalog = list_catalog("hardware")
-        hardware = [h for h in catalog if holds_model(base, h, precisions, tps)]
+        hardware = [h for h in catalog if holds_model(base, h, precisions, tps, max(pps))]
         left_out = [h for h in catalog if h not in hardware]
         if left_out:
-            echo(f"left out (cannot hold {base_cfg.model.name} at TP<={max(tps)} in"
+            echo(f"left out (cannot hold {base_cfg.model.name} at TP<={max(tps)}, PP<={max(pps)} in"
                  f" {', '.join(precisions)}): {', '.join(left_out)}")
-    space = candidates(hardware, precisions, tps, seqs)
+    space = candidates(hardware, precisions, tps, seqs, pps)
     slo = Slo(ttft, tpot, warmup_fraction=args.warmup, quantile=q)
     tasks = [
         PlanTask(c, tuple(base), slo, e2e, target, tuple(range(args.seeds)), args.requests,
@@ -152,7 +157,7 @@ def plan(
         for c in space
     ]
     echo(f"plan: {len(tasks)} candidates ({len(hardware)} GPUs x {len(precisions)} precisions x"
-         f" {len(tps)} TP x {len(seqs)} max_num_seqs), {args.seeds} seed(s), {args.requests} requests"
+         f" {len(tps)} TP x {len(pps)} PP x {len(seqs)} max_num_seqs), {args.seeds} seed(s), {args.requests} requests"
          f" per probe, launcher {args.launcher}")
     run = dict(launcher=args.launcher, jobs=args.jobs, progress=not args.no_progress, stats=stats)
     rows = run_tasks(evaluate_capacity, tasks, label="capacity searches", **run)
@@ -196,7 +201,7 @@ def target_load(args: argparse.Namespace, arrival: str) -> tuple[float, str]:
 
 def _cost(row: dict[str, Any], replicas: int) -> float:
     """What `replicas` replicas of the candidate cost: $/h when priced, else GPUs."""
-    gpus = replicas * row["tp"]
+    gpus = replicas * row.get("gpus_per_replica", row["tp"])
     price = row.get("price_per_gpu_hour_usd")
     return gpus * price if price else float(gpus)
 

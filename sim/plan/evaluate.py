@@ -121,7 +121,7 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     cand = task.candidate
     row: dict[str, Any] = {
         "candidate": cand.label, "hardware": cand.hardware, "precision": cand.precision,
-        "tp": cand.tp, "status": "ok", "reason": None, "load_unit": task.unit,
+        "tp": cand.tp, "pp": cand.pp, "status": "ok", "reason": None, "load_unit": task.unit,
     }  # fmt: skip
     try:
         cfg, spec = _compose(task)
@@ -131,6 +131,7 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     source = cost_source(cost.assumptions())
     row.update({
         "model": spec.model.name,
+        "gpus_per_replica": spec.gpus_per_replica,
         "max_num_seqs": spec.scheduler.max_num_seqs,
         "max_num_batched_tokens": spec.scheduler.max_num_batched_tokens,
         "enable_prefix_caching": spec.enable_prefix_caching,
@@ -153,16 +154,22 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
         per_seed.append(found)
         start = found.lower_rate or start  # the next seed brackets from this answer
     capacity = summarize_seeds(per_seed)
+    # SLOs that never bound up to the largest load tried: that load is a lower bound of the
+    # capacity, and sizing on it can only overestimate the replicas (the check simulates them).
+    lower_bound = bool(capacity["slo_never_bound"])
+    if lower_bound:
+        capacity["capacity_rate"] = capacity["capacity_at_least_rate"]
     if capacity["capacity_rate"] is not None:
         capacity["capacity_rate"] = task.load(capacity["capacity_rate"])
     row.update(_capacity_columns(capacity, probes.points))
+    row["capacity_is_lower_bound"] = lower_bound
     if capacity["capacity_rate"] is None:
         return {**row, "status": "misses_slo", "reason": _no_capacity(probes.points, task)}
     replicas = max(1, math.ceil(task.target_rate / capacity["capacity_rate"] - 1e-9))
     price = spec.hardware.price_per_hour_usd or None
     row.update({
-        "sizing": "estimated", "replicas": replicas, "gpus": replicas * spec.tp,
-        "usd_per_hour": price * replicas * spec.tp if price else None,
+        "sizing": "estimated", "replicas": replicas, "gpus": replicas * spec.gpus_per_replica,
+        "usd_per_hour": price * replicas * spec.gpus_per_replica if price else None,
     })  # fmt: skip
     return row
 

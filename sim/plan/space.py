@@ -1,4 +1,4 @@
-"""The candidate space of a plan: hardware x precision x TP x max_num_seqs.
+"""The candidate space of a plan: hardware x precision x TP x PP x max_num_seqs.
 
 A candidate is a set of overrides on top of the user's (model, traffic, scenario). The
 scheduler limits a candidate does not set come from the composed config, so vLLM's defaults
@@ -15,7 +15,7 @@ from sim.catalog import list_catalog
 from sim.errors import ConfigError
 
 # Keys a candidate sets; the user's overrides of the same keys give way to them.
-CANDIDATE_KEYS = ("hardware", "precision", "parallel", "parallel.tp", "parallel.replicas",
+CANDIDATE_KEYS = ("hardware", "precision", "parallel", "parallel.tp", "parallel.pp", "parallel.replicas",
                   "scheduler.max_num_seqs")  # fmt: skip
 
 
@@ -25,10 +25,11 @@ class Candidate:
     precision: str
     tp: int
     max_num_seqs: int | None = None  # None: the composed config's value
+    pp: int = 1
 
     def overrides(self) -> list[str]:
         out = [f"hardware={self.hardware}", f"precision={self.precision}",
-               f"parallel.tp={self.tp}", "parallel.replicas=1"]  # fmt: skip
+               f"parallel.tp={self.tp}", f"parallel.pp={self.pp}", "parallel.replicas=1"]  # fmt: skip
         if self.max_num_seqs is not None:
             out.append(f"scheduler.max_num_seqs={self.max_num_seqs}")
         return out
@@ -36,7 +37,8 @@ class Candidate:
     @property
     def label(self) -> str:
         seqs = f" seqs{self.max_num_seqs}" if self.max_num_seqs is not None else ""
-        return f"{self.hardware} {self.precision} TP{self.tp}{seqs}"
+        pp = f" PP{self.pp}" if self.pp > 1 else ""
+        return f"{self.hardware} {self.precision} TP{self.tp}{pp}{seqs}"
 
 
 def parse_list(text: str | None, name: str, kind: type = str) -> list:
@@ -71,11 +73,14 @@ def check_names(names: Sequence[str], group: str) -> None:
 
 def candidates(
     hardware: Sequence[str], precisions: Sequence[str], tps: Sequence[int],
-    max_num_seqs: Sequence[int | None] = (None,),
+    max_num_seqs: Sequence[int | None] = (None,), pps: Sequence[int] = (1,),
 ) -> list[Candidate]:
     check_names(hardware, "hardware")
     check_names(precisions, "precision")
-    return [Candidate(h, p, t, m) for h, p, t, m in product(hardware, precisions, tps, max_num_seqs or (None,))]
+    return [
+        Candidate(h, p, t, m, pp)
+        for h, p, t, pp, m in product(hardware, precisions, tps, pps or (1,), max_num_seqs or (None,))
+    ]
 
 
 def drop_candidate_keys(overrides: Sequence[str]) -> list[str]:

@@ -65,7 +65,7 @@ COLUMNS = (  # header, width, value
     ("#", 2, lambda r: str(r["rank"])),
     ("candidate", 22, lambda r: r["candidate"]),
     ("cost model", 11, lambda r: r.get("cost_model_source") or "-"),
-    ("{unit}/replica", 13, lambda r: _f(r.get("capacity_per_replica_rate"), ".2f" if _unit(r) == "req/s" else ".0f")),
+    ("{unit}/replica", 13, lambda r: _capacity_cell(r)),
     ("+-", 5, lambda r: _f(_unc(r), ".0%")),
     ("replicas", 8, lambda r: _f(r.get("replicas"), "d")),
     ("GPUs", 4, lambda r: _f(r.get("gpus"), "d")),
@@ -82,6 +82,12 @@ def _unc(row: dict[str, Any]) -> float | None:
     return capacity_uncertainty(row)
 
 
+def _capacity_cell(row: dict[str, Any]) -> str:
+    if row.get("capacity_is_lower_bound"):
+        return _f(row.get("capacity_per_replica_rate"), ".3g", prefix=">=")
+    return _f(row.get("capacity_per_replica_rate"), ".2f" if _unit(row) == "req/s" else ".0f")
+
+
 def _unit(row: dict[str, Any]) -> str:
     return row.get("load_unit") or "req/s"
 
@@ -96,9 +102,13 @@ def _verdict(row: dict[str, Any]) -> str:
         return "cannot run: " + _short(row.get("reason"))
     if row["status"] == "misses_slo":
         return "MISSES SLO: " + _short(row.get("reason"))
+    bound = (
+        "; SLOs never bound up to the largest load tried (capacity at least; longer probes:"
+        " --requests)" if row.get("capacity_is_lower_bound") else ""
+    )
     if row.get("sizing") == "estimated":
-        return "replicas estimated from capacity (could not be the cheapest: not simulated at the target)"
-    return "meets SLO" if row.get("meets_slo") else "MISSES SLO at the target"
+        return "replicas estimated from capacity (could not be the cheapest: not simulated at the target)" + bound
+    return ("meets SLO" if row.get("meets_slo") else "MISSES SLO at the target") + bound
 
 
 def _short(text: str | None, limit: int = 70) -> str:

@@ -191,9 +191,10 @@ def size_for_target(
                 f"{replicas} replicas still miss the SLOs at {target_rate} req/s (capacity per"
                 f" replica {per_replica:.3g} req/s); check the router and the SLOs"
             )
-    tp = int(cfg.parallel.tp)
+    par = cfg.parallel  # GPUs per replica: tp x pp x dp (sim.parallel.ParallelSpec.num_gpus)
+    gpus = int(par.tp) * int(par.get("pp", 1)) * int(par.get("dp", 1))
     price = float(cfg.hardware.price_per_hour_usd or 0.0)
-    return Sizing(target_rate, replicas, replicas * tp, price * replicas * tp or None, checks)
+    return Sizing(target_rate, replicas, replicas * gpus, price * replicas * gpus or None, checks)
 
 
 def _with_replicas(cfg: DictConfig, replicas: int) -> DictConfig:
