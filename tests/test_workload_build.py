@@ -59,12 +59,16 @@ def test_huge_rate_duration_bound_is_lazy() -> None:
     assert head[-1].request_id == 99_999 and head[-1].arrival_s < 1.0
 
 
-def test_generation_speed_100k() -> None:
-    start = time.perf_counter()
-    n = sum(1 for _ in build_requests(chat(arrival="poisson", rate=10.0, num_requests=100_000), np.random.SeedSequence(0)))
-    elapsed = time.perf_counter() - start
+def test_100k_requests_stream_in_order() -> None:
+    """Correctness only: generation speed is measured by benchmarks/bench_workload.py."""
+    it = build_requests(chat(arrival="poisson", rate=10.0, num_requests=100_000), np.random.SeedSequence(0))
+    assert not isinstance(it, (list, tuple))  # a stream, drawn chunk by chunk
+    last = -1.0
+    n = 0
+    for n, r in enumerate(it, start=1):
+        assert r.arrival_s >= last
+        last = r.arrival_s
     assert n == 100_000
-    assert elapsed < 1.0, f"100k requests took {elapsed:.2f} s"
 
 
 def test_oversized_requests_are_yielded_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -169,16 +169,29 @@ def _key_base(loader: Any, config_name: str | None, overrides: list[str]) -> byt
     for element in loader.config_search_path.get_path():
         h.update(f"{element.provider}={element.path}\0".encode())
         _hash_source(h, element.path)
-    h.update(pickle.dumps(ConfigStore.instance().repo, protocol=4))
+    _hash_store(h, ConfigStore.instance().repo)
     return h.digest()
 
 
+def _hash_store(h: Any, repo: dict, prefix: str = "") -> None:
+    """Every ConfigStore entry, one at a time: a pickle of the whole tree would also encode
+    which objects happen to be shared between entries, which changes as Hydra uses them."""
+    for name in sorted(repo):
+        node = repo[name]
+        if isinstance(node, dict):
+            _hash_store(h, node, f"{prefix}{name}/")
+        else:
+            h.update(f"{prefix}{name}\0".encode() + pickle.dumps(node, protocol=4))
+
+
 def _hash_source(h: Any, path: str | None) -> None:
-    """The names and contents of every file of a `file://` or `pkg://` search-path source."""
+    """The names and contents of every YAML file of a folder or `pkg://` search-path source."""
     if not path:
         return
     if path.startswith("file://"):
         folder = Path(path[len("file://") :])
+    elif "://" not in path:  # Hydra reads a path without a scheme as a folder
+        folder = Path(path)
     elif path.startswith("pkg://"):
         try:
             spec = importlib.util.find_spec(path[len("pkg://") :].replace("/", "."))

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -31,6 +30,7 @@ from sim.config.build import build_run_spec, resolved_config
 from sim.config.scenarios import CONFIG_DIR, register_scenarios
 from sim.config.schema import register_schemas
 from sim.errors import ConfigError
+from sim.metrics.tables import read_columns
 from sim.run import simulate
 
 # Arrival processes whose intensity `workload.rate` sets (diurnal: the mean rate).
@@ -68,6 +68,9 @@ class ProbeResult:
     output_tokens_per_s: float  # achieved, whole run
     meets: bool
     summary: dict[str, Any]
+    events_simulated: int = 0  # arrivals + engine steps (the run's manifest)
+    engine_steps: int = 0
+    simulate_s: float = 0.0  # wall time of the simulation itself, outputs included
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -81,6 +84,37 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
             return compose(config_name="config", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose_variant(base: DictConfig, base_overrides: Sequence[str], overrides: Sequence[str]) -> DictConfig:
+    """`compose_config([*base_overrides, *overrides])`, from `base` (that composition without
+    `overrides`) when it can be: overrides that only set values (`key=value`, `+key=value`,
+    `~key`, no group choice, no sweep) are applied to a copy of `base` by Hydra's own
+    `_apply_overrides_to_config`, as composing applies them after the defaults list, which
+    they cannot change. Milliseconds instead of a composition, for the probes of a sweep;
+    anything else, or an override Hydra refuses, composes in full (the error is Hydra's)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sim.config.overrides import config_groups
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        groups = set(config_groups())
+
+        def sets_a_value(o: Any) -> bool:
+            if o.is_hydra_override() or o.is_sweep_override() or o.package is not None:
+                return False
+            key = o.key_or_group
+            return "/" not in key and ("." in key or key not in groups)
+
+        if all(sets_a_value(o) for o in parsed):
+            cfg = copy_config(base)
+            ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+            return cfg
+    except Exception:  # noqa: BLE001 - composing in full gives Hydra's own message
+        pass
+    return compose_config([*base_overrides, *overrides])
 
 
 def copy_config(cfg: DictConfig) -> DictConfig:
@@ -125,7 +159,7 @@ def run_probe(
     with tempfile.TemporaryDirectory(prefix="sim-probe-") as tmp:
         folder = out_dir or Path(tmp)
         result = simulate(spec, folder, resolved_config(probe))
-        requests = pq.read_table(folder / "requests.parquet", columns=REQUEST_COLUMNS).to_pydict()
+        requests = read_columns(folder / "requests.parquet", REQUEST_COLUMNS).to_pydict()
     ttft, tpot, num_failed = slo_samples(requests, slo.warmup_fraction)
     ttft_q = tail(ttft, slo.quantile)
     tpot_q = tail(tpot, slo.quantile)
@@ -139,6 +173,9 @@ def run_probe(
         output_tokens_per_s=float(result.summary["throughput"]["output_tokens_per_s"]),
         meets=bool(ttft.size) and ttft_q <= slo.ttft_p99_s and tpot_q <= slo.tpot_p99_s,
         summary=result.summary,
+        events_simulated=int(result.manifest["events_simulated"]),
+        engine_steps=int(result.manifest["engine_steps"]),
+        simulate_s=float(result.manifest["wall_time_s"]),
     )
 
 
