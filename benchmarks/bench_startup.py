@@ -81,9 +81,11 @@ def main() -> None:
         for i in range(args.repeat):
             cache = Path(tmp) / f"cache{i}"  # empty: first run of a command
             for label, env in (("cache off", {"SIM_COMPOSE_CACHE": "0"}), ("first run", {}), ("run again", {})):
-                out = Path(tmp) / f"run{i}-{label.replace(' ', '_')}"
-                cmd = [sys.executable, "-m", "sim", *RUN, f"hydra.run.dir={out}"]
+                # One command line for all three (the run folder is part of it), then moved.
+                cmd = [sys.executable, "-m", "sim", *RUN, f"hydra.run.dir={Path(tmp) / 'run'}"]
                 wall, cpu, _ = _child(cmd, source, env, cache)
+                out = Path(tmp) / f"run{i}-{label.replace(' ', '_')}"
+                (Path(tmp) / "run").rename(out)
                 rows.setdefault(f"python -m sim (5 requests), {label}", []).append((wall, cpu))
                 digests.add(_digest(out))
                 manifest = json.loads((out / "manifest.json").read_text())
