@@ -77,8 +77,11 @@ def main() -> None:
     print(f"configs/s           {n / wall:,.2f} (wall)")
     print(f"CPU time            {cpu_all:,.1f} s in the workers, {cpu_configs / n * 1e3:,.0f} ms per configuration"
           f" ({simulate_s / n * 1e3:,.0f} ms of it simulating and writing)")
-    print(f"events simulated    {events:,}: {events / simulate_s:,.0f} events/s inside the simulations")
-    print(f"engine steps        {steps:,}: {simulate_s / steps * 1e6:,.1f} us per step (outputs included)")
+    print(f"events simulated    {events:,}: {events / cpu_configs:,.0f} events per CPU second"
+          f" ({events / simulate_s:,.0f} per wall second inside the simulations)")
+    print(f"engine steps        {steps:,}: {cpu_configs / steps * 1e6:,.1f} us of CPU per step, set-up and outputs"
+          f" included ({simulate_s / steps * 1e6:,.1f} us wall)")
+    print(f"on idle cores       about {cpu_all / args.jobs:,.0f} s wall (the workers' CPU time over {args.jobs} cores)")
     print(f"target (<{TARGET_S:.0f} s wall for 1,000): {'met' if n >= 1000 and wall < TARGET_S else 'NOT met' if n >= 1000 else 'n/a (fewer configurations)'}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -51,11 +50,10 @@ def test_ids_consecutive_and_arrivals_sorted() -> None:
 
 
 def test_huge_rate_duration_bound_is_lazy() -> None:
-    """10^12 requests would never fit in memory: taking a few must still be instant."""
+    """10^12 requests would never fit in memory: taking a few must still work (a list of them
+    would never return). How fast is benchmarks/bench_workload.py's to say."""
     it = build_requests(chat(arrival="poisson", rate=1e6, duration_s=1e6), np.random.SeedSequence(0))
-    start = time.perf_counter()
     head = list(itertools.islice(it, 100_000))
-    assert time.perf_counter() - start < 2.0
     assert head[-1].request_id == 99_999 and head[-1].arrival_s < 1.0
 
 
