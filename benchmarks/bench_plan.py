@@ -45,6 +45,8 @@ def main() -> None:
     print(f"\ncandidates          {len(rows)} ({sum(r['status'] == 'ok' for r in rows)} with a capacity)")
     print(f"capacity probes     {probes:,} (sizing simulated for {sized} candidates)")
     print(f"wall time           {wall:,.1f} s with {args.jobs} workers")
+    print(f"probes/s            {probes / wall:,.2f} (wall); {cpu / max(probes, 1) * 1e3:,.0f} ms of CPU per probe"
+          " (events and steps are not reported by the plan's workers)")
     print(f"CPU time            {cpu:,.1f} s in all (workers and this process) = {cpu / args.jobs:,.1f} s"
           f" per core (about the wall time on idle cores)")
     print(f"target (<{TARGET_S:.0f} s wall): {'met' if wall < TARGET_S else 'NOT met'}")

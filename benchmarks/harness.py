@@ -69,7 +69,10 @@ def print_figures(label: str, timing: Timing) -> float:
     print(f"engine steps        {manifest['engine_steps']:,}")
     print(f"events simulated    {manifest['events_simulated']:,}")
     print(f"requests/s (wall)   {requests / wall:,.0f}")
-    print(f"events/s (wall)     {manifest['events_simulated'] / wall:,.0f}")
+    cpu = min(timing.cpus_s)
+    print(f"events/s (wall)     {manifest['events_simulated'] / wall:,.0f} ({manifest['events_simulated'] / cpu:,.0f} per CPU second)")
+    print(f"us per step         {wall / max(manifest['engine_steps'], 1) * 1e6:,.1f} (wall, whole run / engine steps;"
+          f" {cpu / max(manifest['engine_steps'], 1) * 1e6:,.1f} CPU)")
     print(f"simulated time      {summary['duration_s']:,.1f} s ({summary['duration_s'] / wall:,.0f}x real time)")
     print(f"peak RSS            {peak_rss_mb:,.0f} MB")
     return peak_rss_mb

@@ -58,10 +58,15 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from sim.config import compose_cache  # noqa: E402
 from sim.config.overrides import check_overrides, split_argv  # noqa: E402
 from sim.config.scenarios import CONFIG_DIR, register_scenarios  # noqa: E402
 from sim.config.schema import register_schemas  # noqa: E402
 from sim.errors import SimError  # noqa: E402
+
+# Composition through the cache: here, for `python -m sim`, and in a sweep's worker processes,
+# which import this module to run their jobs and compose each job's config there.
+compose_cache.install()
 
 # Overrides that change how a run is reported, not what ran: left out of the folder name.
 _NOT_NAMING = ("output.", "hydra.", "hydra/", "scenario_name=", "question=")
@@ -117,7 +122,6 @@ def _main(cfg: DictConfig) -> None:
     from sim.config.build import build_run_spec
     from sim.metrics.report import format_summary, request_figures
     from sim.run import simulate
-    from sim.sweep.collect import record_failure
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -130,6 +134,8 @@ def _main(cfg: DictConfig) -> None:
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep goes on to its next job
+            from sim.sweep.collect import record_failure
+
             record_failure(out_dir, str(err), exit_code=2)
             return
         sys.exit(2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -51,20 +50,23 @@ def test_ids_consecutive_and_arrivals_sorted() -> None:
 
 
 def test_huge_rate_duration_bound_is_lazy() -> None:
-    """10^12 requests would never fit in memory: taking a few must still be instant."""
+    """10^12 requests would never fit in memory: taking a few must still work (a list of them
+    would never return). How fast is benchmarks/bench_workload.py's to say."""
     it = build_requests(chat(arrival="poisson", rate=1e6, duration_s=1e6), np.random.SeedSequence(0))
-    start = time.perf_counter()
     head = list(itertools.islice(it, 100_000))
-    assert time.perf_counter() - start < 2.0
     assert head[-1].request_id == 99_999 and head[-1].arrival_s < 1.0
 
 
-def test_generation_speed_100k() -> None:
-    start = time.perf_counter()
-    n = sum(1 for _ in build_requests(chat(arrival="poisson", rate=10.0, num_requests=100_000), np.random.SeedSequence(0)))
-    elapsed = time.perf_counter() - start
+def test_100k_requests_stream_in_order() -> None:
+    """Correctness only: generation speed is measured by benchmarks/bench_workload.py."""
+    it = build_requests(chat(arrival="poisson", rate=10.0, num_requests=100_000), np.random.SeedSequence(0))
+    assert not isinstance(it, (list, tuple))  # a stream, drawn chunk by chunk
+    last = -1.0
+    n = 0
+    for n, r in enumerate(it, start=1):
+        assert r.arrival_s >= last
+        last = r.arrival_s
     assert n == 100_000
-    assert elapsed < 1.0, f"100k requests took {elapsed:.2f} s"
 
 
 def test_oversized_requests_are_yielded_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:

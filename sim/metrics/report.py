@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
+
+from sim.metrics.tables import read_columns
 
 OVERLOAD_GOODPUT_FRACTION = 0.5  # below this share of finished requests meeting the SLOs
 
@@ -71,7 +72,7 @@ def request_figures(requests_path: Path, summary: dict[str, Any]) -> dict[str, A
         return {}
     cols = ["status", "ttft_s", "tpot_s", "e2e_s", "output_tokens_generated", "prompt_tokens",
             "cached_tokens", "turn"]
-    t = pq.read_table(requests_path, columns=cols).to_pydict()
+    t = read_columns(requests_path, cols).to_pydict()
     finished = np.asarray(t["status"], dtype=object) == "finished"
     ttft = np.asarray(t["ttft_s"], dtype=np.float64)
     tpot = np.asarray(t["tpot_s"], dtype=np.float64)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from sim.cost.breakdown import OP_CLASSES
 from sim.economics import PowerModel, cost_energy
 from sim.metrics.recorder import Recorder
+from sim.metrics.tables import read_columns
 
 PERCENTILES = (50, 90, 99)
 
@@ -197,7 +197,7 @@ def _step_columns(recorder: Recorder) -> dict[str, np.ndarray] | None:
     writer = recorder.steps_writer
     if writer is None or not writer.written_path.exists():
         return None
-    table = pq.read_table(writer.written_path, columns=["flops", "bytes", "duration_s"])
+    table = read_columns(writer.written_path, ["flops", "bytes", "duration_s"])
     return {name: table.column(name).to_numpy() for name in table.column_names}
 
 

@@ -96,6 +96,12 @@ TIMELINE_SCHEMA = pa.schema(
 class ChunkedParquetWriter:
     """Buffers rows (tuples in schema order) and writes a row group every `chunk_rows` rows.
 
+    Rows wait as Python tuples only `batch_rows` at a time: each full batch becomes an Arrow
+    record batch (8 bytes a number instead of a Python object each), so a wide table such as
+    steps.parquet holds a few MB while a row group fills, not a few hundred. The row groups
+    are the same `chunk_rows` rows as if every row had waited as a tuple, and so are the bytes
+    of the file (`batch_rows` divides `chunk_rows`, a multiple of Parquet's write batch).
+
     The file is written under a temporary name unique to this writer (two runs sharing a
     folder never write into one file) and renamed on `close()`, so a reader never sees a
     half-written file; `close()` after an interruption still leaves a valid file of every row
@@ -103,10 +109,15 @@ class ChunkedParquetWriter:
     temporary name and the batch renames every file at once (or removes them, on failure).
     """
 
-    def __init__(self, path: Path, schema: pa.Schema, chunk_rows: int = 65536) -> None:
+    def __init__(
+        self, path: Path, schema: pa.Schema, chunk_rows: int = 65536, batch_rows: int = 4096
+    ) -> None:
+        if chunk_rows % batch_rows:
+            raise ValueError(f"batch_rows={batch_rows} must divide chunk_rows={chunk_rows}")
         self.path = Path(path)
         self.schema = schema
         self.chunk_rows = chunk_rows
+        self.batch_rows = batch_rows
         self._tmp_path = unique_tmp_path(self.path)
         self._batch = _STAGED.get()
         if self._batch is not None:
@@ -115,22 +126,35 @@ class ChunkedParquetWriter:
             self._tmp_path, schema, compression="zstd"
         )
         self._rows: list[tuple] = []
+        self._record_batches: list[pa.RecordBatch] = []  # of the row group being filled
+        self._num_batched = 0  # rows in _record_batches
         self.num_rows = 0
 
     def append(self, row: tuple) -> None:
         self._rows.append(row)
-        if len(self._rows) >= self.chunk_rows:
-            self.flush()
+        if len(self._rows) >= self.batch_rows:
+            self._to_record_batch()
+            if self._num_batched >= self.chunk_rows:
+                self.flush()
 
-    def flush(self) -> None:
-        if not self._rows:
-            return
+    def _to_record_batch(self) -> None:
         columns = list(zip(*self._rows))
         arrays = [pa.array(col, type=field.type) for col, field in zip(columns, self.schema)]
-        assert self._writer is not None
-        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-        self.num_rows += len(self._rows)
+        self._record_batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self._num_batched += len(self._rows)
         self._rows = []
+
+    def flush(self) -> None:
+        """Write what is buffered as one row group."""
+        if self._rows:
+            self._to_record_batch()
+        if not self._num_batched:
+            return
+        assert self._writer is not None
+        table = pa.Table.from_batches(self._record_batches, schema=self.schema)
+        self._writer.write_table(table, row_group_size=self._num_batched)
+        self.num_rows += self._num_batched
+        self._record_batches, self._num_batched = [], 0
 
     def close(self) -> None:
         if self._writer is None:
@@ -162,6 +186,13 @@ class ChunkedParquetWriter:
         """Give the closed file its final name (staged writers only)."""
         assert self._writer is None, "close() the writer before publishing it"
         os.replace(self._tmp_path, self.path)
+
+
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """`columns` of a Parquet file. Through `ParquetFile`, not `pq.read_table`: the latter
+    loads pyarrow's dataset and compute modules, a tenth of a second of start-up a short run
+    would pay for nothing."""
+    return pq.ParquetFile(path).read(columns=columns)
 
 
 def unique_tmp_path(path: Path) -> Path:

@@ -6,6 +6,7 @@ the user sees it instead of a traceback deep inside a generator.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +30,15 @@ def as_workload_config(cfg: WorkloadConfig | DictConfig | Mapping[str, Any]) -> 
 
     Merging onto the structured schema first means a misspelt key or a wrong type in an
     untyped DictConfig or dict is caught here rather than silently ignored.
+
+    The check costs tens of milliseconds and a run makes it several times on one config (the
+    run spec, the workload, its requests), so a dataclass whose fields were checked before
+    (the same `repr`: same values, same types) is answered from a memo, as a fresh copy.
     """
+    key = _memo_key(cfg)
+    checked = _CHECKED.get(key) if key is not None else None
+    if checked is not None:
+        return pickle.loads(checked)
     try:
         if isinstance(cfg, WorkloadConfig):  # re-check: a dataclass built in code is not type-checked
             merged = OmegaConf.structured(cfg)
@@ -39,7 +48,29 @@ def as_workload_config(cfg: WorkloadConfig | DictConfig | Mapping[str, Any]) -> 
     except OmegaConfBaseException as exc:
         raise ConfigError(f"workload config: {exc}") from exc
     assert isinstance(obj, WorkloadConfig)
+    if len(_CHECKED) >= _MAX_CHECKED:
+        _CHECKED.clear()
+    _CHECKED[repr(obj)] = pickle.dumps(obj)  # what it returns passes the check unchanged
+    if key is not None:
+        _CHECKED[key] = _CHECKED[repr(obj)]
     return obj
+
+
+def _memo_key(cfg: object) -> str | None:
+    """The memo's key: the dataclass's repr, or a DictConfig's resolved values (None when
+    they do not resolve: the check itself then says why)."""
+    if type(cfg) is WorkloadConfig:
+        return repr(cfg)
+    if isinstance(cfg, DictConfig):
+        try:
+            return "DictConfig" + repr(OmegaConf.to_container(cfg, resolve=True))
+        except OmegaConfBaseException:
+            return None
+    return None
+
+
+_CHECKED: dict[str, bytes] = {}  # repr of a checked WorkloadConfig -> the checked copy
+_MAX_CHECKED = 256
 
 
 def validate(cfg: WorkloadConfig) -> None:
