@@ -18,6 +18,11 @@ class HardwareSpec:
     interconnect_bandwidth: float  # per GPU, one direction, bytes/s
     interconnect_latency_s: float
     max_gpus_per_node: int = 8
+    # RDMA NICs between nodes (KV transfers of disaggregated serving): per node, per NIC one
+    # direction in bytes/s, and one transfer's set-up latency. 0: no NICs given.
+    nics_per_node: int = 0
+    nic_bandwidth: float = 0.0
+    nic_latency_s: float = 0.0
     tdp_w: float = 0.0
     idle_power_w: float = 0.0
     price_per_hour_usd: float = 0.0

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sim.deploy.config import DeploymentConfig
 from sim.workload.config import WorkloadConfig
 
 
@@ -60,6 +61,9 @@ class HardwareConfig:
     interconnect_bandwidth_gbps: float = 0.0  # per GPU, one direction, 1e9 bytes/s
     interconnect_latency_us: float = 0.0  # one small all-reduce hop
     max_gpus_per_node: int = 8
+    nics_per_node: int = 0  # RDMA NICs per node (GPU-direct, between nodes); 0: none given
+    nic_gbps: float = 0.0  # per NIC, one direction, 1e9 bytes/s
+    nic_latency_us: float = 0.0  # set-up latency of one transfer between nodes
     boost_clock_mhz: float = 0.0
     # Clock the chip sustains under load as a fraction of boost (e.g. 0.85 when dense GEMMs
     # hit the power limit); scales every peak_tflops and vector_tflops. 1.0: datasheet peaks.
@@ -155,6 +159,7 @@ class SimConfig:
     parallel: ParallelConfig = MISSING
     scheduler: SchedulerConfig = MISSING
     workload: WorkloadConfig = MISSING
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     slo: SloConfig = field(default_factory=SloConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
