@@ -90,8 +90,25 @@ class Replica:
     def _enqueue(self, request: Request) -> None:
         self.in_transit.pop(request.request_id, None)
         self.scheduler.add_request(request)
+        self.wake()
+
+    def wake(self) -> None:
+        """Start the engine loop if it is idle: a request reached it, or a KV connector's
+        transfer landed (sim.core.kv_connector)."""
         if self._wakeup is not None and not self._wakeup.triggered:
             self._wakeup.succeed()
+
+    def _poll_connector(self) -> bool:
+        """Hand the connector's finished sends and loads to the scheduler, as vLLM's model
+        runner output does at each step; whether it reported anything."""
+        connector = self.scheduler.connector
+        if connector is None:
+            return False
+        finished_sending, finished_recving = connector.get_finished()
+        if not (finished_sending or finished_recving):
+            return False
+        self.scheduler.update_from_kv_xfer_finished(finished_sending, finished_recving)
+        return True
 
     def engine_loop(self):
         """One SimPy timeout per loop iteration; each iteration applies at most one step."""
@@ -109,6 +126,14 @@ class Replica:
             cpu_free_s = launched[2].launch_end_s if launched else clock.empty_schedule_end_s(now)
             if in_flight is None:
                 if launched is None:
+                    if self.scheduler.num_waiting_for_remote_kvs or self.scheduler.sending:
+                        # Idle until a transfer lands: the connector wakes the loop.
+                        if not self._poll_connector():
+                            self._wakeup = env.event()
+                            yield self._wakeup
+                            self._wakeup = None
+                            self._poll_connector()
+                        continue
                     self._stuck(now)
                 if self.async_scheduling:
                     in_flight = launched  # the queue is not full: schedule the next one at once
@@ -136,6 +161,7 @@ class Replica:
         scheduler = self.scheduler
         kv = scheduler.kv_cache_manager
         finished = scheduler.update_from_output(output)
+        self._poll_connector()
         delivery_s = self.clock.emit_s(update_end_s, len(output.decodes) + len(output.sampling))
         cpu_time_s = timing.cpu_time_s + self.clock.costs.update_time_s(output.num_reqs)
         self.recorder.record_step(

@@ -21,6 +21,7 @@ def make_scheduler(
     enable_chunked_prefill: bool = True,
     enable_caching: bool = False,
     long_prefill_token_threshold: int = 0,
+    connector=None,
 ) -> Scheduler:
     kv = KVCacheManager(num_gpu_blocks, block_size, max_model_len, enable_caching)
     config = SchedulerConfig(
@@ -30,7 +31,7 @@ def make_scheduler(
         enable_chunked_prefill=enable_chunked_prefill,
         long_prefill_token_threshold=long_prefill_token_threshold,
     )
-    return Scheduler(config, kv)
+    return Scheduler(config, kv, connector)
 
 
 def req(request_id: int, prompt: int, output: int, hashes: tuple = (), arrival: float = 0.0) -> Request:

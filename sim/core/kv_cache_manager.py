@@ -81,10 +81,19 @@ class KVCacheManager:
         num_new_tokens: int,
         num_new_computed_tokens: int = 0,
         new_computed_blocks: list[int] | None = None,
+        num_external_computed_tokens: int = 0,
+        delay_cache_blocks: bool = False,
     ) -> bool:
-        """Reserve slots for `num_new_tokens` more tokens; False if the blocks are not free."""
+        """Reserve slots for `num_new_tokens` more tokens; False if the blocks are not free.
+
+        `num_external_computed_tokens` follow the local prefix hit and come from a KV connector
+        (sim.core.kv_connector): they need slots like new tokens. While they load
+        asynchronously (`delay_cache_blocks`), none of the request's blocks is published in the
+        prefix cache; `cache_blocks` publishes them once the load has landed."""
         pool = self.block_pool
-        num_computed_tokens = request.num_computed_tokens + num_new_computed_tokens
+        num_computed_tokens = (
+            request.num_computed_tokens + num_new_computed_tokens + num_external_computed_tokens
+        )
         num_tokens_need_slot = min(num_computed_tokens + num_new_tokens, self.max_model_len)
         num_required_blocks = -(-num_tokens_need_slot // self.block_size)
         if not new_computed_blocks:
@@ -101,10 +110,16 @@ class KVCacheManager:
             request.block_ids.extend(new_computed_blocks)
         if num_new_blocks > 0:
             request.block_ids += pool.get_new_blocks(num_new_blocks)
-        if self.enable_caching:
+        if self.enable_caching and not delay_cache_blocks:
             num_tokens_to_cache = min(num_computed_tokens + num_new_tokens, request.num_tokens)
             self._cache_full_blocks(request, num_tokens_to_cache // self.block_size)
         return True
+
+    def cache_blocks(self, request: Request, num_computed_tokens: int) -> None:
+        """Publish the request's full blocks up to `num_computed_tokens` in the prefix cache
+        (vLLM's `KVCacheManager.cache_blocks`, used once a connector's load has landed)."""
+        if self.enable_caching:
+            self._cache_full_blocks(request, num_computed_tokens // self.block_size)
 
     def _cache_full_blocks(self, request: Request, num_full_blocks: int) -> None:
         start = self._num_cached_blocks.get(request.request_id, 0)

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 class RequestStatus(enum.IntEnum):
     WAITING = 0
-    RUNNING = 1
-    PREEMPTED = 2
-    FINISHED = 3
-    REJECTED = 4
+    WAITING_FOR_REMOTE_KVS = 1  # blocks allocated, KV loading from a connector (sim.core.kv_connector)
+    RUNNING = 2
+    PREEMPTED = 3
+    FINISHED = 4
+    REJECTED = 5
 
 
 @dataclass(slots=True, eq=False)
@@ -41,6 +42,7 @@ class Request:
     # (vLLM's AsyncScheduler keeps the same count). `num_tokens` includes them.
     num_output_placeholders: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then
+    num_external_computed_tokens: int = 0  # of those, supplied by a KV connector
     num_preemptions: int = 0
     replica_id: int = 0
     first_scheduled_s: float = -1.0

@@ -1,7 +1,7 @@
 """Continuous batching under one token budget per step, as vLLM's v1 scheduler does it.
 
 Behaviour matched: vLLM `vllm/v1/core/sched/scheduler.py`, FCFS policy, no speculative decoding,
-no encoder inputs, no KV connector (as read on main at commit 00024d31).
+no encoder inputs (as read on main at commit 00024d31).
 
 There is no prefill phase and no decode phase: every request's `num_computed_tokens` catches
 up with its `num_tokens` under one budget of `max_num_batched_tokens` tokens per step.
@@ -13,7 +13,12 @@ up with its `num_tokens` under one budget of `max_num_batched_tokens` tokens per
    or has preempted itself.
 2. Waiting requests, in queue order, only if nobody was preempted this step: admitted while
    there is budget, fewer than `max_num_seqs` are running, and the KV cache has room; a
-   prefix-cache hit starts the request past its cached tokens.
+   prefix-cache hit starts the request past its cached tokens. With a KV connector
+   (sim.core.kv_connector) the tokens it can supply follow the local hit: loaded
+   asynchronously, the request gets its blocks and waits in `WAITING_FOR_REMOTE_KVS` without
+   being scheduled, and is passed over (staying at its place in the queue) until the load is
+   reported finished; then it resumes past the loaded tokens, recomputing the last prompt token
+   when the whole prompt was loaded (its logits are needed).
 3. Every scheduled request's `num_computed_tokens` advances as soon as it is scheduled
    (`_update_after_schedule`); a chunk that reaches the end of the request's tokens will sample
    one, held as an output placeholder until `update_from_output` applies the step. With async
@@ -36,6 +41,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from sim.core.kv_cache_manager import KVCacheManager
+from sim.core.kv_connector import KVConnector
 from sim.core.request import Request, RequestStatus
 from sim.cost.batch import BatchSummary
 
@@ -75,12 +81,23 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, kv_cache_manager: KVCacheManager) -> None:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv_cache_manager: KVCacheManager,
+        connector: KVConnector | None = None,
+    ) -> None:
         self.config = config
         self.kv_cache_manager = kv_cache_manager
+        self.connector = connector
         self.running: list[Request] = []
         self.waiting: deque[Request] = deque()
         self.num_preemptions = 0
+        # KV connector state (vLLM's names): loads reported finished, not yet resumed; requests
+        # waiting for a load; finished requests whose blocks the connector is still sending.
+        self.finished_recving_kv_req_ids: set[int] = set()
+        self.num_waiting_for_remote_kvs = 0
+        self.sending: dict[int, Request] = {}
 
     # ---- queue ---------------------------------------------------------------------------
 
@@ -185,7 +202,7 @@ class Scheduler:
                 sampling.append(request)
 
         assert token_budget >= 0 and len(running) <= cfg.max_num_seqs
-        return SchedulerOutput(
+        output = SchedulerOutput(
             decoding,
             scheduled,
             num_scheduled,
@@ -193,6 +210,9 @@ class Scheduler:
             preempted,
             batch.summary(len(decoding), decode_ctx),
         )
+        if self.connector is not None:
+            self.connector.build_connector_meta(output)
+        return output
 
     def _allocate_or_preempt(
         self, request: Request, num_new: int, preempted: list[Request]
@@ -222,30 +242,95 @@ class Scheduler:
         waiting = self.waiting
         running = self.running
         threshold = cfg.long_prefill_token_threshold
+        connector = self.connector
+        skipped: list[Request] = []  # waiting for a load: passed over, put back in order
         while waiting and token_budget > 0 and len(running) < cfg.max_num_seqs:
             request = waiting[0]
-            hit_blocks, num_hit_tokens = kv.get_computed_blocks(request)
-            num_new = request.num_tokens - num_hit_tokens
-            if 0 < threshold < num_new:
-                num_new = threshold
-            if not cfg.enable_chunked_prefill and num_new > token_budget:
+            if request.status == RequestStatus.WAITING_FOR_REMOTE_KVS:
+                if not self._update_waiting_for_remote_kv(request):
+                    skipped.append(waiting.popleft())
+                    continue
+                request.status = (
+                    RequestStatus.PREEMPTED if request.num_preemptions else RequestStatus.WAITING
+                )
+            load_kv_async = False
+            num_external = 0
+            if request.num_computed_tokens == 0:
+                hit_blocks, num_hit_tokens = kv.get_computed_blocks(request)
+                if connector is not None:
+                    num_external, load_kv_async = connector.get_num_new_matched_tokens(
+                        request, num_hit_tokens
+                    )
+                    request.num_external_computed_tokens = num_external
+                    assert num_external > 0 or not load_kv_async, "an async load of no tokens"
+                num_computed = num_hit_tokens + num_external
+            else:  # its KV was loaded by a connector
+                hit_blocks, num_hit_tokens = [], 0
+                num_computed = request.num_computed_tokens
+            if load_kv_async:
+                num_new = 0  # blocks for the loaded tokens only, no work this step
+            else:
+                num_new = request.num_tokens - num_computed
+                if 0 < threshold < num_new:
+                    num_new = threshold
+                if not cfg.enable_chunked_prefill and num_new > token_budget:
+                    break
+                num_new = min(num_new, token_budget)
+            if not kv.allocate_slots(
+                request, num_new, num_hit_tokens, hit_blocks, num_external, load_kv_async
+            ):
                 break
-            num_new = min(num_new, token_budget)
-            if not kv.allocate_slots(request, num_new, num_hit_tokens, hit_blocks):
-                break
+            if connector is not None:
+                connector.update_state_after_alloc(request, num_external)
             waiting.popleft()
+            if load_kv_async:
+                request.status = RequestStatus.WAITING_FOR_REMOTE_KVS
+                self.num_waiting_for_remote_kvs += 1
+                skipped.append(request)
+                continue
             running.append(request)
             request.status = RequestStatus.RUNNING
-            request.num_computed_tokens = num_hit_tokens
+            request.num_computed_tokens = num_computed
             if request.num_cached_tokens < 0:
-                request.num_cached_tokens = num_hit_tokens
+                request.num_cached_tokens = num_computed
             if request.first_scheduled_s < 0.0:
                 request.first_scheduled_s = now
             scheduled.append(request)
             num_scheduled.append(num_new)
             token_budget -= num_new
-            batch.add(num_hit_tokens, num_new)
+            batch.add(num_computed, num_new)
+        if skipped:
+            waiting.extendleft(reversed(skipped))
         return token_budget
+
+    def _update_waiting_for_remote_kv(self, request: Request) -> bool:
+        """Whether the request's load has landed; if so its loaded blocks join the prefix
+        cache and it resumes after them, recomputing the last token of a fully loaded
+        sequence (vLLM's `_update_waiting_for_remote_kv`)."""
+        request_id = request.request_id
+        if request_id not in self.finished_recving_kv_req_ids:
+            return False
+        self.finished_recving_kv_req_ids.discard(request_id)
+        self.num_waiting_for_remote_kvs -= 1
+        kv = self.kv_cache_manager
+        num_computed = min(len(request.block_ids) * kv.block_size, request.num_tokens)
+        if num_computed == request.num_tokens:
+            num_computed -= 1
+        kv.cache_blocks(request, num_computed)
+        request.num_computed_tokens = num_computed
+        return True
+
+    def update_from_kv_xfer_finished(
+        self, finished_sending: set[int], finished_recving: set[int]
+    ) -> None:
+        """The worker side's report (vLLM's `_update_from_kv_xfer_finished`): sent requests
+        release their blocks; loaded requests become schedulable at the next step."""
+        for request_id in finished_recving:
+            self.finished_recving_kv_req_ids.add(request_id)
+        for request_id in finished_sending:
+            request = self.sending.pop(request_id, None)
+            if request is not None:
+                self.kv_cache_manager.free(request)
 
     def _preempt(self, request: Request) -> None:
         # DIVERGENCE: a request whose step is in flight keeps that token's placeholder in
@@ -282,7 +367,10 @@ class Scheduler:
 
     def _finish(self, request: Request, finished: list[Request]) -> None:
         request.status = RequestStatus.FINISHED
-        self.kv_cache_manager.free(request)
+        if self.connector is not None and self.connector.request_finished(request):
+            self.sending[request.request_id] = request  # blocks freed once the send is done
+        else:
+            self.kv_cache_manager.free(request)
         finished.append(request)
 
 
