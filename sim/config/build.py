@@ -20,6 +20,7 @@ from sim.memory import MemoryPlan, plan_memory
 from sim.metrics.summary import SloTargets
 from sim.model_spec import ModelSpec
 from sim.precision import PrecisionSpec
+from sim.deploy.spec import DeploymentSpec, EngineDefaults, build_deployment
 from sim.router import ROUTERS
 from sim.workload.config import WorkloadConfig
 from sim.workload.validate import as_workload_config, validate
@@ -53,6 +54,9 @@ class RunSpec:
     horizon_s: float | None = None  # stop at this simulated time; None: when all requests end
     max_waiting_requests: int | None = None  # per replica; None: unbounded
     timeline_interval_s: float = 1.0  # bin width of timeline.parquet; 0: not written
+    deployment: DeploymentSpec | None = None  # pools of replicas; None: parallel.* alone
+    # Other setups to run after this one and compare (deployment.compare): (label, spec, config)
+    alternatives: tuple[tuple[str, "RunSpec", dict[str, Any]], ...] = ()
 
 
 def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -150,6 +154,18 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
     )
     verify_kv_cache(memory.num_gpu_blocks, par.replicas)
+    deployment = build_deployment(
+        OmegaConf.to_container(cfg.deployment, resolve=True),
+        EngineDefaults(
+            model=model, hardware=hardware, precision=precision, tp=par.tp, replicas=par.replicas,
+            router=par.router, max_num_seqs=sch.max_num_seqs,
+            max_num_batched_tokens=sch.max_num_batched_tokens, max_model_len=max_model_len,
+            enable_chunked_prefill=sch.enable_chunked_prefill,
+            long_prefill_token_threshold=sch.long_prefill_token_threshold,
+            block_size=sch.block_size, gpu_memory_utilization=sch.gpu_memory_utilization,
+            num_gpu_blocks_override=sch.num_gpu_blocks_override,
+        ),
+    )  # fmt: skip
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
     workload = as_workload_config(cfg.workload)
     validate(workload)
@@ -184,7 +200,47 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         horizon_s=cfg.horizon_s,
         max_waiting_requests=sch.max_waiting_requests,
         timeline_interval_s=_non_negative("output.timeline_interval_s", cfg.output.timeline_interval_s),
+        deployment=deployment,
+        alternatives=_alternatives(cfg),
     )
+
+
+def _alternatives(cfg: DictConfig) -> tuple[tuple[str, RunSpec, dict[str, Any]], ...]:
+    """The setups `deployment.compare` names, each this config with its overrides applied:
+    `group=option` replaces a whole group by configs/<group>/<option>.yaml, `key=value` sets
+    one key. They are built (and checked) here, before anything runs."""
+    out = []
+    for label, overrides in (cfg.deployment.compare or {}).items():
+        alt = _with_overrides(cfg, list(overrides), f"deployment.compare.{label}")
+        alt.deployment.compare = {}
+        if not alt.deployment.label:
+            alt.deployment.label = label
+        alt.output.print_summary = False
+        alt.output.progress = False
+        out.append((str(label), build_run_spec(alt), resolved_config(alt)))
+    return tuple(out)
+
+
+def _with_overrides(cfg: DictConfig, overrides: list[str], where: str) -> DictConfig:
+    from sim.catalog import CONFIGS_DIR, list_catalog
+    from sim.config.schema import SimConfig
+
+    alt = cfg.copy()
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if not sep:
+            raise ConfigError(f"{where}: {item!r} is not key=value or group=option")
+        try:
+            if "." not in key and (CONFIGS_DIR / key).is_dir():
+                if value not in list_catalog(key):
+                    raise ConfigError(f"{where}: no {key} named {value!r}; choose one of: {', '.join(list_catalog(key))}")
+                fresh = OmegaConf.merge(OmegaConf.structured(SimConfig)[key], OmegaConf.load(CONFIGS_DIR / key / f"{value}.yaml"))
+                alt[key] = fresh
+            else:
+                alt = OmegaConf.merge(alt, OmegaConf.from_dotlist([f"{key}={value}"]))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{where}: {item}: {str(exc).splitlines()[0]}") from None
+    return alt
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

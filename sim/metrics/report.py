@@ -18,6 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from sim.deploy.compare import comparison_lines
+from sim.metrics.pools import pool_lines
+
 OVERLOAD_GOODPUT_FRACTION = 0.5  # below this share of finished requests meeting the SLOs
 
 
@@ -117,7 +120,9 @@ def format_summary(
     changed = f" with {' '.join(overrides)}" if overrides else ""
     lines = [
         f"== {summary['scenario']}{changed}: {setup['model']} on {setup['gpus']}x {setup['hardware']}"
-        f" (TP{setup['tp']} x {setup['replicas']} replica(s), {setup['precision']})",
+        f" (TP{setup['tp']} x {setup['replicas']} replica(s), {setup['precision']})"
+        if "deployment" not in setup
+        else f"== {summary['scenario']}{changed}: {setup['model']} on {setup['gpus']} GPUs: {setup['deployment']}",
     ]
     if summary.get("question"):
         if overrides:
@@ -181,6 +186,7 @@ def format_summary(
     )
     lines += _cost_energy_lines(summary.get("cost_energy"), extra.get("goodput_output_tokens"), flags)
     lines.append("cost-model   " + summary.get("assumptions", {}).get("efficiency_source", {}).get("cost_model", "unknown"))
+    lines += pool_lines(summary) + comparison_lines(summary)
     return "\n".join(lines)
 
 
