@@ -38,8 +38,8 @@ class WeightedRoundRobinRouter:
     capacity, interleaved; equal capacities give plain round robin."""
 
     def __init__(self, capacities: Sequence[float]) -> None:
-        total = sum(capacities)
-        self._weights = [c / total for c in capacities]
+        self._weights = list(capacities)
+        self._total = sum(capacities)
         self._current = [0.0] * len(capacities)
 
     def route(self, replicas: Sequence[RoutableReplica], request: object = None) -> int:
@@ -47,7 +47,7 @@ class WeightedRoundRobinRouter:
         for i, w in enumerate(self._weights):
             current[i] += w
         chosen = max(range(len(current)), key=lambda i: (current[i], -i))
-        current[chosen] -= 1.0
+        current[chosen] -= self._total
         return chosen
 
 

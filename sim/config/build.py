@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,7 +156,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
     )
     verify_kv_cache(memory.num_gpu_blocks, par.replicas)
     deployment = build_deployment(
-        OmegaConf.to_container(cfg.deployment, resolve=True),
+        _deployment_fields(cfg.deployment),
         EngineDefaults(
             model=model, hardware=hardware, precision=precision, tp=par.tp, replicas=par.replicas,
             router=par.router, max_num_seqs=sch.max_num_seqs,
@@ -205,6 +206,26 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
     )
 
 
+def _deployment_fields(dep: DictConfig) -> dict[str, Any]:
+    """The deployment group as plain values, each pool checked against `PoolConfig` (pools
+    are an untyped mapping so that a new one can be added on the command line:
+    `+deployment.pools.extra={role:decode,tp:4}`)."""
+    from sim.deploy.config import PoolConfig
+
+    fields = OmegaConf.to_container(dep, resolve=True)
+    pools = {}
+    for name, pool in (fields.get("pools") or {}).items():
+        if not isinstance(pool, dict):
+            raise ConfigError(f"deployment.pools.{name} must be a mapping of pool fields, got {pool!r}")
+        try:
+            pools[name] = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(PoolConfig), pool))
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or ""
+            raise ConfigError(f"deployment.pools.{name}.{key}: {str(exc).splitlines()[0]}") from None
+    fields["pools"] = pools
+    return fields
+
+
 def _alternatives(cfg: DictConfig) -> tuple[tuple[str, RunSpec, dict[str, Any]], ...]:
     """The setups `deployment.compare` names, each this config with its overrides applied:
     `group=option` replaces a whole group by configs/<group>/<option>.yaml, `key=value` sets
@@ -234,7 +255,8 @@ def _with_overrides(cfg: DictConfig, overrides: list[str], where: str) -> DictCo
             if "." not in key and (CONFIGS_DIR / key).is_dir():
                 if value not in list_catalog(key):
                     raise ConfigError(f"{where}: no {key} named {value!r}; choose one of: {', '.join(list_catalog(key))}")
-                fresh = OmegaConf.merge(OmegaConf.structured(SimConfig)[key], OmegaConf.load(CONFIGS_DIR / key / f"{value}.yaml"))
+                schema = typing.get_type_hints(SimConfig)[key]
+                fresh = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(CONFIGS_DIR / key / f"{value}.yaml"))
                 alt[key] = fresh
             else:
                 alt = OmegaConf.merge(alt, OmegaConf.from_dotlist([f"{key}={value}"]))

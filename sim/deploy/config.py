@@ -15,7 +15,7 @@ which key is wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 
 @dataclass
@@ -47,7 +47,9 @@ class CacheAwareConfig:
 @dataclass
 class DeploymentConfig:
     name: str = "colocated"
-    pools: Dict[str, PoolConfig] = field(default_factory=dict)
+    # name -> PoolConfig fields (checked against PoolConfig in sim.config.build: an untyped
+    # mapping so that `+deployment.pools.NAME={role:decode,tp:4}` can add one)
+    pools: Dict[str, Any] = field(default_factory=dict)
     # Router of colocated pools; "" : parallel.router.
     router: str = ""
     # Disaggregated: the proxy picks a prefill instance, then (once the prefill answered) a

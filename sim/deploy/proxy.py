@@ -62,12 +62,13 @@ class DisaggregatedProxy:
     def _prefill_done(self, leg: Request) -> None:
         """The prefill's answer reached the proxy (or the prefill instance refused it)."""
         request = self.in_flight[leg.request_id]
-        if leg.status == RequestStatus.REJECTED:  # recorded by the prefill replica
+        if leg.status == RequestStatus.REJECTED:  # recorded (as the client's) by the prefill replica
             request.status = RequestStatus.REJECTED
             request.reject_reason = leg.reject_reason
             self._answer(request)
             return
         request.num_cached_tokens = leg.num_cached_tokens  # the prefix hit that saved compute
+        request.num_preemptions += leg.num_preemptions  # the request's, over both legs
         self.transfers.remote[request.request_id] = RemotePrefill(leg.replica_id, leg)
         replica = self.decode[self.decode_router.route(self.decode, request)]
         replica.add_request(request, count_arrival=False)
