@@ -57,21 +57,26 @@ def compare_runs(
 
 
 def answer(rows: list[dict[str, Any]], slo: dict[str, Any]) -> str:
+    """Which setups meet both p99 targets (with nothing rejected or left unfinished), the
+    goodput of each, and the one with the lowest cost per good output token among them."""
     target = f"TTFT p99 <= {slo['ttft_s'] * 1e3:g} ms and TPOT p99 <= {slo['tpot_s'] * 1e3:g} ms"
     meeting = [r for r in rows if r["meets_slo_p99"]]
-    best = max(meeting or rows, key=lambda r: (r["goodput_requests_per_s"], -r["gpus"]))
-    head = (
-        f"{', '.join(r['label'] for r in meeting)} meet{'s' if len(meeting) == 1 else ''} {target}"
-        if meeting
-        else f"none meets {target}"
+    if not meeting:
+        best = max(rows, key=lambda r: r["goodput_requests_per_s"])
+        return (
+            f"none meets {target}; the highest goodput is {best['label']}'s,"
+            f" {best['goodput_requests_per_s']:.2f} req/s"
+        )
+    goodputs = ", ".join(
+        f"{r['label']} {r['goodput_requests_per_s']:.2f} req/s ({r['goodput_per_gpu']:.3f}/GPU)" for r in meeting
     )
-    cost = best["usd_per_million_good_output_tokens"]
-    return (
-        f"{head}; {'best' if meeting else 'highest'} goodput: {best['label']} at"
-        f" {best['goodput_requests_per_s']:.2f} req/s ({best['goodput_per_gpu']:.3f} per GPU"
-        + (f", ${cost:,.2f} per M output tokens at goodput" if cost else "")
-        + ")"
-    )
+    priced = [r for r in meeting if r["usd_per_million_good_output_tokens"] is not None]
+    cheapest = ""
+    if priced:
+        c = min(priced, key=lambda r: (r["usd_per_million_good_output_tokens"], r["gpus"]))
+        cheapest = f"; cheapest per good output token: {c['label']} (${c['usd_per_million_good_output_tokens']:,.2f} per M)"
+    verb = "meets" if len(meeting) == 1 else "meet"
+    return f"{', '.join(r['label'] for r in meeting)} {verb} {target}; goodput {goodputs}{cheapest}"
 
 
 def _fmt(v: float | None, fmt: str, scale: float = 1.0) -> str:
