@@ -238,3 +238,13 @@ def test_mixed_pool_cost_and_energy_are_the_sums_over_pools(tmp_path):
     assert {r["replica_id"] for r in rows} <= {0, 1, 2, 3}
     assert s["requests"]["finished"] == 60
     assert math.isfinite(s["pools"]["h200"]["busy_fraction"])
+
+
+def test_a_pd_run_is_byte_identical_when_repeated(tmp_path):
+    cfg = _pd_cfg(["workload.arrival=poisson", "workload.num_requests=40", "workload.rate=30",
+                   "deployment=pd_2p2d_h100", "deployment.prefill_router=cache_aware"])
+    spec = build_run_spec(cfg)
+    for name in ("a", "b"):
+        simulate(spec, tmp_path / name, resolved_config(cfg))
+    for table in ("requests.parquet", "steps.parquet"):
+        assert (tmp_path / "a" / table).read_bytes() == (tmp_path / "b" / table).read_bytes()
