@@ -184,7 +184,8 @@ def test_cache_aware_router_follows_the_prefix_unless_the_queue_outweighs_it():
     router = CacheAwareRouter(instances, CacheAwareSpec(lag_s=0.0))
     assert router.route(instances, _Req((7, 8, 9, 10), 0.0)) == 0
     instances[0].scheduler.waiting = [None]  # one queued: queue score 0 against 1
-    assert router.route(instances, _Req((7, 8, 9, 10), 1.0)) == 0  # prefix 1.0 + kv 1 beats 0 + 1 + 1? tie-free
+    # 0: prefix 1 + queue 0 + kv 1; 1: prefix 0 + queue 1 + kv 1: a tie goes to the first
+    assert router.route(instances, _Req((7, 8, 9, 10), 1.0)) == 0
     instances[0].scheduler.waiting = [None] * 5
     heavy = CacheAwareRouter(instances, CacheAwareSpec(prefix_weight=0.5, queue_weight=1.0))
     heavy.index.add(0, (7, 8), 0.0)
@@ -233,7 +234,6 @@ def test_mixed_pool_cost_and_energy_are_the_sums_over_pools(tmp_path):
     assert ce["gpus"] == 12 and ce["cost_usd"] == pytest.approx(expected)
     assert ce["energy_j"] == pytest.approx(sum(p["energy_j"] for p in ce["by_pool"].values()))
     assert s["setup"]["gpus"] == 12
-    caps = [r.capacity for r in []]  # noqa: F841 (capacities are checked through routing below)
     rows = pq.read_table(tmp_path / "requests.parquet").to_pylist()
     assert {r["replica_id"] for r in rows} <= {0, 1, 2, 3}
     assert s["requests"]["finished"] == 60

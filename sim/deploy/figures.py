@@ -48,6 +48,8 @@ def add_pool_figures(summary: dict[str, Any], deployment: Any, recorder: Any) ->
     summary["pools"] = {
         e.pool.name: pool_summary(e.pool, e.replicas, duration_s) for e in deployment.pools
     }
+    if deployment.proxy is None:  # colocated pools: queueing from the request rows
+        _add_queueing(summary["pools"], deployment, recorder)
     steps = _step_columns(recorder)
     output_tokens = summary["throughput"]["output_tokens_per_s"] * duration_s
     total_tokens = summary["throughput"]["total_tokens_per_s"] * duration_s
@@ -84,3 +86,25 @@ def _step_columns(recorder: Any) -> dict[str, np.ndarray] | None:
         return None
     table = pq.read_table(writer.written_path, columns=["replica_id", "flops", "bytes", "duration_s"])
     return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def _add_queueing(pools: dict[str, Any], deployment: Any, recorder: Any) -> None:
+    """Per pool, over its finished requests: time from arrival to first scheduling, and TTFT."""
+    path = recorder.requests_writer.written_path
+    if not path.exists():
+        return
+    table = pq.read_table(path, columns=["replica_id", "status", "arrival_s", "first_scheduled_s", "ttft_s"])
+    cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    finished = cols["status"] == "finished"
+    for e in deployment.pools:
+        mine = finished & np.isin(cols["replica_id"], np.asarray(list(e.pool.replica_ids)))
+        queue = cols["first_scheduled_s"][mine] - cols["arrival_s"][mine]
+        pools[e.pool.name]["requests_finished"] = int(mine.sum())
+        pools[e.pool.name]["queue_s"] = _dist(queue)
+        pools[e.pool.name]["ttft_s"] = _dist(cols["ttft_s"][mine])
+
+
+def _dist(a: np.ndarray) -> dict[str, float | None]:
+    if a.size == 0:
+        return {"mean": None, "p50": None, "p99": None}
+    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}

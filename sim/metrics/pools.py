@@ -109,6 +109,12 @@ def pool_lines(summary: dict[str, Any]) -> list[str]:
             f"  {name:<10} busy {_pct(p['busy_fraction'])}  MFU {_pct(p['mfu'])}  HBM BW util"
             f" {_pct(p['memory_bandwidth_utilization'])}  KV mean {_pct(p['kv_usage_mean'])} of"
             f" {p['num_gpu_blocks']:,} blocks"
+            + (
+                f"  {p['requests_finished']:,} requests, queue p99 {_ms(p['queue_s']['p99'])} ms,"
+                f" TTFT p99 {_ms(p['ttft_s']['p99'])} ms"
+                if "queue_s" in p
+                else ""
+            )
         )
     t = summary.get("kv_transfer")
     if t:
