@@ -191,3 +191,43 @@ def _per(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den <= 0:
         return None
     return float(num) / float(den)
+
+
+def pooled_cost_energy(
+    parts: list[dict[str, Any]], duration_s: float, output_tokens: float, total_tokens: float
+) -> dict[str, Any]:
+    """A deployment of several pools (mixed GPUs, prefill/decode): each pool's `cost_energy`
+    (its own price, TDP, idle power and peaks) summed, and the per-token figures taken over the
+    sums. `parts` are `cost_energy` results, one per pool, with a `pool` name added."""
+    priced = all(p["cost_usd"] is not None for p in parts)
+    powered = all(p["energy_j"] is not None for p in parts)
+    gpus = sum(p["gpus"] for p in parts)
+    cost_usd = sum(p["cost_usd"] for p in parts) if priced else None
+    energy_j = sum(p["energy_j"] for p in parts) if powered else None
+    usd_per_hour = sum(p["usd_per_hour"] for p in parts) if priced else None
+    return {
+        "gpus": gpus,
+        "price_per_gpu_hour_usd": usd_per_hour / gpus if priced and gpus else None,
+        "usd_per_hour": usd_per_hour,
+        "cost_usd": cost_usd,
+        "usd_per_million_output_tokens": _per(None if cost_usd is None else cost_usd * 1e6, output_tokens),
+        "usd_per_million_tokens": _per(None if cost_usd is None else cost_usd * 1e6, total_tokens),
+        "energy_j": energy_j,
+        "energy_kwh": None if energy_j is None else energy_j / JOULES_PER_KWH,
+        "mean_power_w_per_gpu": _per(energy_j, duration_s * gpus),
+        "joules_per_output_token": _per(energy_j, output_tokens),
+        "kwh_per_million_output_tokens": _per(
+            None if energy_j is None else energy_j / JOULES_PER_KWH * 1e6, output_tokens
+        ),
+        "output_tokens_per_s_per_w": _per(output_tokens, energy_j),
+        "energy_method": "summed over pools: " + "; ".join(f"{p['pool']} {p['energy_method']}" for p in parts),
+        # GPU-weighted idle and TDP for the summary line; each pool's own model beside them.
+        "power_model": {
+            "idle_w": sum(p["power_model"]["idle_w"] * p["gpus"] for p in parts) / gpus,
+            "tdp_w": sum(p["power_model"]["tdp_w"] * p["gpus"] for p in parts) / gpus,
+            "by_pool": {p["pool"]: p["power_model"] for p in parts},
+        }
+        if powered
+        else None,
+        "by_pool": {p["pool"]: {k: p[k] for k in ("gpus", "usd_per_hour", "cost_usd", "energy_j")} for p in parts},
+    }

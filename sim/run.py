@@ -21,21 +21,18 @@ import sim
 from sim.clients import start_traffic
 from sim.config.build import RunSpec
 from sim.core.request import Request
-from sim.engine_build import engine_clock, engine_scheduler
-from sim.cost.engine_costs import EngineCosts, max_cudagraph_capture_size
-from sim.cost.engine_profiles import load_engine_costs
-from sim.cost.power_cap import PowerCappedCostModel
-from sim.cost.roofline import build_cost_model
-from sim.kv_offload.connector import OffloadingConnector
+from sim.cost.engine_costs import EngineCosts
+from sim.deploy.compare import compare_runs
+from sim.deploy.figures import add_pool_figures, run_shape
+from sim.deploy.wiring import build_deployment_engines
 from sim.kv_offload.summary import hbm_only_figures, offload_summary
 from sim.metrics.recorder import Recorder
 from sim.errors import OutputError
 from sim.metrics.report import format_summary
-from sim.metrics.summary import RunShape, summarize
+from sim.metrics.summary import summarize
 from sim.metrics.tables import OutputBatch, staged_outputs, unique_tmp_path
 from sim.run_folder import locked_run_folder
 from sim.progress import Progress
-from sim.router import make_router
 from sim.simulation import Replica, RequestFactory
 from sim.workload.request_spec import RequestSpec
 from sim.workload.build import build_workload
@@ -150,20 +147,6 @@ def _simulate(
         max_model_len=spec.scheduler.max_model_len,
         block_size=spec.block_size if spec.enable_prefix_caching else None,
     )
-    cost_model = build_cost_model(
-        spec.model, spec.hardware, spec.precision, spec.tp, spec.cost, spec.parallel
-    )
-    # Compute-bound work slows to the clock the power limit allows (a pass-through where the
-    # profile was measured at this GPU's own limit, which already holds that clock).
-    peak = spec.hardware.peak_flops[spec.precision.activation_dtype]
-    if spec.hardware.tdp_w > 0.0 and spec.hardware.boost_clock_mhz > 0.0:  # else nothing to cap
-        cost_model = PowerCappedCostModel.from_specs(cost_model, spec.hardware, peak)
-    engine_costs = load_engine_costs(
-        spec.hardware, spec.cost.step_overhead_ms * 1e-3, chosen=spec.cost.engine_profile
-    ).for_layers(spec.model.num_hidden_layers)
-    capture_size = max_cudagraph_capture_size(
-        spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens
-    )
     env = simpy.Environment()
     recorder = Recorder(
         out_dir, write_steps=spec.write_steps, timeline_interval_s=spec.timeline_interval_s
@@ -173,43 +156,20 @@ def _simulate(
         total_requests=spec.workload.num_requests,
         horizon_s=spec.horizon_s or spec.workload.duration_s,
     )
-    replicas = [
-        Replica(
-            replica_id,
-            env,
-            scheduler,
-            cost_model,
-            recorder,
-            engine_clock(spec, engine_costs, capture_size, _engine_rng(spec.seed, replica_id), scheduler),
-            async_scheduling=spec.async_scheduling,
-            on_step=progress.tick,
-            max_waiting_requests=spec.max_waiting_requests,
-            horizon_s=spec.horizon_s,
-            max_concurrent_batches=spec.parallel.max_concurrent_batches(
-                spec.async_scheduling, not spec.model.is_moe
-            ),
-        )
-        for replica_id, scheduler in (
-            (i, engine_scheduler(spec, _offloading_connector(spec, env))) for i in range(spec.num_replicas)
-        )
-    ]
-    for replica in replicas:
-        _wire_connector(env, replica)
+    deployment = build_deployment_engines(spec, env, recorder, progress.tick, _engine_rng)
+    replicas = deployment.replicas
+    cost_model, engine_costs = deployment.pools[0].cost_model, deployment.pools[0].engine_costs
     stop = _StopOnSignal()
     arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching), stop)
-    start_traffic(
-        env, specs, arrivals, replicas, make_router(spec.router, spec.num_replicas), recorder
-    )
+    start_traffic(env, specs, arrivals, deployment.entry_points, deployment.router, recorder)
     with stop:
         try:
             _run_events(env, spec.horizon_s, stop)
         finally:
             progress.close()
+            for request in deployment.pending():
+                recorder.record_unfinished(request)
             for replica in replicas:
-                scheduler = replica.scheduler
-                pending = (*scheduler.running, *scheduler.waiting, *replica.in_transit.values())
-                for request in (*pending, *replica.undelivered):
-                    recorder.record_unfinished(request)
                 recorder.record_evictions(replica.scheduler.kv_cache_manager.block_pool.num_evicted_total)
             recorder.close()
     interrupted_by = stop.signal_name  # "SIGINT" or "SIGTERM": partial outputs
@@ -217,16 +177,7 @@ def _simulate(
     _check_conservation(replicas)  # a signal stops the loop between events: invariants hold
     # Inter-token gaps as (value, count) pairs: one pair per step covers a whole decode batch.
     itl, itl_counts = recorder.inter_token_latencies()
-    shape = RunShape(
-        num_replicas=spec.num_replicas,
-        gpus_per_replica=spec.gpus_per_replica,
-        peak_flops=spec.hardware.peak_flops[spec.precision.activation_dtype],
-        memory_bandwidth=spec.hardware.memory_bandwidth,
-        num_arrived=arrivals.count,
-        tdp_w=spec.hardware.tdp_w,
-        idle_power_w=spec.hardware.idle_power_w,
-        price_per_hour_usd=spec.hardware.price_per_hour_usd,
-    )
+    shape = run_shape(spec, deployment.spec, arrivals.count)
     summary = {
         "scenario": spec.scenario_name,
         "question": spec.question,
@@ -238,6 +189,8 @@ def _simulate(
     if spec.kv_offload is not None:
         interrupted_by = _offload_figures(spec, replicas, summary, out_dir, resolved_config) or interrupted_by
         complete = interrupted_by is None
+    if len(deployment.pools) > 1 or deployment.proxy is not None:
+        add_pool_figures(summary, deployment, recorder)
     manifest = {
         "complete": complete,
         "interrupted_by": interrupted_by,
@@ -258,6 +211,8 @@ def _simulate(
         "resolved_config": resolved_config,
     }
     batch.publish()  # the tables take their final names, then the summary; the manifest last
+    if spec.alternatives and complete:  # read the published requests.parquet: after publish
+        summary["comparison"] = compare_runs(spec, summary, out_dir, _simulate_quiet)
     _write_json(out_dir / "summary.json", summary)
     batch.published(out_dir / "summary.json")
     _write_json(out_dir / "manifest.json", manifest)
@@ -289,22 +244,6 @@ def _offload_figures(
     return None
 
 
-def _offloading_connector(spec: RunSpec, env: simpy.Environment) -> OffloadingConnector | None:
-    return None if spec.kv_offload is None else OffloadingConnector(spec.kv_offload, lambda: env.now)
-
-
-def _wire_connector(env: simpy.Environment, replica: Replica) -> None:
-    """A connector's transfer that lands while the engine is idle wakes it (Replica.wake)."""
-    connector = replica.scheduler.connector
-    if connector is None:
-        return
-
-    def wake_at(at_s: float) -> None:
-        env.timeout(max(0.0, at_s - env.now)).callbacks.append(lambda _: replica.wake())
-
-    connector.wake_at = wake_at
-
-
 ENGINE_STREAM = 0xE6  # spawn-key tag: the engine's streams are apart from the workload's
 
 
@@ -319,9 +258,10 @@ def _check_conservation(replicas: list[Replica]) -> None:
     for replica in replicas:
         pool = replica.scheduler.kv_cache_manager.block_pool
         pool.check_invariants()
-        if replica.scheduler.connector is not None:
-            replica.scheduler.connector.check_invariants()
-        if not replica.scheduler.has_unfinished_requests():
+        connector = replica.scheduler.connector
+        if connector is not None and hasattr(connector, "check_invariants"):
+            connector.check_invariants()
+        if not replica.scheduler.has_unfinished_requests() and not replica.scheduler.sending:
             assert pool.num_acquired_total == pool.num_released_total, (
                 pool.num_acquired_total,
                 pool.num_released_total,
@@ -349,7 +289,36 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
         "enable_prefix_caching": spec.enable_prefix_caching,
         "async_scheduling": spec.async_scheduling,
         "memory": spec.memory.describe(),
+        **_deployment_setup(spec),
     }
+
+
+def _deployment_setup(spec: RunSpec) -> dict[str, Any]:
+    """A multi-pool deployment: its pools, and the run-wide counts over all of them."""
+    dep = spec.deployment
+    if dep is None or (dep.classic and len(dep.pools) == 1):
+        return {}
+    return {
+        "deployment": dep.describe(),
+        "deployment_name": dep.name,
+        "replicas": dep.num_replicas,
+        "gpus": dep.num_gpus,
+        "router": (f"prefill {dep.prefill_router}, decode {dep.decode_router}" if dep.disaggregated else dep.router),
+        "num_gpu_blocks": sum(p.memory.num_gpu_blocks * p.num_replicas for p in dep.pools),
+        "kv_cache_tokens": sum(p.memory.num_gpu_blocks * p.num_replicas for p in dep.pools) * spec.block_size,
+        "pools": {
+            p.name: {"role": p.role, "hardware": p.hardware.name, "precision": p.precision.name,
+                     "tp": p.tp, "replicas": p.num_replicas, "max_num_seqs": p.scheduler.max_num_seqs,
+                     "max_num_batched_tokens": p.scheduler.max_num_batched_tokens,
+                     "num_gpu_blocks": p.memory.num_gpu_blocks, "batch_limits": p.defaults_source}
+            for p in dep.pools
+        },
+    }  # fmt: skip
+
+
+def _simulate_quiet(spec: RunSpec, out_dir: Path, resolved: dict[str, Any]) -> dict[str, Any]:
+    """One of the setups `deployment.compare` names, into its own folder; its summary."""
+    return simulate(spec, out_dir, resolved).summary
 
 
 def _assumptions(spec: RunSpec, cost_model: Any, engine_costs: EngineCosts) -> dict[str, Any]:

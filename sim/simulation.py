@@ -15,6 +15,7 @@ from sim.core.engine_clock import EngineClock, StepTiming
 from sim.core.scheduler import Scheduler, SchedulerOutput
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import StepCost
+from sim.metrics.pools import ReplicaStats
 from sim.metrics.recorder import Recorder
 from sim.workload.block_hash import chain_block_hash
 from sim.workload.request_spec import RequestSpec
@@ -42,11 +43,18 @@ class Replica:
         max_waiting_requests: int | None = None,
         horizon_s: float | None = None,
         max_concurrent_batches: int | None = None,
+        capacity: float = 1.0,
+        records_finish: bool = True,
     ) -> None:
         self.replica_id = replica_id
         # vLLM's batch queue (VllmConfig.max_concurrent_batches): 2 with async scheduling,
         # 1 without; pipeline parallelism keeps up to pp (+1 with async) steps in flight.
         self.max_concurrent_batches = max_concurrent_batches or (2 if async_scheduling else 1)
+        # Relative serving capacity, for routers that weigh instances of a mixed pool.
+        self.capacity = capacity
+        # False for a P/D prefill instance: its finished requests are not the client's (the
+        # proxy hands them to a decode instance through `on_finish`).
+        self.records_finish = records_finish
         # Tokens delivered at or after the horizon never reach the client within the run: the
         # requests a step finished then are reported unfinished (sim.run), not finished.
         self.horizon_s = horizon_s
@@ -63,16 +71,24 @@ class Replica:
         self.num_steps = 0
         # Told of every request that finishes or is rejected here (sim.clients: closed loops).
         self.on_finish: Callable[[Request], None] | None = None
+        # Told of every request that reaches the engine core (the P/D proxy times the decode leg).
+        self.on_enqueue: Callable[[Request], None] | None = None
+        # Per-replica sums for the pool metrics of a multi-pool deployment (sim.metrics.pools);
+        # None for a single pool, whose figures are the run's.
+        self.stats: ReplicaStats | None = None
         self._wakeup: simpy.Event | None = None
         self._input_s = clock.costs.input_s
         # Sent, not yet in the scheduler (on the input path): request_id -> request.
         self.in_transit: dict[int, Request] = {}
         self.process = env.process(self.engine_loop())
 
-    def add_request(self, request: Request) -> None:
+    def add_request(self, request: Request, count_arrival: bool = True) -> None:
         """A request is sent: refused at once if it can never run, else it reaches the engine
-        core after the input path's latency (API process, IPC)."""
+        core after the input path's latency (API process, IPC). `count_arrival`: False for the
+        second leg of a request (a P/D decode instance), whose arrival was counted already."""
         request.replica_id = self.replica_id
+        if count_arrival:
+            self.recorder.record_arrival(request.arrival_s, self.replica_id)
         reason = self.scheduler.rejection_reason(request.num_prompt_tokens, request.max_tokens)
         limit = self.max_waiting_requests
         num_queued = len(self.scheduler.waiting) + len(self.in_transit)
@@ -95,6 +111,8 @@ class Replica:
     def _enqueue(self, request: Request) -> None:
         self.in_transit.pop(request.request_id, None)
         self.scheduler.add_request(request)
+        if self.on_enqueue is not None:
+            self.on_enqueue(request)
         self.wake()
 
     def wake(self) -> None:
@@ -184,13 +202,18 @@ class Replica:
             len(scheduler.running), len(scheduler.waiting), kv.num_used_blocks, kv.usage,
         )  # fmt: skip
         self.num_steps += 1
+        if self.stats is not None:
+            self.stats.add_step(timing, cost, kv.usage)
         if self.horizon_s is not None and delivery_s >= self.horizon_s:
             self.undelivered.extend(finished)
             return
         self.recorder.record_tokens(self.replica_id, output, delivery_s)
         for request in finished:
             self.num_outstanding -= 1
-            self.recorder.record_finished(request)
+            if self.records_finish:
+                self.recorder.record_finished(request)
+            else:
+                request.finish_s = request.last_token_s
             if self.on_finish is not None:  # the client learns it when the last token arrives
                 delay_s = request.finish_s - self.env.now
                 if delay_s > 0.0:
@@ -210,7 +233,7 @@ class Replica:
 
 
 class Router(Protocol):
-    def route(self, replicas: list[Replica]) -> int: ...
+    def route(self, replicas: list[Replica], request: Request) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +309,6 @@ def arrival_process(
 
 
 def dispatch(request: Request, replicas: list[Replica], router: Router, recorder: Recorder) -> None:
-    """A request arrives: the router picks its replica."""
-    replica = replicas[router.route(replicas)]
-    recorder.record_arrival(request.arrival_s, replica.replica_id)
-    replica.add_request(request)
+    """A request arrives: the router picks its replica (or the P/D proxy, sim.deploy.proxy),
+    which counts the arrival."""
+    replicas[router.route(replicas, request)].add_request(request)

@@ -54,6 +54,8 @@ BASES = (
     ("workload=chat_sessions", "scheduler.enable_prefix_caching=true"),
     ("model=no_such_model",),
     ("+scenario=no_such_scenario",),
+    ("deployment=pd_2p2d_h100",),
+    ("deployment=mixed_h100x2_h200x2",),
 )
 
 NUMBERS = ["0", "-1", "abc", "null", "nan", "inf", "1e400", "''", "[1,2]", "{a:1}"]
@@ -136,6 +138,13 @@ KEY_VALUES: dict[str, list[str]] = {
     "hardware.max_gpus_per_node": ["8", "1", "0"],
     "hardware.peak_tflops.bf16": ["989", "0", "-1"],
     "+hardware.peak_tflops.fp7": ["1"],
+    "deployment.router": ["round_robin", "weighted_round_robin", "cache_aware", "kv_free", "''"],
+    "deployment.prefill_router": ["least_outstanding", "cache_aware", "kv_free"],
+    "deployment.decode_router": ["kv_free", "round_robin", "cache_aware"],
+    "deployment.cache_aware.lag_s": ["0", "0.5", "-1", "nan"],
+    "deployment.cache_aware.prefix_weight": ["0", "3", "-1"],
+    "+deployment.pools.extra": ["{role:decode,tp:1}", "{role:prefill,tp:2,replicas:0}",
+                                "{role:colocated,hardware:h200}", "{tp:abc}", "7"],
     "precision.weight_dtype": ["bf16", "fp8", "int4", "bogus"],
     "precision.activation_dtype": ["bf16", "fp8", "int8", "bogus"],
     "precision.kv_cache_dtype": ["auto", "fp8", "bf16", "int3"],

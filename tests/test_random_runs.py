@@ -145,7 +145,7 @@ def run_random(tmp_path: Path, choices, deployment: dict, workload: dict):
     return spec, result
 
 
-def check_tables(tmp_path: Path, spec, result) -> None:
+def check_tables(tmp_path: Path, spec, result, pd: bool = False) -> None:
     counts = result.summary["requests"]
     rows = pq.read_table(tmp_path / "requests.parquet").to_pylist()
     steps = pq.read_table(tmp_path / "steps.parquet").to_pydict()
@@ -213,9 +213,12 @@ def check_tables(tmp_path: Path, spec, result) -> None:
 
     # Without preemption, prefix caching or a horizon, each finished request's tokens were
     # computed exactly once: its prompt and every output token but the last.
+    # (P/D: the decode instance recomputes the prompt's last token, one more per request; a
+    # rejected request's prompt may have been computed by the prefill instance.)
     if not spec.enable_prefix_caching and spec.horizon_s is None and counts["preemptions"] == 0:
-        expected = sum(r["prompt_tokens"] + r["output_tokens"] - 1 for r in by_status["finished"])
-        assert sum(steps["num_scheduled_tokens"]) == expected
+        expected = sum(r["prompt_tokens"] + r["output_tokens"] - 1 + pd for r in by_status["finished"])
+        if not (pd and counts["rejected"]):
+            assert sum(steps["num_scheduled_tokens"]) == expected
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -277,3 +280,45 @@ def test_a_tight_cache_with_offload_reloads_and_conserves_blocks_across_tiers(tm
     if offload == "cpu_disk":
         assert offload_summary["tiers"]["disk"]["stored_blocks"] > 0
     check_tables(tmp_path, spec, result)
+
+
+@st.composite
+def pools(draw):
+    """A random P/D split or mixed pool of the base GPU (same batch limits as the run)."""
+    if draw(st.booleans()):
+        items = [
+            f"+deployment.pools.p={{role:prefill,replicas:{draw(st.integers(1, 2))},tp:1}}",
+            f"+deployment.pools.d={{role:decode,replicas:{draw(st.integers(1, 3))},tp:1}}",
+            f"deployment.prefill_router={draw(st.sampled_from(['round_robin', 'least_outstanding', 'cache_aware']))}",
+            f"deployment.decode_router={draw(st.sampled_from(['round_robin', 'least_outstanding', 'kv_free']))}",
+        ]
+        return "pd", items
+    items = [
+        f"+deployment.pools.a={{replicas:{draw(st.integers(1, 2))},tp:1}}",
+        f"+deployment.pools.b={{replicas:{draw(st.integers(1, 2))},tp:1,precision:fp8}}",
+        f"deployment.router={draw(st.sampled_from(['round_robin', 'weighted_round_robin', 'least_outstanding', 'cache_aware']))}",
+        f"deployment.cache_aware.lag_s={draw(st.sampled_from([0.0, 0.05]))}",
+    ]
+    return "mixed", items
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(deployment=deployments(), pool=pools(), workload=workloads(), n=st.integers(0, 10**9))
+def test_random_multi_pool_runs_keep_every_invariant(tmp_path, deployment, pool, workload, n):
+    """P/D and mixed pools: every request finishes, is rejected or is still in flight, once; KV
+    blocks are conserved in every replica of every pool (run.py asserts acquired == released
+    when nothing is left holding blocks); with P/D, each finished request's prompt is computed
+    once by a prefill instance and its last prompt token once more by its decode instance."""
+    kind, items = pool
+    out = tmp_path / str(n)
+    deployment = {k: v for k, v in deployment.items() if not k.startswith("parallel.")}
+    group = (f"workload={workload['workload']}",) if "workload" in workload else ()
+    values = {**deployment, **{k: v for k, v in workload.items() if k != "workload"}}
+    cfg = compose(group, [*items, *(f"{k}={v}" for k, v in values.items())])
+    spec = build_run_spec(cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Scheduler, "schedule", _checked_schedule(Scheduler.schedule))
+        result = simulate(spec, out, resolved_config(cfg))
+    assert result.complete
+    check_tables(out, spec, result, pd=kind == "pd")
+    event(f"{kind}: rejected {'some' if result.summary['requests']['rejected'] else 'none'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from sim.metrics.summary import SloTargets
 from sim.model_spec import ModelSpec
 from sim.parallel import ParallelSpec, build_parallel_spec
 from sim.precision import PrecisionSpec
+from sim.deploy.spec import DeploymentSpec, EngineDefaults, build_deployment
 from sim.router import ROUTERS
 from sim.workload.config import WorkloadConfig
 from sim.workload.validate import as_workload_config, validate
@@ -63,6 +65,9 @@ class RunSpec:
     @property
     def gpus_per_replica(self) -> int:
         return self.parallel.num_gpus
+    deployment: DeploymentSpec | None = None  # pools of replicas; None: parallel.* alone
+    # Other setups to run after this one and compare (deployment.compare): (label, spec, config)
+    alternatives: tuple[tuple[str, "RunSpec", dict[str, Any]], ...] = ()
 
 
 def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -178,6 +183,38 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         max_num_seqs=limits.max_num_seqs,
         enable_prefix_caching=sch.enable_prefix_caching,
     )
+    engine_scheduler_config = SchedulerConfig(
+        max_num_batched_tokens=limits.max_num_batched_tokens * dp,
+        max_num_seqs=limits.max_num_seqs * dp,
+        max_model_len=max_model_len,
+        enable_chunked_prefill=sch.enable_chunked_prefill,
+        long_prefill_token_threshold=sch.long_prefill_token_threshold,
+    )
+    deployment = build_deployment(
+        _deployment_fields(cfg.deployment),
+        EngineDefaults(
+            model=model, hardware=hardware, precision=precision, tp=par.tp, replicas=par.replicas,
+            router=par.router, max_num_seqs=sch.max_num_seqs,
+            max_num_batched_tokens=sch.max_num_batched_tokens, max_model_len=max_model_len,
+            enable_chunked_prefill=sch.enable_chunked_prefill,
+            long_prefill_token_threshold=sch.long_prefill_token_threshold,
+            block_size=sch.block_size, gpu_memory_utilization=sch.gpu_memory_utilization,
+            num_gpu_blocks_override=sch.num_gpu_blocks_override,
+            memory=memory, scheduler=engine_scheduler_config, defaults_source=limits.source,
+        ),
+    )  # fmt: skip
+    if not deployment.classic:
+        if layout.pp > 1 or layout.dp > 1:
+            raise ConfigError(
+                f"deployment={deployment.name} has pools, and parallel.pp={layout.pp} /"
+                f" parallel.dp={layout.dp} apply to the single engine of parallel.*: pools are TP"
+                " groups here; use deployment=colocated for pipeline or data parallelism"
+            )
+        if kv_offload is not None:
+            raise ConfigError(
+                f"kv_offload with deployment={deployment.name}: a host tier is modelled for the"
+                " single engine of parallel.* only; use deployment=colocated, or kv_offload=none"
+            )
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
     workload = as_workload_config(cfg.workload)
     validate(workload)
@@ -191,13 +228,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         tp=par.tp,
         num_replicas=par.replicas,
         router=par.router,
-        scheduler=SchedulerConfig(
-            max_num_batched_tokens=limits.max_num_batched_tokens * dp,
-            max_num_seqs=limits.max_num_seqs * dp,
-            max_model_len=max_model_len,
-            enable_chunked_prefill=sch.enable_chunked_prefill,
-            long_prefill_token_threshold=sch.long_prefill_token_threshold,
-        ),
+        scheduler=engine_scheduler_config,
         block_size=sch.block_size,
         enable_prefix_caching=sch.enable_prefix_caching,
         async_scheduling=sch.async_scheduling,
@@ -215,7 +246,68 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         kv_offload=kv_offload,
         compare_hbm_only=bool(offload_cfg.get("compare_hbm_only", False)) and kv_offload is not None,
         parallel=layout,
+        deployment=deployment,
+        alternatives=_alternatives(cfg),
     )
+
+
+def _deployment_fields(dep: DictConfig) -> dict[str, Any]:
+    """The deployment group as plain values, each pool checked against `PoolConfig` (pools
+    are an untyped mapping so that a new one can be added on the command line:
+    `+deployment.pools.extra={role:decode,tp:4}`)."""
+    from sim.deploy.config import PoolConfig
+
+    fields = OmegaConf.to_container(dep, resolve=True)
+    pools = {}
+    for name, pool in (fields.get("pools") or {}).items():
+        if not isinstance(pool, dict):
+            raise ConfigError(f"deployment.pools.{name} must be a mapping of pool fields, got {pool!r}")
+        try:
+            pools[name] = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(PoolConfig), pool))
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or ""
+            raise ConfigError(f"deployment.pools.{name}.{key}: {str(exc).splitlines()[0]}") from None
+    fields["pools"] = pools
+    return fields
+
+
+def _alternatives(cfg: DictConfig) -> tuple[tuple[str, RunSpec, dict[str, Any]], ...]:
+    """The setups `deployment.compare` names, each this config with its overrides applied:
+    `group=option` replaces a whole group by configs/<group>/<option>.yaml, `key=value` sets
+    one key. They are built (and checked) here, before anything runs."""
+    out = []
+    for label, overrides in (cfg.deployment.compare or {}).items():
+        alt = _with_overrides(cfg, list(overrides), f"deployment.compare.{label}")
+        alt.deployment.compare = {}
+        if not alt.deployment.label:
+            alt.deployment.label = label
+        alt.output.print_summary = False
+        alt.output.progress = False
+        out.append((str(label), build_run_spec(alt), resolved_config(alt)))
+    return tuple(out)
+
+
+def _with_overrides(cfg: DictConfig, overrides: list[str], where: str) -> DictConfig:
+    from sim.catalog import CONFIGS_DIR, list_catalog
+    from sim.config.schema import SimConfig
+
+    alt = cfg.copy()
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if not sep:
+            raise ConfigError(f"{where}: {item!r} is not key=value or group=option")
+        try:
+            if "." not in key and (CONFIGS_DIR / key).is_dir():
+                if value not in list_catalog(key):
+                    raise ConfigError(f"{where}: no {key} named {value!r}; choose one of: {', '.join(list_catalog(key))}")
+                schema = typing.get_type_hints(SimConfig)[key]
+                fresh = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(CONFIGS_DIR / key / f"{value}.yaml"))
+                alt[key] = fresh
+            else:
+                alt = OmegaConf.merge(alt, OmegaConf.from_dotlist([f"{key}={value}"]))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{where}: {item}: {str(exc).splitlines()[0]}") from None
+    return alt
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

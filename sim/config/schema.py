@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sim.deploy.config import DeploymentConfig
 from sim.workload.config import WorkloadConfig
 
 
@@ -222,6 +223,7 @@ class SimConfig:
     scheduler: SchedulerConfig = MISSING
     workload: WorkloadConfig = MISSING
     kv_offload: KVOffloadConfig = field(default_factory=KVOffloadConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     slo: SloConfig = field(default_factory=SloConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

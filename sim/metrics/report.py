@@ -19,6 +19,9 @@ import numpy as np
 
 from sim.metrics.tables import read_columns
 
+from sim.deploy.compare import comparison_lines
+from sim.metrics.pools import pool_lines
+
 OVERLOAD_GOODPUT_FRACTION = 0.5  # below this share of finished requests meeting the SLOs
 
 
@@ -118,7 +121,9 @@ def format_summary(
     changed = f" with {' '.join(overrides)}" if overrides else ""
     lines = [
         f"== {summary['scenario']}{changed}: {setup['model']} on {setup['gpus']}x {setup['hardware']}"
-        f" ({setup.get('layout') or 'TP' + str(setup['tp'])} x {setup['replicas']} replica(s), {setup['precision']})",
+        f" ({setup.get('layout') or 'TP' + str(setup['tp'])} x {setup['replicas']} replica(s), {setup['precision']})"
+        if "deployment" not in setup
+        else f"== {summary['scenario']}{changed}: {setup['model']} on {setup['gpus']} GPUs: {setup['deployment']}",
     ]
     if summary.get("question"):
         if overrides:
@@ -189,6 +194,7 @@ def format_summary(
     comm = summary.get("assumptions", {}).get("multi_gpu_communication")
     if comm:  # what one GPU could not measure (sim.cost.parallel_assumptions)
         lines.append("links        assumed, not measured: " + ", ".join(k.replace("_", " ") for k in comm))
+    lines += pool_lines(summary) + comparison_lines(summary)
     return "\n".join(lines)
 
 

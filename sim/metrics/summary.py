@@ -36,6 +36,7 @@ class RunShape:
     tdp_w: float = 0.0  # per GPU; 0: unknown, no energy figures
     idle_power_w: float = 0.0  # per GPU
     price_per_hour_usd: float = 0.0  # per GPU; 0: unknown, no cost figures
+    num_gpus: int = 0  # 0: num_replicas x gpus_per_replica (pools of different TP set it)
 
 
 def distribution(values: np.ndarray, counts: np.ndarray | None = None) -> dict[str, float | None]:
@@ -111,7 +112,7 @@ def summarize(
             "total_tokens_per_s": (float(prompt.sum()) + output_generated) * per_s,
             "output_tokens_per_s_per_gpu": output_generated
             * per_s
-            / (shape.num_replicas * shape.gpus_per_replica),
+            / (shape.num_gpus or shape.num_replicas * shape.gpus_per_replica),
         },
         "latency_s": {
             "ttft": distribution(ttft),
