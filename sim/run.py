@@ -27,6 +27,9 @@ from sim.cost.engine_costs import EngineCosts, max_cudagraph_capture_size
 from sim.cost.engine_profiles import load_engine_costs
 from sim.cost.power_cap import PowerCappedCostModel
 from sim.cost.roofline import build_cost_model
+from sim.core.spec_decode import spec_capture_size
+from sim.cost.drafter import SpeculativeCostModel
+from sim.metrics.spec_summary import speculative_summary
 from sim.metrics.recorder import Recorder
 from sim.errors import OutputError
 from sim.metrics.report import format_summary
@@ -161,6 +164,11 @@ def _simulate(
     capture_size = max_cudagraph_capture_size(
         spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens
     )
+    speculative = spec.speculative
+    spec_cost_models: list[SpeculativeCostModel] = []
+    if speculative is not None:
+        k = speculative.decode.num_speculative_tokens
+        capture_size = spec_capture_size(spec.scheduler.max_num_seqs, spec.scheduler.max_num_batched_tokens, k)
     env = simpy.Environment()
     recorder = Recorder(
         out_dir, write_steps=spec.write_steps, timeline_interval_s=spec.timeline_interval_s
@@ -182,6 +190,8 @@ def _simulate(
                     spec.scheduler.max_model_len,
                     spec.enable_prefix_caching,
                 ),
+                speculative.decode if speculative is not None else None,
+                _spec_rng(spec.seed, replica_id) if speculative is not None else None,
             ),
             cost_model,
             recorder,
@@ -190,6 +200,7 @@ def _simulate(
             on_step=progress.tick,
             max_waiting_requests=spec.max_waiting_requests,
             horizon_s=spec.horizon_s,
+            spec_cost_model=_spec_cost_model(spec, cost_model, spec_cost_models),
         )
         for replica_id in range(spec.num_replicas)
     ]
@@ -231,6 +242,7 @@ def _simulate(
         "complete": complete,
         "setup": _setup(spec),
         **summarize(recorder, shape, spec.slo, itl, itl_counts),
+        **speculative_summary(spec.speculative, replicas, spec_cost_models, recorder, itl, itl_counts),
         "assumptions": _assumptions(spec, cost_model, engine_costs),
     }
     manifest = {
@@ -263,6 +275,31 @@ def _simulate(
 
 
 ENGINE_STREAM = 0xE6  # spawn-key tag: the engine's streams are apart from the workload's
+SPEC_STREAM = 0x5D  # spawn-key tag of the rejection sampler's streams
+
+
+def _spec_rng(seed: int, replica_id: int) -> np.random.Generator:
+    """Replica `replica_id`'s acceptance draws, apart from the workload and launch streams."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPEC_STREAM, replica_id)))
+
+
+def _spec_cost_model(
+    spec: RunSpec, cost_model: Any, built: list[SpeculativeCostModel]
+) -> SpeculativeCostModel | None:
+    """One speculative pricer per replica (each keeps its drafter totals), or None."""
+    speculative = spec.speculative
+    if speculative is None:
+        return None
+    drafter = speculative.drafter
+    head = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
+    drafter_cost = (
+        build_cost_model(drafter.model, spec.hardware, spec.precision, drafter.tp, spec.cost)
+        if drafter.model is not None
+        else None
+    )
+    model = SpeculativeCostModel(cost_model, head, drafter, drafter_cost)
+    built.append(model)
+    return model
 
 
 def _engine_rng(seed: int, replica_id: int) -> np.random.Generator:
@@ -300,6 +337,7 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
         "kv_cache_tokens": spec.memory.num_gpu_blocks * spec.block_size,
         "enable_prefix_caching": spec.enable_prefix_caching,
         "async_scheduling": spec.async_scheduling,
+        **({"speculative": spec.speculative.describe()} if spec.speculative is not None else {}),
         "memory": spec.memory.describe(),
     }
 

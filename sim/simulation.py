@@ -14,6 +14,7 @@ from sim.core.engine_clock import EngineClock, StepTiming
 from sim.core.scheduler import Scheduler, SchedulerOutput
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import StepCost
+from sim.cost.drafter import SpeculativeCostModel
 from sim.metrics.recorder import Recorder
 from sim.workload.block_hash import chain_block_hash
 from sim.workload.request_spec import RequestSpec
@@ -40,8 +41,11 @@ class Replica:
         on_step: Callable[[float, int], None] | None = None,
         max_waiting_requests: int | None = None,
         horizon_s: float | None = None,
+        spec_cost_model: SpeculativeCostModel | None = None,
     ) -> None:
         self.replica_id = replica_id
+        # Speculative decoding: prices the steps whose output carries a SpecBatch.
+        self.spec_cost_model = spec_cost_model
         # Tokens delivered at or after the horizon never reach the client within the run: the
         # requests a step finished then are reported unfinished (sim.run), not finished.
         self.horizon_s = horizon_s
@@ -126,17 +130,23 @@ class Replica:
         batch = output.batch
         if batch.num_tokens == 0:
             return None
-        cost = self.cost_model.step_cost(batch)
-        timing = self.clock.launch(
-            now, batch.num_tokens, output.num_reqs, batch.num_decode_seqs, cost.gpu_time_s
-        )
-        return output, cost, timing
+        spec = output.spec_batch
+        if spec is None:
+            cost = self.cost_model.step_cost(batch)
+            timing = self.clock.launch(
+                now, batch.num_tokens, output.num_reqs, batch.num_decode_seqs, cost.gpu_time_s
+            )
+            return output, cost, timing
+        assert self.spec_cost_model is not None
+        cost = self.spec_cost_model.step_cost(batch, spec)
+        shape = spec.launch_shape(batch.num_tokens, self.clock.capture_size)
+        return output, cost, self.clock.launch(now, *shape, cost.gpu_time_s)
 
     def _apply(self, output: SchedulerOutput, cost: StepCost, timing: StepTiming, update_end_s: float) -> None:
         scheduler = self.scheduler
         kv = scheduler.kv_cache_manager
         finished = scheduler.update_from_output(output)
-        delivery_s = self.clock.emit_s(update_end_s, len(output.decodes) + len(output.sampling))
+        delivery_s = self.clock.emit_s(update_end_s, output.num_outputs)
         cpu_time_s = timing.cpu_time_s + self.clock.costs.update_time_s(output.num_reqs)
         self.recorder.record_step(
             self.replica_id, self.num_steps, output, cost, timing, update_end_s, cpu_time_s,

@@ -9,10 +9,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
+from sim.catalog import (
+    hardware_spec_from_config,
+    load_catalog_entry,
+    model_spec_from_config,
+    precision_spec_from_config,
+)
 from sim.config.checks import verify_kv_cache, verify_scheduler_config
+from sim.config.speculative import SpeculativeSpec, speculative_spec
 from sim.config.vllm_defaults import batch_limits
 from sim.cost.cost_spec import CostSpec
+from sim.cost.drafter import plan_with_drafter
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
@@ -53,6 +60,7 @@ class RunSpec:
     horizon_s: float | None = None  # stop at this simulated time; None: when all requests end
     max_waiting_requests: int | None = None  # per replica; None: unbounded
     timeline_interval_s: float = 1.0  # bin width of timeline.parquet; 0: not written
+    speculative: SpeculativeSpec | None = None  # None: no speculative decoding
 
 
 def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -149,6 +157,13 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         max_model_len=max_model_len,
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
     )
+    speculative = speculative_spec(
+        OmegaConf.to_container(cfg.speculative, resolve=True),
+        model, par.tp, sch.async_scheduling,
+        lambda name: model_spec_from_config(load_catalog_entry("model", name)),
+    )  # fmt: skip
+    if speculative is not None:
+        memory = plan_with_drafter(memory, speculative.drafter, precision, sch.num_gpu_blocks_override)
     verify_kv_cache(memory.num_gpu_blocks, par.replicas)
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
     workload = as_workload_config(cfg.workload)
@@ -184,6 +199,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         horizon_s=cfg.horizon_s,
         max_waiting_requests=sch.max_waiting_requests,
         timeline_interval_s=_non_negative("output.timeline_interval_s", cfg.output.timeline_interval_s),
+        speculative=speculative,
     )
 
 
