@@ -30,6 +30,7 @@ from sim.cost.roofline import build_cost_model
 from sim.core.spec_decode import spec_capture_size
 from sim.cost.drafter import SpeculativeCostModel
 from sim.metrics.spec_summary import speculative_summary
+from sim.spec_compare import compare_speculative
 from sim.metrics.recorder import Recorder
 from sim.errors import OutputError
 from sim.metrics.report import format_summary
@@ -245,6 +246,8 @@ def _simulate(
         **speculative_summary(spec.speculative, replicas, spec_cost_models, recorder, itl, itl_counts),
         "assumptions": _assumptions(spec, cost_model, engine_costs),
     }
+    if complete and spec.speculative is not None and spec.speculative.compare_rates:
+        summary["speculative_comparison"] = compare_speculative(spec, out_dir / "compare")
     manifest = {
         "complete": complete,
         "interrupted_by": interrupted_by,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +164,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         lambda name: model_spec_from_config(load_catalog_entry("model", name)),
     )  # fmt: skip
     if speculative is not None:
+        speculative = dataclasses.replace(speculative, target_memory=memory)
         memory = plan_with_drafter(memory, speculative.drafter, precision, sch.num_gpu_blocks_override)
     verify_kv_cache(memory.num_gpu_blocks, par.replicas)
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))

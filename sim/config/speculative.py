@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from sim.core.spec_decode import METHODS, SpecDecodeConfig, acceptance_problem
 from sim.cost.drafter import Drafter, build_drafter, check_draft_model
 from sim.errors import ConfigError
+from sim.memory import MemoryPlan
 from sim.model_spec import ModelSpec
 
 
@@ -30,6 +31,7 @@ class SpeculativeSpec:
     drafter: Drafter
     acceptance_source: str
     compare_rates: tuple[float, ...] = ()
+    target_memory: MemoryPlan | None = None  # the plan without the drafter (the runs without)
 
     @property
     def method(self) -> str:

@@ -44,6 +44,9 @@ class Request:
     # the placeholders as if accepted (vLLM's AsyncScheduler does the same); the rejected ones
     # are taken off when their step is applied (sim.core.spec_decode).
     num_draft_placeholders: int = 0
+    # num_tokens when a speculative step last asked for KV slots: with prefix caching a new
+    # call publishes a block only once num_tokens has crossed a block boundary since then.
+    spec_slots_num_tokens: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then
     num_preemptions: int = 0
     replica_id: int = 0

@@ -210,10 +210,12 @@ class Scheduler:
                         continue
                     num_new = 1 + num_drafts
                     if (
-                        caching
-                        or num_computed + num_new + lookahead > len(request.block_ids) * block_size
-                    ) and not self._allocate_or_preempt(request, num_new + lookahead, preempted):
-                        break
+                        num_computed + num_new + lookahead > len(request.block_ids) * block_size
+                        or (caching and num_tokens // block_size != request.spec_slots_num_tokens // block_size)
+                    ):
+                        if not self._allocate_or_preempt(request, num_new + lookahead, preempted):
+                            break
+                        request.spec_slots_num_tokens = num_tokens
                     token_budget -= num_new
                     # Priced as 1 + d decode rows (query i sees num_computed + i cached
                     # tokens), the KV read once per request (sim.cost.drafter).

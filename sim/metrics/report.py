@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from sim.metrics.spec_report import speculative_lines
+
 OVERLOAD_GOODPUT_FRACTION = 0.5  # below this share of finished requests meeting the SLOs
 
 
@@ -181,6 +183,7 @@ def format_summary(
     )
     lines += _cost_energy_lines(summary.get("cost_energy"), extra.get("goodput_output_tokens"), flags)
     lines.append("cost-model   " + summary.get("assumptions", {}).get("efficiency_source", {}).get("cost_model", "unknown"))
+    lines += speculative_lines(summary)
     return "\n".join(lines)
 
 
