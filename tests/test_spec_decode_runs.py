@@ -63,12 +63,6 @@ def test_the_drafter_takes_kv_blocks():
     assert eagle.memory.num_gpu_blocks / plain.memory.num_gpu_blocks == pytest.approx(80 / 81, abs=0.02)
 
 
-def spec_choices(draw_method: str) -> list[str]:
-    if draw_method == "ngram":
-        return ["speculative=ngram"]
-    return [f"speculative={draw_method}", "scheduler.async_scheduling=" + ("true" if draw_method != "eagle3" else "false")]
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     deployment=deployments(), workload=workloads(), n=st.integers(0, 10**9),
@@ -77,20 +71,19 @@ def spec_choices(draw_method: str) -> list[str]:
     k=st.integers(1, 5),
 )  # fmt: skip
 def test_random_speculative_runs_keep_every_invariant(tmp_path, deployment, workload, n, method, rates, k):
-    deployment = {**deployment, "speculative": method, "speculative.num_speculative_tokens": k}
+    deployment = {**deployment, "speculative.num_speculative_tokens": k}
     if method == "mtp":
         deployment["speculative.num_speculative_tokens"] = 1 if k > 3 else k
     if method == "ngram":
         deployment["scheduler.async_scheduling"] = False
     if method == "draft_model":
-        deployment["speculative.model"] = "llama3_8b"
-        choices = ("+scenario=llama70b_h100",)
+        choices = ("+scenario=llama70b_h100", "speculative=draft_model")
     else:
-        choices = ()
+        choices = (f"speculative={method}",)
     if rates is not None:
         deployment["speculative.acceptance_rates"] = rates
     out = tmp_path / str(n)
-    spec, result = run_random(out, choices, _grouped(deployment), workload)
+    spec, result = run_random(out, choices, deployment, workload)
     assert result.complete
     check_tables(out, spec, result)
     s = result.summary["speculative"]
@@ -111,11 +104,6 @@ def test_random_speculative_runs_keep_every_invariant(tmp_path, deployment, work
     if not spec.enable_prefix_caching and spec.horizon_s is None and not result.summary["requests"]["preemptions"]:
         expected = sum(r["prompt_tokens"] + r["output_tokens"] - 1 for r in finished)
         assert sum(steps["num_scheduled_tokens"]) >= expected  # rejected drafts computed too
-
-
-def _grouped(deployment: dict) -> dict:
-    """`speculative=<method>` must come before the group's keys on the command line."""
-    return {"speculative": deployment.pop("speculative"), **deployment}
 
 
 def test_same_seed_same_bytes(tmp_path):

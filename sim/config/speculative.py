@@ -9,6 +9,9 @@ acceptance law follows the checks of vLLM's synthetic rejection sampler (`accept
 in [0, 1], non-increasing, one per draft position).
 
 Plain Python: build.py hands the group over as a dict, so nothing here sees Hydra.
+
+DIVERGENCE: `method=mtp` is accepted for any model; vLLM refuses a checkpoint without MTP
+weights, which the model catalog does not record.
 """
 
 from __future__ import annotations

@@ -205,13 +205,16 @@ class Scheduler:
                 if spec_k:
                     # A decode that verifies its drafts: 1 + d tokens, d <= k as budget and
                     # max_model_len allow; KV slots for the drafter's lookahead as well.
+                    # DIVERGENCE: with prefix caching, blocks are published up to num_tokens,
+                    # which counts an in-flight step's drafts as accepted (vLLM: confirmed only).
                     num_drafts = min(spec_k, token_budget - 1, max_model_len - 2 - num_computed)
                     if num_drafts < 0:
                         continue
                     num_new = 1 + num_drafts
                     if (
                         num_computed + num_new + lookahead > len(request.block_ids) * block_size
-                        or (caching and num_tokens // block_size != request.spec_slots_num_tokens // block_size)
+                        or caching
+                        and num_tokens // block_size != request.spec_slots_num_tokens // block_size
                     ):
                         if not self._allocate_or_preempt(request, num_new + lookahead, preempted):
                             break
