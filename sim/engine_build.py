@@ -12,10 +12,16 @@ from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.kv_connector import KVConnector
 from sim.core.pipeline_scheduler import PipelineScheduler
 from sim.core.scheduler import Scheduler
+from sim.core.spec_decode import SpecDecodeConfig
 from sim.cost.engine_costs import EngineCosts
 
 
-def engine_scheduler(spec: RunSpec, connector: KVConnector | None = None) -> Scheduler:
+def engine_scheduler(
+    spec: RunSpec,
+    connector: KVConnector | None = None,
+    spec_decode: SpecDecodeConfig | None = None,
+    spec_rng: np.random.Generator | None = None,
+) -> Scheduler:
     kv = KVCacheManager(
         spec.memory.num_engine_blocks,
         spec.block_size,
@@ -24,7 +30,7 @@ def engine_scheduler(spec: RunSpec, connector: KVConnector | None = None) -> Sch
     )
     if spec.parallel.pp > 1:
         return PipelineScheduler(spec.scheduler, kv, spec.parallel.pp, connector)
-    return Scheduler(spec.scheduler, kv, connector)
+    return Scheduler(spec.scheduler, kv, connector, spec_decode, spec_rng)
 
 
 def engine_clock(

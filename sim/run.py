@@ -26,6 +26,8 @@ from sim.deploy.compare import compare_runs
 from sim.deploy.figures import add_pool_figures, run_shape
 from sim.deploy.wiring import build_deployment_engines
 from sim.kv_offload.summary import hbm_only_figures, offload_summary
+from sim.metrics.spec_summary import speculative_summary
+from sim.spec_compare import compare_speculative
 from sim.metrics.recorder import Recorder
 from sim.errors import OutputError
 from sim.metrics.report import format_summary
@@ -184,6 +186,7 @@ def _simulate(
         "complete": complete,
         "setup": _setup(spec),
         **summarize(recorder, shape, spec.slo, itl, itl_counts),
+        **speculative_summary(spec.speculative, replicas, deployment.spec_cost_models, recorder, itl, itl_counts),
         "assumptions": _assumptions(spec, cost_model, engine_costs),
     }
     if spec.kv_offload is not None:
@@ -191,6 +194,8 @@ def _simulate(
         complete = interrupted_by is None
     if len(deployment.pools) > 1 or deployment.proxy is not None:
         add_pool_figures(summary, deployment, recorder)
+    if complete and spec.speculative is not None and spec.speculative.compare_rates:
+        summary["speculative_comparison"] = compare_speculative(spec, out_dir / "compare")
     manifest = {
         "complete": complete,
         "interrupted_by": interrupted_by,
@@ -288,6 +293,7 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
         "kv_cache_tokens": spec.memory.num_engine_blocks * spec.block_size,
         "enable_prefix_caching": spec.enable_prefix_caching,
         "async_scheduling": spec.async_scheduling,
+        **({"speculative": spec.speculative.describe()} if spec.speculative is not None else {}),
         "memory": spec.memory.describe(),
         **_deployment_setup(spec),
     }

@@ -16,6 +16,7 @@ from sim.core.scheduler import Scheduler, SchedulerOutput
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import StepCost
 from sim.metrics.pools import ReplicaStats
+from sim.cost.drafter import SpeculativeCostModel
 from sim.metrics.recorder import Recorder
 from sim.workload.block_hash import chain_block_hash
 from sim.workload.request_spec import RequestSpec
@@ -45,6 +46,7 @@ class Replica:
         max_concurrent_batches: int | None = None,
         capacity: float = 1.0,
         records_finish: bool = True,
+        spec_cost_model: SpeculativeCostModel | None = None,
     ) -> None:
         self.replica_id = replica_id
         # vLLM's batch queue (VllmConfig.max_concurrent_batches): 2 with async scheduling,
@@ -55,6 +57,8 @@ class Replica:
         # False for a P/D prefill instance: its finished requests are not the client's (the
         # proxy hands them to a decode instance through `on_finish`).
         self.records_finish = records_finish
+        # Speculative decoding: prices the steps whose output carries a SpecBatch.
+        self.spec_cost_model = spec_cost_model
         # Tokens delivered at or after the horizon never reach the client within the run: the
         # requests a step finished then are reported unfinished (sim.run), not finished.
         self.horizon_s = horizon_s
@@ -183,19 +187,25 @@ class Replica:
         batch = output.batch
         if batch.num_tokens == 0:
             return None
-        cost = self.cost_model.step_cost(batch)
-        timing = self.clock.launch(
-            now, batch.num_tokens, output.num_reqs, batch.num_decode_seqs, cost.gpu_time_s,
-            cost.stage_times_s,
-        )
-        return output, cost, timing
+        spec = output.spec_batch
+        if spec is None:
+            cost = self.cost_model.step_cost(batch)
+            timing = self.clock.launch(
+                now, batch.num_tokens, output.num_reqs, batch.num_decode_seqs, cost.gpu_time_s,
+                cost.stage_times_s,
+            )
+            return output, cost, timing
+        assert self.spec_cost_model is not None
+        cost = self.spec_cost_model.step_cost(batch, spec)
+        shape = spec.launch_shape(batch.num_tokens, self.clock.capture_size)
+        return output, cost, self.clock.launch(now, *shape, cost.gpu_time_s)
 
     def _apply(self, output: SchedulerOutput, cost: StepCost, timing: StepTiming, update_end_s: float) -> None:
         scheduler = self.scheduler
         kv = scheduler.kv_cache_manager
         finished = scheduler.update_from_output(output)
         self._poll_connector()
-        delivery_s = self.clock.emit_s(update_end_s, len(output.decodes) + len(output.sampling))
+        delivery_s = self.clock.emit_s(update_end_s, output.num_outputs)
         cpu_time_s = timing.cpu_time_s + self.clock.costs.update_time_s(output.num_reqs)
         self.recorder.record_step(
             self.replica_id, self.num_steps, output, cost, timing, update_end_s, cpu_time_s,

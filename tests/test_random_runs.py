@@ -211,11 +211,13 @@ def check_tables(tmp_path: Path, spec, result, pd: bool = False) -> None:
         hits = sum(t["hit_blocks"] for t in offload["tiers"].values())
         assert offload["links"]["host_to_gpu"]["bytes"] == hits * spec.kv_offload.block_bytes
 
-    # Without preemption, prefix caching or a horizon, each finished request's tokens were
-    # computed exactly once: its prompt and every output token but the last.
+    # Without preemption, prefix caching, a horizon or speculative decoding (which also computes
+    # the drafts it rejects), each finished request's tokens were computed exactly once: its
+    # prompt and every output token but the last.
     # (P/D: the decode instance recomputes the prompt's last token, one more per request; a
     # rejected request's prompt may have been computed by the prefill instance.)
-    if not spec.enable_prefix_caching and spec.horizon_s is None and counts["preemptions"] == 0:
+    plain = spec.speculative is None
+    if plain and not spec.enable_prefix_caching and spec.horizon_s is None and counts["preemptions"] == 0:
         expected = sum(r["prompt_tokens"] + r["output_tokens"] - 1 + pd for r in by_status["finished"])
         if not (pd and counts["rejected"]):
             assert sum(steps["num_scheduled_tokens"]) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from dataclasses import dataclass
@@ -10,10 +11,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sim.catalog import hardware_spec_from_config, model_spec_from_config, precision_spec_from_config
+from sim.catalog import (
+    hardware_spec_from_config,
+    load_catalog_entry,
+    model_spec_from_config,
+    precision_spec_from_config,
+)
 from sim.config.checks import verify_kv_cache, verify_scheduler_config
+from sim.config.speculative import SpeculativeSpec, speculative_spec
 from sim.config.vllm_defaults import batch_limits
 from sim.cost.cost_spec import CostSpec
+from sim.cost.drafter import plan_with_drafter
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
@@ -61,13 +69,14 @@ class RunSpec:
     kv_offload: KVOffloadSpec | None = None  # host (and disk) tiers; None: HBM only
     compare_hbm_only: bool = False  # also run without kv_offload and report both
     parallel: ParallelSpec = ParallelSpec()  # the engine's layout (tp x pp x dp, ep)
+    deployment: DeploymentSpec | None = None  # pools of replicas; None: parallel.* alone
+    # Other setups to run after this one and compare (deployment.compare): (label, spec, config)
+    alternatives: tuple[tuple[str, "RunSpec", dict[str, Any]], ...] = ()
+    speculative: SpeculativeSpec | None = None  # None: no speculative decoding
 
     @property
     def gpus_per_replica(self) -> int:
         return self.parallel.num_gpus
-    deployment: DeploymentSpec | None = None  # pools of replicas; None: parallel.* alone
-    # Other setups to run after this one and compare (deployment.compare): (label, spec, config)
-    alternatives: tuple[tuple[str, "RunSpec", dict[str, Any]], ...] = ()
 
 
 def _positive(name: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -169,6 +178,20 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         num_gpu_blocks_override=sch.num_gpu_blocks_override,
         parallel=layout,
     )
+    speculative = speculative_spec(
+        OmegaConf.to_container(cfg.speculative, resolve=True),
+        model, par.tp, sch.async_scheduling,
+        lambda name: model_spec_from_config(load_catalog_entry("model", name)),
+    )  # fmt: skip
+    if speculative is not None:
+        speculative = dataclasses.replace(speculative, target_memory=memory)
+        memory = plan_with_drafter(memory, speculative.drafter, precision, sch.num_gpu_blocks_override)
+    if speculative is not None and (layout.pp > 1 or layout.dp > 1):
+        raise ConfigError(
+            f"speculative={speculative.method} with parallel.pp={layout.pp} / parallel.dp={layout.dp}:"
+            " speculative decoding is modelled for a single-stage engine without DP attention;"
+            " use pp=1 and dp=1, or speculative=none"
+        )
     verify_kv_cache(memory.num_engine_blocks, par.replicas)
     offload_cfg = OmegaConf.to_container(cfg.kv_offload, resolve=True) if "kv_offload" in cfg else {}
     kv_offload = kv_offload_spec(
@@ -210,6 +233,12 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
                 f" parallel.dp={layout.dp} apply to the single engine of parallel.*: pools are TP"
                 " groups here; use deployment=colocated for pipeline or data parallelism"
             )
+        if speculative is not None:
+            raise ConfigError(
+                f"speculative={speculative.method} with deployment={deployment.name}: speculative"
+                " decoding is modelled for the single engine of parallel.* only; use"
+                " deployment=colocated, or speculative=none"
+            )
         if kv_offload is not None:
             raise ConfigError(
                 f"kv_offload with deployment={deployment.name}: a host tier is modelled for the"
@@ -248,6 +277,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         parallel=layout,
         deployment=deployment,
         alternatives=_alternatives(cfg),
+        speculative=speculative,
     )
 
 

@@ -168,6 +168,25 @@ class SchedulerConfig:
 
 
 @dataclass
+class SpeculativeConfig:
+    """Speculative decoding (vLLM's SpeculativeConfig; checked in sim.config.speculative)."""
+
+    method: Optional[str] = None  # None: off | eagle | eagle3 | mtp | ngram | draft_model
+    num_speculative_tokens: int = 0  # k drafts per step
+    # Per draft position, P(the first i drafts are all accepted): vLLM's synthetic rates.
+    acceptance_rates: List[float] = field(default_factory=list)
+    acceptance_source: str = ""  # where the rates come from, echoed in the summary
+    model: Optional[str] = None  # draft_model: a model of configs/model/
+    draft_tensor_parallel_size: Optional[int] = None  # draft_model: 1 or parallel.tp
+    num_draft_layers: int = 1  # decoder layers of the head (an MTP checkpoint's module count)
+    prompt_lookup_min: Optional[int] = None  # ngram
+    prompt_lookup_max: Optional[int] = None  # ngram
+    # Requests/s at which the run is repeated with and without speculation (a comparison
+    # printed at the end); empty: the single run only.
+    compare_rates: List[float] = field(default_factory=list)
+
+
+@dataclass
 class CostConfig:
     """Flat efficiency factors of the first cost model (fractions of the datasheet ceilings)."""
 
@@ -224,6 +243,7 @@ class SimConfig:
     workload: WorkloadConfig = MISSING
     kv_offload: KVOffloadConfig = field(default_factory=KVOffloadConfig)
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     slo: SloConfig = field(default_factory=SloConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -41,6 +41,13 @@ class Request:
     # async scheduling the next step is scheduled before the last one's output is known
     # (vLLM's AsyncScheduler keeps the same count). `num_tokens` includes them.
     num_output_placeholders: int = 0
+    # Speculative decoding: draft tokens of the steps in flight, counted in `num_tokens` and
+    # the placeholders as if accepted (vLLM's AsyncScheduler does the same); the rejected ones
+    # are taken off when their step is applied (sim.core.spec_decode).
+    num_draft_placeholders: int = 0
+    # num_tokens when a speculative step last asked for KV slots: with prefix caching a new
+    # call publishes a block only once num_tokens has crossed a block boundary since then.
+    spec_slots_num_tokens: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then
     num_external_computed_tokens: int = 0  # of those, supplied by a KV connector
     num_preemptions: int = 0

@@ -1,7 +1,8 @@
 """Continuous batching under one token budget per step, as vLLM's v1 scheduler does it.
 
-Behaviour matched: vLLM `vllm/v1/core/sched/scheduler.py`, FCFS policy, no speculative decoding,
-no encoder inputs (as read on main at commit 00024d31).
+Behaviour matched: vLLM `vllm/v1/core/sched/scheduler.py`, FCFS policy, no encoder inputs (as
+read on main at commit 00024d31); speculative decoding as in vLLM 0.24.0 (`sim.core.spec_decode`
+says what is matched).
 
 There is no prefill phase and no decode phase: every request's `num_computed_tokens` catches
 up with its `num_tokens` under one budget of `max_num_batched_tokens` tokens per step.
@@ -19,6 +20,10 @@ up with its `num_tokens` under one budget of `max_num_batched_tokens` tokens per
    being scheduled, and is passed over (staying at its place in the queue) until the load is
    reported finished; then it resumes past the loaded tokens, recomputing the last prompt token
    when the whole prompt was loaded (its logits are needed).
+   With speculative decoding a steady decode verifies its drafts: it asks for 1 + k tokens
+   (`scheduled_spec_decode_tokens`, fewer drafts where the budget or max_model_len cut them),
+   with KV slots for `num_lookahead_tokens` more; `update_from_output` rolls the rejected ones
+   back out of `num_computed_tokens` (sim.core.spec_decode).
 3. Every scheduled request's `num_computed_tokens` advances as soon as it is scheduled
    (`_update_after_schedule`); a chunk that reaches the end of the request's tokens will sample
    one, held as an output placeholder until `update_from_output` applies the step. With async
@@ -39,10 +44,19 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
 
 from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.kv_connector import KVConnector
 from sim.core.request import Request, RequestStatus
+from sim.core.spec_decode import (
+    SpecBatch,
+    SpecDecodeConfig,
+    SpecDecodingStats,
+    SyntheticRejectionSampler,
+)
 from sim.cost.batch import BatchSummary
 
 
@@ -66,18 +80,40 @@ class SchedulerOutput:
     sampling: list[Request]  # those of `others` whose chunk reaches the end: they sample a token
     preempted: list[Request]
     batch: BatchSummary
+    # Speculative decoding (empty without it): steady decodes that verify drafts, their
+    # scheduled draft counts (vLLM's scheduled_spec_decode_tokens), what the drafter and the
+    # verify cost, and, once applied, the tokens each one delivered (1 + accepted, cut at the
+    # request's end; 0 for a request that had finished meanwhile).
+    spec_decodes: Sequence[Request] = ()
+    spec_num_drafts: Sequence[int] = ()
+    spec_batch: SpecBatch | None = None
+    spec_num_emitted: Sequence[int] = ()
 
     @property
     def num_reqs(self) -> int:
-        return len(self.decodes) + len(self.others)
+        return len(self.decodes) + len(self.others) + len(self.spec_decodes)
+
+    @property
+    def num_outputs(self) -> int:
+        """Requests that receive tokens from this step."""
+        return len(self.decodes) + len(self.sampling) + len(self.spec_decodes)
+
+    @property
+    def num_sampled_tokens(self) -> int:
+        """Tokens this step delivered (known once it is applied)."""
+        return len(self.decodes) + len(self.sampling) + sum(self.spec_num_emitted)
 
     @property
     def scheduled(self) -> list[Request]:
-        return self.decodes + self.others
+        return self.decodes + self.others + list(self.spec_decodes)
 
     @property
     def num_scheduled_tokens(self) -> list[int]:
-        return [1] * len(self.decodes) + self.others_num_tokens
+        return (
+            [1] * len(self.decodes)
+            + self.others_num_tokens
+            + [1 + d for d in self.spec_num_drafts]
+        )
 
 
 class Scheduler:
@@ -86,7 +122,12 @@ class Scheduler:
         config: SchedulerConfig,
         kv_cache_manager: KVCacheManager,
         connector: KVConnector | None = None,
+        spec_decode: SpecDecodeConfig | None = None,
+        spec_rng: np.random.Generator | None = None,
     ) -> None:
+        """`connector`: KV from outside this engine (sim.core.kv_connector; None: none);
+        `spec_decode`: speculative decoding (None: off); `spec_rng`: the stream its
+        acceptance draws come from (the replica's own, for byte-identical runs)."""
         self.config = config
         self.kv_cache_manager = kv_cache_manager
         self.connector = connector
@@ -98,6 +139,14 @@ class Scheduler:
         self.finished_recving_kv_req_ids: set[int] = set()
         self.num_waiting_for_remote_kvs = 0
         self.sending: dict[int, Request] = {}
+        self.spec_decode = spec_decode
+        self.spec_decoding_stats: SpecDecodingStats | None = None
+        self._rejection_sampler: SyntheticRejectionSampler | None = None
+        if spec_decode is not None:
+            k = spec_decode.num_speculative_tokens
+            self.spec_decoding_stats = SpecDecodingStats(k)
+            rng = spec_rng if spec_rng is not None else np.random.default_rng(0)
+            self._rejection_sampler = SyntheticRejectionSampler(spec_decode.acceptance_rates[:k], rng)
 
     # ---- queue ---------------------------------------------------------------------------
 
@@ -143,6 +192,13 @@ class Scheduler:
         sampling: list[Request] = []
         preempted: list[Request] = []
         decode_ctx = 0
+        spec = self.spec_decode
+        spec_k = spec.num_speculative_tokens if spec is not None else 0
+        if spec_k:
+            lookahead = spec.num_lookahead_tokens
+            spec_decodes: list[Request] = []
+            spec_drafts: list[int] = []
+            spec_rows = spec_ctx = 0
 
         # A for-loop over `running` stays correct while preemption pops its tail: iteration
         # stops at the shortened end, and everything before the current request is scheduled.
@@ -151,11 +207,45 @@ class Scheduler:
             if token_budget <= 0:
                 break
             num_tokens = request.num_tokens
-            if num_tokens >= request.finish_num_tokens:
-                continue  # async: its last token is being sampled by the step in flight
+            if num_tokens >= request.finish_num_tokens and (
+                not spec_k or num_tokens - request.num_draft_placeholders >= request.finish_num_tokens
+            ):
+                # Async: its last token is being sampled by the step in flight (with drafts in
+                # flight: it ends even if every one of them is rejected).
+                continue
             num_computed = request.num_computed_tokens
             num_new = num_tokens - num_computed
             if num_new == 1 and num_computed >= request.num_prompt_tokens:
+                if spec_k:
+                    # A decode that verifies its drafts: 1 + d tokens, d <= k as budget and
+                    # max_model_len allow; KV slots for the drafter's lookahead as well.
+                    # DIVERGENCE: with prefix caching, blocks are published up to num_tokens,
+                    # which counts an in-flight step's drafts as accepted (vLLM: confirmed only).
+                    num_drafts = min(spec_k, token_budget - 1, max_model_len - 2 - num_computed)
+                    if num_drafts < 0:
+                        continue
+                    num_new = 1 + num_drafts
+                    if (
+                        num_computed + num_new + lookahead > len(request.block_ids) * block_size
+                        or caching
+                        and num_tokens // block_size != request.spec_slots_num_tokens // block_size
+                    ):
+                        if not self._allocate_or_preempt(request, num_new + lookahead, preempted):
+                            break
+                        request.spec_slots_num_tokens = num_tokens
+                    token_budget -= num_new
+                    # Priced as 1 + d decode rows (query i sees num_computed + i cached
+                    # tokens), the KV read once per request (sim.cost.drafter).
+                    spec_rows += num_new
+                    decode_ctx += num_new * num_computed + num_drafts * num_new // 2
+                    spec_ctx += num_computed
+                    request.num_computed_tokens = num_computed + num_new
+                    request.num_tokens = num_tokens + num_new
+                    request.num_output_placeholders += num_new
+                    request.num_draft_placeholders += num_drafts
+                    spec_decodes.append(request)
+                    spec_drafts.append(num_drafts)
+                    continue
                 # A steady decode (it has output already), the hot path of the simulator. One
                 # more token needs a new block only at a block boundary, and (with prefix
                 # caching) publishes a block only when it fills one: otherwise allocate_slots
@@ -208,8 +298,12 @@ class Scheduler:
             num_scheduled,
             sampling,
             preempted,
-            batch.summary(len(decoding), decode_ctx),
+            batch.summary(len(decoding) + (spec_rows if spec_k else 0), decode_ctx),
         )
+        if spec_k:
+            output.spec_decodes = spec_decodes
+            output.spec_num_drafts = spec_drafts
+            output.spec_batch = SpecBatch.of(output, spec_k, spec_ctx)
         if self.connector is not None:
             self.connector.build_connector_meta(output)
         return output
@@ -381,6 +475,8 @@ class Scheduler:
         A request preempted after this step was scheduled still receives the token the step
         sampled (vLLM appends it too); if that was its last one it finishes in the queue."""
         finished: list[Request] = []
+        if output.spec_decodes:
+            self._apply_spec_decodes(output, finished)
         for request in output.decodes:
             placeholders = request.num_output_placeholders - 1
             request.num_output_placeholders = placeholders
@@ -396,6 +492,35 @@ class Scheduler:
             if any(r.status == RequestStatus.FINISHED for r in self.waiting):
                 self.waiting = deque(r for r in self.waiting if r.status != RequestStatus.FINISHED)
         return finished
+
+    def _apply_spec_decodes(self, output: SchedulerOutput, finished: list[Request]) -> None:
+        """The rejection sampler's verdict on each request's drafts, then vLLM's rollback:
+        rejected drafts leave `num_computed_tokens` and the placeholders; accepted tokens past
+        the request's end are dropped (vLLM's stop check truncates them)."""
+        assert self._rejection_sampler is not None and self.spec_decoding_stats is not None
+        stats = self.spec_decoding_stats
+        num_drafts = output.spec_num_drafts
+        accepted = self._rejection_sampler.num_accepted(list(num_drafts))
+        emitted: list[int] = []
+        for request, d, a in zip(output.spec_decodes, num_drafts, accepted):
+            if request.status == RequestStatus.FINISHED:  # ended by an earlier step's tokens
+                emitted.append(0)
+                continue
+            num_rejected = d - a
+            request.num_draft_placeholders -= d
+            request.num_output_placeholders -= 1 + d
+            request.num_tokens -= num_rejected
+            if request.num_computed_tokens > 0:  # not preempted meanwhile
+                request.num_computed_tokens -= num_rejected
+            if d:
+                stats.observe(d, a)
+            real = request.num_tokens - request.num_output_placeholders
+            excess = real - request.finish_num_tokens
+            emitted.append(1 + a - max(excess, 0))
+            if excess >= 0:
+                request.num_tokens -= excess
+                self._finish(request, finished)
+        output.spec_num_emitted = emitted
 
     def _finish(self, request: Request, finished: list[Request]) -> None:
         request.status = RequestStatus.FINISHED

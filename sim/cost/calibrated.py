@@ -197,6 +197,12 @@ def allreduce_time_s(
             return None
         t += ring.increment_s(message_bytes, anchor, tp)
     smaller = [curves[n].time_s(message_bytes, n) for n in below if n < anchor]
+    if anchor == tp and smaller and ring is not None:
+        # An unmeasured size between the next smaller measured group and this one is
+        # extrapolated upward from that group; a measured curve must not undercut it either.
+        lower = max(n for n in below if n < anchor)
+        if lower < tp - 1:
+            smaller.append(curves[lower].time_s(message_bytes, lower) + ring.increment_s(message_bytes, lower, tp - 1))
     return max([t, *smaller])
 
 

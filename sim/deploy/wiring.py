@@ -15,6 +15,8 @@ from sim.core.engine_clock import EngineClock
 from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.request import Request
 from sim.core.scheduler import Scheduler
+from sim.core.spec_decode import spec_capture_size
+from sim.cost.drafter import SpeculativeCostModel
 from sim.engine_build import engine_clock, engine_scheduler
 from sim.kv_offload.connector import OffloadingConnector
 from sim.cost.batch import BatchSummary
@@ -58,6 +60,7 @@ class Deployment:
     router: Any
     proxy: DisaggregatedProxy | None = None
     transfers: PDTransfers | None = None
+    spec_cost_models: list[SpeculativeCostModel] = field(default_factory=list)  # one per replica
 
     def pending(self) -> list[Request]:
         """Client requests still in flight, each once (its latest leg for P/D)."""
@@ -91,13 +94,28 @@ def build_deployment_engines(
         pools.append(PoolEngines(pool, cost_model, engine_costs))
     capacities = [_capacity(p) if multi else 1.0 for p in pools]
     replicas: list[Replica] = []
+    spec_cost_models: list[SpeculativeCostModel] = []
+    speculative = spec.speculative  # the classic pool only (sim.config.build refuses the rest)
     for engines, capacity in zip(pools, capacities):
         pool = engines.pool
         capture = max_cudagraph_capture_size(pool.scheduler.max_num_seqs, pool.scheduler.max_num_batched_tokens)
+        if speculative is not None:
+            capture = spec_capture_size(
+                pool.scheduler.max_num_seqs, pool.scheduler.max_num_batched_tokens,
+                speculative.decode.num_speculative_tokens,
+            )  # fmt: skip
         for replica_id in pool.replica_ids:
             rng = engine_rng(spec.seed, replica_id)
+            spec_cost_model = None
             if dep.classic:
-                scheduler = engine_scheduler(spec, _offloading_connector(spec, env))
+                scheduler = engine_scheduler(
+                    spec, _offloading_connector(spec, env),
+                    speculative.decode if speculative is not None else None,
+                    _spec_rng(spec.seed, replica_id) if speculative is not None else None,
+                )  # fmt: skip
+                if speculative is not None:
+                    spec_cost_model = _spec_cost_model(spec, engines.cost_model)
+                    spec_cost_models.append(spec_cost_model)
                 clock = engine_clock(spec, engines.engine_costs, capture, rng, scheduler)
                 depth = spec.parallel.max_concurrent_batches(spec.async_scheduling, not spec.model.is_moe)
             else:
@@ -113,7 +131,7 @@ def build_deployment_engines(
                 async_scheduling=spec.async_scheduling, on_step=on_step,
                 max_waiting_requests=spec.max_waiting_requests, horizon_s=spec.horizon_s,
                 capacity=capacity, records_finish=pool.role != "prefill",
-                max_concurrent_batches=depth,
+                max_concurrent_batches=depth, spec_cost_model=spec_cost_model,
             )  # fmt: skip
             _wire_offload(env, replica)
             if multi:
@@ -122,7 +140,7 @@ def build_deployment_engines(
             replicas.append(replica)
     if not dep.disaggregated:
         router = make_router(dep.router, replicas, dep.cache_aware)
-        return Deployment(dep, pools, replicas, replicas, router)
+        return Deployment(dep, pools, replicas, replicas, router, spec_cost_models=spec_cost_models)
     service = KVTransferService(env, dep.placements)
     layout = {r: (e.pool.precision, e.pool.tp) for e in pools if e.pool.role == "decode" for r in e.pool.replica_ids}
     transfers = PDTransfers(service, spec.model, spec.block_size, layout)
@@ -141,6 +159,26 @@ def build_deployment_engines(
         transfers, lambda: env.now,
     )  # fmt: skip
     return Deployment(dep, pools, replicas, [proxy], EntryRouter(), proxy, transfers)
+
+
+SPEC_STREAM = 0x5D  # spawn-key tag of the rejection sampler's streams
+
+
+def _spec_rng(seed: int, replica_id: int) -> np.random.Generator:
+    """Replica `replica_id`'s acceptance draws, apart from the workload and launch streams."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPEC_STREAM, replica_id)))
+
+
+def _spec_cost_model(spec: Any, cost_model: Any) -> SpeculativeCostModel:
+    """One speculative pricer per replica (each keeps its drafter totals)."""
+    drafter = spec.speculative.drafter
+    head = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
+    drafter_cost = (
+        build_cost_model(drafter.model, spec.hardware, spec.precision, drafter.tp, spec.cost)
+        if drafter.model is not None
+        else None
+    )
+    return SpeculativeCostModel(cost_model, head, drafter, drafter_cost)
 
 
 def _offloading_connector(spec: Any, env: simpy.Environment) -> OffloadingConnector | None:

@@ -91,7 +91,10 @@ class OffloadingConnector:
         self._load_heap: list[tuple[float, int]] = []
         self._send_heap: list[tuple[float, int]] = []
         self._first_lookup: dict[int, int] = {}  # request -> HBM-hit tokens at its first load
-        self._looked_up: set[int] = set()  # waiting requests whose lookup was counted
+        # request -> (cpu, disk) blocks its latest lookup asked for past the HBM hit; counted
+        # when the scheduler acts on that lookup (a request retried at the head counts once,
+        # with the lookup that admitted it)
+        self._lookup: dict[int, tuple[int, int]] = {}
 
     # ---- identities -------------------------------------------------------------------------
 
@@ -127,10 +130,6 @@ class OffloadingConnector:
         if disk is not None:
             disk.touch(keys, now)
         rid = request.request_id
-        first_lookup = rid not in self._looked_up  # a request retried at the head counts once
-        if first_lookup:
-            self._looked_up.add(rid)
-            cpu.counters.lookups_blocks += num_blocks - start
         cpu_keys: list[Hashable] = []
         disk_keys: list[Hashable] = []
         for key in keys[start:]:
@@ -140,8 +139,7 @@ class OffloadingConnector:
                 disk_keys.append(key)
             else:
                 break
-        if disk is not None and first_lookup:
-            disk.counters.lookups_blocks += num_blocks - start - len(cpu_keys)
+        self._lookup[rid] = (num_blocks - start, num_blocks - start - len(cpu_keys))
         if not cpu_keys and not disk_keys:
             return 0, False
         loading = self._blocks_being_loaded
@@ -154,7 +152,11 @@ class OffloadingConnector:
     def update_state_after_alloc(self, request: Request, num_external_tokens: int) -> None:
         """Blocks are allocated: start the load the last lookup promised."""
         rid = request.request_id
-        self._looked_up.discard(rid)  # admitted: a lookup after a preemption counts again
+        looked_up = self._lookup.pop(rid, None)  # admitted: a lookup after a preemption counts again
+        if looked_up is not None:
+            self.cpu.counters.lookups_blocks += looked_up[0]
+            if self.disk is not None:
+                self.disk.counters.lookups_blocks += looked_up[1]
         match = self._match.pop(rid, None)
         if num_external_tokens == 0 or match is None:
             return
@@ -224,7 +226,7 @@ class OffloadingConnector:
         if num_stored:
             self.cpu.touch(self._keys(request, 0, num_stored), self._now())
         self._match.pop(rid, None)
-        self._looked_up.discard(rid)
+        self._lookup.pop(rid, None)
         stats = self.stats
         stats.finished_prompt_tokens += request.num_prompt_tokens
         local = self._first_lookup.pop(rid, None)

@@ -159,7 +159,7 @@ class Recorder:
         # DIVERGENCE: a request's lookup counts once, at its first scheduling; vLLM's
         # prefix_cache_queries/hits also count each new lookup after a preemption.
         admitted = queries = hits = 0
-        sampled = len(output.decodes) + len(output.sampling)
+        sampled = output.num_sampled_tokens
         scheduled_s = timing.schedule_start_s
         for request in output.others:
             if request.first_scheduled_s == scheduled_s:

@@ -22,6 +22,8 @@ from sim.metrics.tables import read_columns
 from sim.deploy.compare import comparison_lines
 from sim.metrics.pools import pool_lines
 
+from sim.metrics.spec_report import speculative_lines
+
 OVERLOAD_GOODPUT_FRACTION = 0.5  # below this share of finished requests meeting the SLOs
 
 
@@ -195,6 +197,7 @@ def format_summary(
     if comm:  # what one GPU could not measure (sim.cost.parallel_assumptions)
         lines.append("links        assumed, not measured: " + ", ".join(k.replace("_", " ") for k in comm))
     lines += pool_lines(summary) + comparison_lines(summary)
+    lines += speculative_lines(summary)
     return "\n".join(lines)
 
 
