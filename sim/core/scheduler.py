@@ -139,6 +139,7 @@ class Scheduler:
         self.finished_recving_kv_req_ids: set[int] = set()
         self.num_waiting_for_remote_kvs = 0
         self.sending: dict[int, Request] = {}
+        self._finished_in_queue = False
         self.spec_decode = spec_decode
         self.spec_decoding_stats: SpecDecodingStats | None = None
         self._rejection_sampler: SyntheticRejectionSampler | None = None
@@ -489,7 +490,8 @@ class Scheduler:
                 self._finish(request, finished)
         if finished:
             self.running = [r for r in self.running if r.status == RequestStatus.RUNNING]
-            if any(r.status == RequestStatus.FINISHED for r in self.waiting):
+            if self._finished_in_queue:  # rare: a preempted request's in-flight token was its last
+                self._finished_in_queue = False
                 self.waiting = deque(r for r in self.waiting if r.status != RequestStatus.FINISHED)
         return finished
 
@@ -523,6 +525,9 @@ class Scheduler:
         output.spec_num_emitted = emitted
 
     def _finish(self, request: Request, finished: list[Request]) -> None:
+        # Not running: preempted after its step was scheduled, so it sits in the waiting queue
+        # (scanning that queue at every finish would cost O(queue) per step under overload).
+        self._finished_in_queue |= request.status != RequestStatus.RUNNING
         request.status = RequestStatus.FINISHED
         if self.connector is not None and self.connector.request_finished(request):
             self.sending[request.request_id] = request  # blocks freed once the send is done
