@@ -215,6 +215,13 @@ class Replica:
         if self.stats is not None:
             self.stats.add_step(timing, cost, kv.usage)
         if self.horizon_s is not None and delivery_s >= self.horizon_s:
+            # The client never sees this step's tokens: they are not counted as generated.
+            for request in output.decodes:
+                request.num_undelivered_tokens += 1
+            for request in output.sampling:
+                request.num_undelivered_tokens += 1
+            for request, emitted in zip(output.spec_decodes, output.spec_num_emitted):
+                request.num_undelivered_tokens += emitted
             self.undelivered.extend(finished)
             return
         self.recorder.record_tokens(self.replica_id, output, delivery_s)

@@ -50,6 +50,9 @@ class Request:
     spec_slots_num_tokens: int = 0
     num_cached_tokens: int = -1  # prefix-cache hit at first scheduling; -1 until then
     num_external_computed_tokens: int = 0  # of those, supplied by a KV connector
+    # Output tokens applied by steps whose delivery falls after the run's horizon: generated in
+    # the engine, never seen by the client (sim.simulation).
+    num_undelivered_tokens: int = 0
     num_preemptions: int = 0
     replica_id: int = 0
     first_scheduled_s: float = -1.0

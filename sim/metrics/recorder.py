@@ -245,6 +245,9 @@ class Recorder:
 
     def record_rejected(self, request: Request) -> None:
         self.requests.num_rejected += 1
+        # Nonzero only for a P/D request whose prefill leg ran (and was preempted) before the
+        # decode instance refused it: those preemptions happened, so they count.
+        self.requests.num_preemptions += request.num_preemptions
         if self.timeline is not None:
             self.timeline.bin(request.replica_id, request.arrival_s)[REJECTED] += 1
         self._write_request(request, REQUEST_STATUS_REJECTED, NAN, NAN, NAN)
@@ -252,7 +255,7 @@ class Recorder:
     def record_unfinished(self, request: Request) -> None:
         m = self.requests
         m.num_unfinished += 1
-        m.unfinished_output_tokens += request.num_output_tokens
+        m.unfinished_output_tokens += request.num_output_tokens - request.num_undelivered_tokens
         m.num_preemptions += request.num_preemptions
         ttft = request.first_token_s - request.arrival_s if request.first_token_s >= 0 else NAN
         self._write_request(request, REQUEST_STATUS_UNFINISHED, ttft, NAN, NAN)
@@ -272,7 +275,7 @@ class Recorder:
                 _or_nan(request.finish_s),
                 request.num_prompt_tokens,
                 request.max_tokens,
-                request.num_output_tokens,
+                request.num_output_tokens - request.num_undelivered_tokens,
                 max(request.num_cached_tokens, 0),
                 request.num_preemptions,
                 ttft,
