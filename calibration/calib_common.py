@@ -15,7 +15,11 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-import torch
+# NVLink multicast off before torch loads NCCL: multicast can harm a shared host (device README).
+for _var in ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS"):
+    os.environ[_var] = "0" if _var == "NCCL_NVLS_ENABLE" else "1"
+
+import torch  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -318,3 +322,55 @@ def slowest_rank_ms(ms: list[float], group, device: str) -> float:
     med = torch.tensor([statistics.median(ms)], device=device, dtype=torch.float64)
     dist.all_reduce(med, op=dist.ReduceOp.MAX, group=group)
     return float(med.item())
+
+
+def comm_parser(description: str):
+    """The flags every communication sweep takes; a script adds its group sizes."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out-dir", default=os.environ.get("OUT", "calibration/data"))
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--tiny", action="store_true")
+    return p
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a torchrun job (NCCL on GPUs, gloo on CPU) and its machine."""
+
+    local: int
+    rank: int
+    world: int
+    device: str
+    nccl: str
+    facts: dict
+
+    @property
+    def cuda(self) -> bool:
+        return self.device != "cpu"
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("graph", "eager") if self.cuda else ("eager",)
+
+    def row_facts(self) -> dict:
+        """The machine columns of a CSV row, the SM clock read now."""
+        clk = clocks(self.local) if self.cuda else {}
+        return dict(hardware=hardware_name(), gpus=self.world, nccl=self.nccl,
+                    sm_clock_mhz=clk.get("sm_clock_mhz", ""),
+                    **{k: self.facts[k] for k in ("gpu", "driver", "torch", "cuda")})  # fmt: skip
+
+
+def start_ranks() -> Ranks:
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    nccl = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
+    device = f"cuda:{local}" if cuda else "cpu"
+    return Ranks(local, dist.get_rank(), dist.get_world_size(), device, nccl, machine_facts(local))

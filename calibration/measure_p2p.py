@@ -13,20 +13,14 @@ median over runs, the maximum over the two ranks. bandwidth = bytes / time.
 
 from __future__ import annotations
 
-import argparse
 import os
 
-for _var, _val in (("NCCL_NVLS_ENABLE", "0"), ("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1"),
-                   ("NVSHMEM_DISABLE_NVLS", "1")):
-    os.environ[_var] = _val  # before torch loads NCCL: multicast can harm the shared host
-
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
-from calib_common import (  # noqa: E402
-    RowWriter, clocks, hardware_name, inner_calls, machine_facts, message_sizes, slowest_rank_ms,
+from calib_common import (  # calib_common first: it turns multicast off before torch loads NCCL
+    RowWriter, comm_parser, hardware_name, inner_calls, message_sizes, slowest_rank_ms, start_ranks,
     time_collective,
 )
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 
 COLUMNS = [
     "src", "dst", "bytes", "mode", "ms", "ms_min", "bandwidth_gbps", "inner", "reps",
@@ -41,26 +35,14 @@ def transfer(x: torch.Tensor, rank: int, src: int, dst: int, group) -> None:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out-dir", default=os.environ.get("OUT", "calibration/data"))
-    p.add_argument("--prefix", default=None)
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--tiny", action="store_true")
+    p = comm_parser(__doc__.splitlines()[0])
     args = p.parse_args()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo")
-    world, rank = dist.get_world_size(), dist.get_rank()
+    ranks = start_ranks()
+    world, rank, dev = ranks.world, ranks.rank, ranks.device
     if world < 2:
         raise SystemExit("measure_p2p.py needs two ranks: torchrun --nproc-per-node 2")
-    dev = f"cuda:{local}" if cuda else "cpu"
-    facts = machine_facts(local)
-    nccl = ".".join(map(str, torch.cuda.nccl.version())) if cuda else ""
     prefix = args.prefix or f"{hardware_name()}x{world}"
     out = RowWriter(os.path.join(args.out_dir, f"{prefix}_p2p.csv"), COLUMNS, rank == 0)
-    modes = ("graph", "eager") if cuda else ("eager",)
     src, dst = 0, 1
     group = dist.new_group([src, dst])
     if rank in (src, dst):
@@ -71,17 +53,14 @@ def main():
         for nbytes in message_sizes(args.tiny):
             x = torch.randn(nbytes // 2, device=dev, dtype=torch.bfloat16)
             inner = inner_calls(nbytes)
-            for mode in modes:
+            for mode in ranks.modes:
                 ms_list = time_collective(lambda: transfer(x, rank, src, dst, group), inner, args.reps,
                                           mode == "graph", lambda: dist.barrier(group=group))
-                clk = clocks(local) if cuda else {}
                 ms = slowest_rank_ms(ms_list, group, dev)
                 if rank == src:
                     out.write(dict(src=src, dst=dst, bytes=nbytes, mode=mode, ms=ms, ms_min=min(ms_list),
                                    bandwidth_gbps=nbytes / ms / 1e6, inner=inner, reps=args.reps,
-                                   hardware=hardware_name(), gpus=world, nccl=nccl,
-                                   sm_clock_mhz=clk.get("sm_clock_mhz", ""),
-                                   **{k: facts[k] for k in ("gpu", "driver", "torch", "cuda")}))
+                                   **ranks.row_facts()))
                     print(f"p2p {src}->{dst} {nbytes:>10d} B {mode:5s} {ms * 1e3:9.1f} us  "
                           f"{nbytes / ms / 1e6:7.1f} GB/s", flush=True)
             del x
