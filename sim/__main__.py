@@ -128,7 +128,11 @@ def _main(cfg: DictConfig) -> None:
     _exit_if_interrupted()
     try:
         spec = build_run_spec(cfg)
-        _exit_if_interrupted()  # from here on the run's own handler stops it between events
+        # Past Hydra's code: a Ctrl-C raises again (caught below) until the run's own handler
+        # takes over and stops it between events. Put back first, then check the note, so that
+        # no interrupt falls between the two and is lost.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _exit_if_interrupted()
         quiet = dataclasses.replace(spec, print_summary=False)  # printed below, with more
         result = simulate(quiet, out_dir, _resolved(cfg, spec))
     except SimError as err:

@@ -55,3 +55,25 @@ def test_a_run_folder_behind_a_file_is_one_error_line(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: cannot create the run folder")
         assert "is a file, not a folder" in lines[0]
+
+
+def test_ctrl_c_between_the_config_and_the_run_loop_is_not_lost(tmp_path):
+    """A Ctrl-C that lands after the last start-up check and before the run's own handler is in
+    place (sent here from inside the run's set-up, so the moment does not depend on load)."""
+    script = (
+        "import os, signal, sys\n"
+        "import sim.run\n"
+        "enter = sim.run._StopOnSignal.__enter__\n"
+        "def late_ctrl_c(self):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return enter(self)\n"
+        "sim.run._StopOnSignal.__enter__ = late_ctrl_c\n"
+        "import sim.__main__ as entry\n"
+        f"sys.argv = ['sim', *{QUIET!r}, 'workload.num_requests=20', 'hydra.run.dir={tmp_path}']\n"
+        "entry.main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("interrupted")
