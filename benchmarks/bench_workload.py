@@ -11,17 +11,18 @@ is one arrival event of the simulation, so requests/s here bounds a run's arriva
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 
-from sim.workload import LengthConfig, WorkloadConfig, build_requests
+from sim.workload import LengthSpec, WorkloadSpec, build_requests
 
 TARGET_S = 1.0
-CHAT = WorkloadConfig(
+CHAT = WorkloadSpec(
     name="chat", arrival="poisson", rate=10.0,
-    prompt_tokens=LengthConfig(kind="lognormal", mean=1000, std=800, min=16, max=8192),
-    output_tokens=LengthConfig(kind="lognormal", mean=250, std=200, min=4, max=2048),
+    prompt_tokens=LengthSpec(kind="lognormal", mean=1000, std=800, min=16, max=8192),
+    output_tokens=LengthSpec(kind="lognormal", mean=250, std=200, min=4, max=2048),
 )  # fmt: skip
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    cfg = WorkloadConfig(**{**CHAT.__dict__, "num_requests": args.requests})
+    cfg = dataclasses.replace(CHAT, num_requests=args.requests)
     walls, cpus = [], []
     for _ in range(args.repeat):
         start, start_cpu = time.perf_counter(), time.process_time()

@@ -11,6 +11,7 @@ import pytest
 
 from sim.clients import MAX_INSTANT_REFUSALS
 from sim.config.build import build_run_spec, resolved_config
+from sim.config.workload_schema import workload_spec
 from sim.errors import ConfigError
 from sim.run import simulate
 from sim.workload import SessionSource, build_workload
@@ -139,9 +140,12 @@ def test_the_workload_builds_a_session_source_only_for_client_driven_traffic():
     base = {"name": "t", "num_requests": 10, "prompt_tokens": {"kind": "fixed", "value": 100},
             "output_tokens": {"kind": "fixed", "value": 10}}
     seed = np.random.SeedSequence(0)
-    assert isinstance(build_workload({**base, "arrival": "closed_loop"}, seed), SessionSource)
-    assert isinstance(build_workload({**base, "turns": {"kind": "fixed", "value": 3}}, seed), SessionSource)
-    assert not isinstance(build_workload(base, seed), SessionSource)
+    def built(cfg):
+        return build_workload(workload_spec(cfg), seed)
+
+    assert isinstance(built({**base, "arrival": "closed_loop"}), SessionSource)
+    assert isinstance(built({**base, "turns": {"kind": "fixed", "value": 3}}), SessionSource)
+    assert not isinstance(built(base), SessionSource)
 
 
 @pytest.mark.parametrize(
@@ -163,5 +167,5 @@ def test_bad_client_configs_name_the_key(overrides, fragment):
            "prompt_tokens": {"kind": "fixed", "value": 100}, "output_tokens": {"kind": "fixed", "value": 10}}
     cfg.update(overrides)
     with pytest.raises(ConfigError, match=None) as err:
-        build_workload(cfg, np.random.SeedSequence(0))
+        build_workload(workload_spec(cfg), np.random.SeedSequence(0))
     assert fragment in str(err.value)

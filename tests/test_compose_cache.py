@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from conftest import REPO_ROOT
 from sim.config import compose_cache
 from sim.sweep.probe import compose_config, compose_variant
-from sim.workload import LengthConfig, WorkloadConfig
-from sim.workload.validate import as_workload_config
+from sim.workload import LengthSpec, WorkloadSpec
+from sim.config.workload_schema import workload_spec
 
 
 @pytest.fixture
@@ -143,15 +143,14 @@ def test_compose_variant_refuses_as_hydra_does():
         compose_variant(base, [], ["workload.rate=abc"])
 
 
-def test_workload_check_memo_is_exact_and_returns_copies():
-    cfg = WorkloadConfig(name="w", arrival="poisson", rate=2, num_requests=10,
-                         prompt_tokens=LengthConfig(kind="fixed", value=10))  # fmt: skip
-    first = as_workload_config(cfg)
+def test_workload_check_memo_is_exact():
+    cfg = WorkloadSpec(name="w", arrival="poisson", rate=2, num_requests=10,
+                       prompt_tokens=LengthSpec(kind="fixed", value=10))  # fmt: skip
+    first = workload_spec(cfg)
     assert first.rate == 2.0 and isinstance(first.rate, float)  # converted by the check
-    first.num_requests = 99
-    again = as_workload_config(cfg)
-    assert again.num_requests == 10 and again is not first
-    changed = as_workload_config(dataclasses.replace(cfg, rate=3))
+    again = workload_spec(cfg)
+    assert again == first and isinstance(again.rate, float)
+    changed = workload_spec(dataclasses.replace(cfg, rate=3))
     assert changed.rate == 3.0
     with pytest.raises(Exception, match="workload config"):
-        as_workload_config(dataclasses.replace(cfg, rate="fast"))
+        workload_spec(dataclasses.replace(cfg, rate="fast"))

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.config.build import build_run_spec, resolved_config
+from sim.config.workload_schema import workload_spec
 from sim.run import simulate
 from sim.workload import build_requests
 from sim.workload.registry import DATASETS, traces_dir
@@ -157,7 +158,7 @@ def test_open_loop_shared_system_prompt_hits_after_its_first_use(tmp_path):
     overrides = [f"workload.shared_prefix_tokens={system}", f"workload.shared_prefix_fraction={fraction}",
                  "workload.num_requests=200", "scheduler.enable_prefix_caching=true"]
     cfg = compose_config(overrides)
-    specs = list(build_requests(cfg.workload, np.random.SeedSequence(cfg.seed)))
+    specs = list(build_requests(workload_spec(cfg.workload), np.random.SeedSequence(cfg.seed)))
     with_prompt = [s.request_id for s in specs if s.prefix_hashes]
     assert 70 < len(with_prompt) < 130 and all(specs[i].prompt_tokens > system for i in with_prompt)
     _, rows = run(tmp_path, overrides)

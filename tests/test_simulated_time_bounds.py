@@ -8,7 +8,7 @@ import pytest
 
 from sim.config.build import build_run_spec
 from sim.errors import ConfigError
-from sim.workload import LengthConfig, RatePoint, WorkloadConfig, build_requests
+from sim.workload import LengthSpec, RatePoint, WorkloadSpec, build_requests
 from sim.workload.arrivals import RenewalArrivals, bounded_chunks
 from sim.workload.request_spec import MAX_ARRIVAL_S
 from sim.workload.validate import validate
@@ -33,7 +33,7 @@ def test_a_tiny_rate_is_refused_on_the_command_line():
     ({"arrival": "closed_loop", "num_requests": 5, "think_time_s": 1e15}, "workload.think_time_s"),
 ])
 def test_every_source_of_late_times_is_refused(changes, key):
-    cfg = WorkloadConfig(name="w", prompt_tokens=LengthConfig(value=4), output_tokens=LengthConfig(value=4), **changes)
+    cfg = WorkloadSpec(name="w", prompt_tokens=LengthSpec(value=4), output_tokens=LengthSpec(value=4), **changes)
     with pytest.raises(ConfigError, match=key):
         validate(cfg)
 
@@ -41,7 +41,7 @@ def test_every_source_of_late_times_is_refused(changes, key):
 def test_a_trace_stretched_past_the_bound_is_refused(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,5,5\n1,5,5\n")
-    cfg = WorkloadConfig(name="t", arrival="trace", trace=str(path), speedup=1e-12)
+    cfg = WorkloadSpec(name="t", arrival="trace", trace=str(path), speedup=1e-12)
     with pytest.raises(ConfigError, match="replay ends at 1e\\+12 s"):
         list(build_requests(cfg, np.random.SeedSequence(0)))
 
@@ -53,6 +53,6 @@ def test_a_random_draw_past_the_bound_is_refused_while_generating():
 
 
 def test_ordinary_rates_are_untouched():
-    cfg = WorkloadConfig(name="w", rate=1e-3, num_requests=100, prompt_tokens=LengthConfig(value=4),
-                         output_tokens=LengthConfig(value=4))
+    cfg = WorkloadSpec(name="w", rate=1e-3, num_requests=100, prompt_tokens=LengthSpec(value=4),
+                         output_tokens=LengthSpec(value=4))
     assert len(list(build_requests(cfg, np.random.SeedSequence(0)))) == 100

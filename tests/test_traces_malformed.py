@@ -10,14 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.errors import TraceError
-from sim.workload import TraceColumns, WorkloadConfig, build_requests
+from sim.workload import TraceColumns, WorkloadSpec, build_requests
 
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 GOOD_AZURE = "2023-11-16 18:15:46.6805900,374,44\n"
 
 
 def load(path: Path, trace_format: str, **kw: object) -> None:
-    cfg = WorkloadConfig(name="bad", arrival="trace", trace=str(path), trace_format=trace_format, **kw)  # type: ignore[arg-type]
+    cfg = WorkloadSpec(name="bad", arrival="trace", trace=str(path), trace_format=trace_format, **kw)  # type: ignore[arg-type]
     list(build_requests(cfg, np.random.SeedSequence(0)))
 
 
@@ -101,7 +101,7 @@ def test_not_a_parquet_file(tmp_path: Path) -> None:
 def test_lengths_file_errors_surface_through_lengths_from(tmp_path: Path) -> None:
     path = tmp_path / "lengths.csv"
     path.write_text("num_prefill_tokens,num_decode_tokens\n10,2\n-1,3\n")
-    cfg = WorkloadConfig(name="x", arrival="poisson", rate=1.0, num_requests=5, lengths_from=str(path))
+    cfg = WorkloadSpec(name="x", arrival="poisson", rate=1.0, num_requests=5, lengths_from=str(path))
     with pytest.raises(TraceError, match=r"lengths\.csv line 3: .*negative"):
         build_requests(cfg, np.random.SeedSequence(0))
 

@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sim.workload import RequestSpec, TraceColumns, WorkloadConfig, build_requests
+from sim.workload import RequestSpec, TraceColumns, WorkloadSpec, build_requests
 from sim.workload.registry import DATASETS, traces_dir
 
 SEED = np.random.SeedSequence(0)
 
 
 def replay(**kw: Any) -> list[RequestSpec]:
-    return list(build_requests(WorkloadConfig(name="t", arrival="trace", **kw), SEED))
+    return list(build_requests(WorkloadSpec(name="t", arrival="trace", **kw), SEED))
 
 
 def shipped(name: str) -> Path:
@@ -144,5 +144,5 @@ def test_vidur_style_csv_reads_with_default_columns(tmp_path: Path) -> None:
 
 
 def test_oversized_trace_rows_are_kept() -> None:
-    reqs = list(build_requests(WorkloadConfig(name="t", arrival="trace", trace="azure_conv"), SEED, max_model_len=2048))
+    reqs = list(build_requests(WorkloadSpec(name="t", arrival="trace", trace="azure_conv"), SEED, max_model_len=2048))
     assert len(reqs) == 19_366 and max(r.prompt_tokens + r.output_tokens for r in reqs) > 2048

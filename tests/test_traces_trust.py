@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.errors import ConfigError, TraceError
-from sim.workload import LengthConfig, WorkloadConfig, build_requests
+from sim.workload import LengthSpec, WorkloadSpec, build_requests
 from sim.workload.validate import validate
 from conftest import REPO_ROOT
 
@@ -30,7 +30,7 @@ GENERIC = "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,10,5\n0.5,20,6\n
 
 
 def requests(path: Path, trace_format: str = "auto"):
-    cfg = WorkloadConfig(name="t", arrival="trace", trace=str(path), trace_format=trace_format)
+    cfg = WorkloadSpec(name="t", arrival="trace", trace=str(path), trace_format=trace_format)
     return list(build_requests(cfg, np.random.SeedSequence(0)))
 
 
@@ -126,17 +126,17 @@ def test_token_counts_that_would_wrap_are_refused(tmp_path, count):
 
 
 def test_length_settings_that_would_wrap_are_config_errors():
-    for lengths in (LengthConfig(kind="fixed", value=2**63), LengthConfig(kind="uniform", low=1, high=2**63),
-                    LengthConfig(kind="normal", mean=1e30, std=1.0)):
-        cfg = WorkloadConfig(name="w", num_requests=3, prompt_tokens=lengths, output_tokens=LengthConfig(value=1))
+    for lengths in (LengthSpec(kind="fixed", value=2**63), LengthSpec(kind="uniform", low=1, high=2**63),
+                    LengthSpec(kind="normal", mean=1e30, std=1.0)):
+        cfg = WorkloadSpec(name="w", num_requests=3, prompt_tokens=lengths, output_tokens=LengthSpec(value=1))
         with pytest.raises(ConfigError, match="beyond anything that could run"):
             validate(cfg)
 
 
 def test_turns_are_counted_in_turns_not_tokens():
-    cfg = WorkloadConfig(
-        name="w", num_requests=3, prompt_tokens=LengthConfig(value=4), output_tokens=LengthConfig(value=4),
-        turns=LengthConfig(kind="uniform", low=1, high=3, min=0),
+    cfg = WorkloadSpec(
+        name="w", num_requests=3, prompt_tokens=LengthSpec(value=4), output_tokens=LengthSpec(value=4),
+        turns=LengthSpec(kind="uniform", low=1, high=3, min=0),
     )
     with pytest.raises(ConfigError) as info:
         validate(cfg)
@@ -173,7 +173,7 @@ def test_warnings_about_a_replay_name_the_trace_not_the_workload_group(tmp_path,
 
     path = tmp_path / "long.csv"
     path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,9000,5\n")
-    cfg = WorkloadConfig(name="poisson_chat", arrival="trace", trace=str(path))
+    cfg = WorkloadSpec(name="poisson_chat", arrival="trace", trace=str(path))
     with caplog.at_level(logging.WARNING, logger="sim.workload.build"):
         list(build_requests(cfg, np.random.SeedSequence(0), max_model_len=4096))
     assert f"trace {path}: request 0 needs 9005 tokens" in caplog.text

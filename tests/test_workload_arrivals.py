@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.workload import RatePoint, WorkloadConfig, build_requests
-from sim.workload.config import LengthConfig
+from sim.workload import RatePoint, WorkloadSpec, build_requests
+from sim.workload.spec import LengthSpec
 from sim.workload.rate_schedule import diurnal_rate, ramp_rate, step_rate
 
-FIXED = LengthConfig(kind="fixed", value=10)
+FIXED = LengthSpec(kind="fixed", value=10)
 
 
 def arrivals(**kw: object) -> np.ndarray:
-    cfg = WorkloadConfig(name="t", prompt_tokens=FIXED, output_tokens=FIXED, **kw)  # type: ignore[arg-type]
+    cfg = WorkloadSpec(name="t", prompt_tokens=FIXED, output_tokens=FIXED, **kw)  # type: ignore[arg-type]
     return np.array([r.arrival_s for r in build_requests(cfg, np.random.SeedSequence(7))])
 
 

@@ -9,16 +9,16 @@ import pickle
 import numpy as np
 import pytest
 
-from sim.workload import LengthConfig, RequestSpec, WorkloadConfig, build_requests
+from sim.workload import LengthSpec, RequestSpec, WorkloadSpec, build_requests
 
 CHAT = dict(
-    prompt_tokens=LengthConfig(kind="lognormal", mean=1000, std=800, min=16, max=8192),
-    output_tokens=LengthConfig(kind="lognormal", mean=250, std=200, min=4, max=2048),
+    prompt_tokens=LengthSpec(kind="lognormal", mean=1000, std=800, min=16, max=8192),
+    output_tokens=LengthSpec(kind="lognormal", mean=250, std=200, min=4, max=2048),
 )
 
 
-def chat(**kw: object) -> WorkloadConfig:
-    return WorkloadConfig(name="chat", **{**CHAT, **kw})  # type: ignore[arg-type]
+def chat(**kw: object) -> WorkloadSpec:
+    return WorkloadSpec(name="chat", **{**CHAT, **kw})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -27,11 +27,11 @@ def chat(**kw: object) -> WorkloadConfig:
         chat(arrival="poisson", rate=3.0, num_requests=5000),
         chat(arrival="gamma", rate=3.0, cv=2.5, num_requests=5000),
         chat(arrival="diurnal", rate=3.0, period_s=600.0, duration_s=1200.0),
-        WorkloadConfig(name="sg", arrival="poisson", rate=3.0, num_requests=5000, lengths_from="arxiv"),
+        WorkloadSpec(name="sg", arrival="poisson", rate=3.0, num_requests=5000, lengths_from="arxiv"),
     ],
     ids=["poisson", "gamma", "diurnal", "empirical"],
 )
-def test_same_seed_same_bytes_other_seed_other_requests(cfg: WorkloadConfig) -> None:
+def test_same_seed_same_bytes_other_seed_other_requests(cfg: WorkloadSpec) -> None:
     seed = np.random.SeedSequence(1234)
     a = pickle.dumps(list(build_requests(cfg, seed)))
     b = pickle.dumps(list(build_requests(cfg, seed)))  # same object again: not consumed by spawning
@@ -70,9 +70,9 @@ def test_100k_requests_stream_in_order() -> None:
 
 
 def test_oversized_requests_are_yielded_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
-    cfg = WorkloadConfig(
+    cfg = WorkloadSpec(
         name="big", arrival="constant", rate=1.0, num_requests=10,
-        prompt_tokens=LengthConfig(kind="fixed", value=3000), output_tokens=LengthConfig(kind="fixed", value=2000),
+        prompt_tokens=LengthSpec(kind="fixed", value=3000), output_tokens=LengthSpec(kind="fixed", value=2000),
     )
     with caplog.at_level(logging.WARNING, logger="sim.workload.build"):
         reqs = list(build_requests(cfg, np.random.SeedSequence(0), max_model_len=4096))

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from sim.config.workload_schema import WorkloadConfig, workload_spec
 from sim.errors import ConfigError
-from sim.workload import SessionSource, WorkloadConfig, build_requests, build_workload
+from sim.workload import LengthSpec, SessionSource, WorkloadSpec, build_requests, build_workload
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "workload"
 YAMLS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -27,7 +28,7 @@ def test_required_yamls_exist() -> None:
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
 def test_yaml_composes_against_the_schema_and_builds(path: Path) -> None:
     # Merging onto the structured schema is the check Hydra applies to a group file.
-    cfg = OmegaConf.merge(OmegaConf.structured(WorkloadConfig), OmegaConf.load(path))
+    cfg = workload_spec(OmegaConf.merge(OmegaConf.structured(WorkloadConfig), OmegaConf.load(path)))
     assert cfg.name == path.stem
     workload = build_workload(cfg, np.random.SeedSequence(0), max_model_len=1_000_000, block_size=16)
     if isinstance(workload, SessionSource):  # closed loop / sessions: turns come as answers do
@@ -89,15 +90,15 @@ def base(**kw: Any) -> dict[str, Any]:
 )
 def test_bad_config_raises_config_error(overrides: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        build_requests(base(**overrides), np.random.SeedSequence(0))  # fails before the first next()
+        build_requests(workload_spec(base(**overrides)), np.random.SeedSequence(0))  # before the first next()
     assert fragment in str(info.value)
 
 
-def test_accepts_dataclass_dictconfig_and_dict_alike() -> None:
+def test_the_boundary_takes_a_spec_a_dictconfig_and_a_dict_alike() -> None:
     as_dict = base(num_requests=20)
-    runs = [
-        list(build_requests(c, np.random.SeedSequence(3)))
-        for c in (as_dict, OmegaConf.create(as_dict), OmegaConf.to_object(
-            OmegaConf.merge(OmegaConf.structured(WorkloadConfig), as_dict)))
-    ]
+    specs = [workload_spec(c) for c in (as_dict, OmegaConf.create(as_dict), WorkloadSpec(**{
+        **as_dict, "prompt_tokens": LengthSpec(kind="fixed", value=100),
+        "output_tokens": LengthSpec(kind="fixed", value=10)}))]
+    assert specs[0] == specs[1] == specs[2]
+    runs = [list(build_requests(spec, np.random.SeedSequence(3))) for spec in specs]
     assert runs[0] == runs[1] == runs[2]

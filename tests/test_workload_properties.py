@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.workload.config import LengthConfig, WorkloadConfig
+from sim.workload.spec import LengthSpec, WorkloadSpec
 from sim.workload.lengths import make_length_sampler
 from sim.workload.replay import replay_times, spread_ties
 
@@ -22,7 +22,7 @@ gaps = st.lists(st.sampled_from([0.0, 0.0, 0.5, 1.0, 3.0]), min_size=1, max_size
     width=st.integers(0, 5000),
 )
 def test_lengths_always_within_bounds(kind: str, mean: float, rel_std: float, lo: int, width: int) -> None:
-    lc = LengthConfig(kind=kind, mean=mean, std=mean * rel_std, min=lo, max=lo + width)
+    lc = LengthSpec(kind=kind, mean=mean, std=mean * rel_std, min=lo, max=lo + width)
     x = make_length_sampler(lc)(np.random.default_rng(0), 500)
     assert x.dtype == np.int64 and x.min() >= lo and x.max() <= lo + width
 
@@ -31,7 +31,7 @@ def test_lengths_always_within_bounds(kind: str, mean: float, rel_std: float, lo
 @given(steps=gaps, offset=st.floats(0.0, 1e6), speedup=st.floats(0.1, 100.0))
 def test_replay_starts_at_zero_sorted_and_scaled(steps: list[float], offset: float, speedup: float) -> None:
     raw = offset + np.cumsum(steps)
-    cfg = WorkloadConfig(name="p", arrival="trace", trace="x", speedup=speedup)
+    cfg = WorkloadSpec(name="p", arrival="trace", trace="x", speedup=speedup)
     rows, t = replay_times(raw, cfg)
     assert rows.tolist() == list(range(len(raw)))
     assert t[0] == 0.0 and (np.diff(t) >= 0).all()

@@ -34,8 +34,9 @@ from sim.parallel import ParallelSpec, build_parallel_spec
 from sim.precision import PrecisionSpec
 from sim.deploy.spec import DeploymentSpec, EngineDefaults, build_deployment
 from sim.router import ROUTERS
-from sim.workload.config import WorkloadConfig
-from sim.workload.validate import as_workload_config, validate
+from sim.config.workload_schema import workload_spec
+from sim.workload.spec import WorkloadSpec
+from sim.workload.validate import validate
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class RunSpec:
     block_size: int
     enable_prefix_caching: bool
     memory: MemoryPlan
-    workload: WorkloadConfig
+    workload: WorkloadSpec
     cost: CostSpec
     slo: SloTargets
     write_steps: bool
@@ -245,7 +246,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
                 " single engine of parallel.* only; use deployment=colocated, or kv_offload=none"
             )
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
-    workload = as_workload_config(cfg.workload)
+    workload = workload_spec(cfg.workload)
     validate(workload)
     return RunSpec(
         scenario_name=cfg.scenario_name,

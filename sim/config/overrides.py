@@ -26,7 +26,7 @@ from hydra.errors import HydraException
 from sim.config.scenarios import CONFIG_DIR
 from sim.config.schema import SimConfig
 from sim.errors import ConfigError
-from sim.workload.config import LengthConfig
+from sim.config.workload_schema import LengthConfig
 
 # Keys Hydra itself owns, and the `scenario` group that sim/config/scenarios.py registers.
 _FREE_ROOTS = ("hydra",)

@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from sim.deploy.config import DeploymentConfig
-from sim.workload.config import WorkloadConfig
+from sim.config.workload_schema import WorkloadConfig
 
 
 @dataclass

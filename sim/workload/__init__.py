@@ -6,20 +6,20 @@ SessionSource that `sim.clients` draws conversations from as the engine answers.
 """
 
 from sim.workload.build import build_requests, build_workload
-from sim.workload.config import LengthConfig, RatePoint, TraceColumns, WorkloadConfig
+from sim.workload.spec import LengthSpec, RatePoint, TraceColumns, WorkloadSpec
 from sim.workload.registry import DATASETS
 from sim.workload.request_spec import RequestSpec
 from sim.workload.sessions import Session, SessionSource
 
 __all__ = [
     "DATASETS",
-    "LengthConfig",
+    "LengthSpec",
     "RatePoint",
     "RequestSpec",
     "Session",
     "SessionSource",
     "TraceColumns",
-    "WorkloadConfig",
+    "WorkloadSpec",
     "build_requests",
     "build_workload",
 ]

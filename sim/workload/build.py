@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-from omegaconf import DictConfig
 
 from sim.errors import ConfigError
 from sim.workload.arrivals import CHUNK, ArrivalProcess, OfflineArrivals, RenewalArrivals, bounded_chunks
-from sim.workload.config import WorkloadConfig
+from sim.workload.spec import WorkloadSpec
 from sim.workload.empirical import EmpiricalLengths
 from sim.workload.lengths import make_length_sampler
 from sim.workload.rate_schedule import schedule_process
@@ -26,7 +25,7 @@ from sim.workload.replay import replay_times
 from sim.workload.request_spec import MAX_ARRIVAL_S, RequestSpec
 from sim.workload.sessions import SYSTEM_PROMPT_SEGMENT, LengthPairs, SessionSource, session_start_times
 from sim.workload.trace_readers import load_table
-from sim.workload.validate import RENEWAL_KINDS, as_workload_config, drives_clients, validate
+from sim.workload.validate import RENEWAL_KINDS, drives_clients, validate
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +48,17 @@ class RequestChunk:
 
 
 def build_requests(
-    cfg: WorkloadConfig | DictConfig | Mapping[str, Any],
+    wc: WorkloadSpec,
     seed: np.random.SeedSequence,
     *,
     max_model_len: int | None = None,
 ) -> Iterator[RequestSpec]:
-    """Requests of the workload `cfg`, in non-decreasing arrival_s, request_id 0, 1, 2, ...
+    """Requests of the workload `wc`, in non-decreasing arrival_s, request_id 0, 1, 2, ...
 
     The same seed gives the same requests. Requests longer than `max_model_len` (prompt +
     output) are yielded anyway: the engine rejects and counts them, as vLLM would, and a
     warning is logged for the first one so a misfit workload is noticed.
     """
-    wc = as_workload_config(cfg)
     validate(wc)
     if drives_clients(wc):
         raise ConfigError(
@@ -76,7 +74,7 @@ def build_requests(
 
 
 def build_workload(
-    cfg: WorkloadConfig | DictConfig | Mapping[str, Any],
+    wc: WorkloadSpec,
     seed: np.random.SeedSequence,
     *,
     max_model_len: int | None = None,
@@ -88,7 +86,6 @@ def build_workload(
     `block_size` is the engine's KV block size when prefix caching is on (sessions then give
     their turns KV block identities), None otherwise.
     """
-    wc = as_workload_config(cfg)
     validate(wc)
     if not drives_clients(wc):
         return build_requests(wc, seed, max_model_len=max_model_len)
@@ -115,7 +112,7 @@ def spawn_streams(seed: np.random.SeedSequence | int) -> dict[str, np.random.Gen
     }
 
 
-def _arrival_process(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -> ArrivalProcess:
+def _arrival_process(wc: WorkloadSpec, rngs: dict[str, np.random.Generator]) -> ArrivalProcess:
     if wc.arrival in RENEWAL_KINDS:
         return RenewalArrivals(wc.arrival, wc.rate, rngs["arrivals"], wc.cv)
     if wc.arrival == "offline":
@@ -132,7 +129,7 @@ def _arrival_process(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -
     )
 
 
-def _synthetic_chunks(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -> Iterator[RequestChunk]:
+def _synthetic_chunks(wc: WorkloadSpec, rngs: dict[str, np.random.Generator]) -> Iterator[RequestChunk]:
     """Set up eagerly (so a bad lengths file fails now), then generate lazily."""
     process = _arrival_process(wc, rngs)
     lengths = _length_pairs(wc, rngs)
@@ -154,7 +151,7 @@ def _synthetic_chunks(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) 
     return generate()
 
 
-def _length_pairs(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -> LengthPairs:
+def _length_pairs(wc: WorkloadSpec, rngs: dict[str, np.random.Generator]) -> LengthPairs:
     """(prompt, output) length draws: two parametric laws, or rows of a dataset."""
     prompt_rng, output_rng = rngs["prompt_tokens"], rngs["output_tokens"]
     if wc.lengths_from is not None:
@@ -166,7 +163,7 @@ def _length_pairs(wc: WorkloadConfig, rngs: dict[str, np.random.Generator]) -> L
     return lambda n: (prompt(prompt_rng, n), output(output_rng, n))
 
 
-def _trace_chunks(wc: WorkloadConfig) -> Iterator[RequestChunk]:
+def _trace_chunks(wc: WorkloadSpec) -> Iterator[RequestChunk]:
     """Load and transform the whole trace now (traces are small); slice it lazily."""
     assert wc.trace is not None
     src = resolve(wc.trace, wc.trace_format, wc.columns, "workload.trace")
@@ -203,7 +200,7 @@ def _trace_chunks(wc: WorkloadConfig) -> Iterator[RequestChunk]:
     return generate()
 
 
-def describe(wc: WorkloadConfig) -> str:
+def describe(wc: WorkloadSpec) -> str:
     """How messages name the workload: a replay by its trace (the group's name, often the
     default `poisson_chat` under a `workload.trace=...` override, would mislead)."""
     if wc.arrival == "trace":

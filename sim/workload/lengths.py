@@ -1,4 +1,4 @@
-"""Parametric token-length samplers: one LengthConfig in, a vectorised draw function out.
+"""Parametric token-length samplers: one LengthSpec in, a vectorised draw function out.
 
 Samplers draw whole chunks with NumPy (never one Python call per request) and always return
 int64 arrays of lengths >= 1; random kinds are clipped to the configured [min, max], a fixed
@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from sim.workload.config import LengthConfig
+from sim.workload.spec import LengthSpec
 from sim.workload.request_spec import MAX_TOKENS
 
 LengthSampler = Callable[[np.random.Generator, int], np.ndarray]
@@ -29,8 +29,8 @@ def lognormal_params(mean: float, std: float) -> tuple[float, float]:
     return math.log(mean) - sigma2 / 2.0, math.sqrt(sigma2)
 
 
-def make_length_sampler(lc: LengthConfig) -> LengthSampler:
-    """Build the sampler for a validated LengthConfig (see `sim.workload.validate`)."""
+def make_length_sampler(lc: LengthSpec) -> LengthSampler:
+    """Build the sampler for a validated LengthSpec (see `sim.workload.validate`)."""
     if lc.kind == "fixed":
         # An explicit length is used as given: min/max (often inherited from the YAML this
         # override sits on) must not silently replace it.
@@ -49,7 +49,7 @@ def make_length_sampler(lc: LengthConfig) -> LengthSampler:
     return sample
 
 
-def _raw_sampler(lc: LengthConfig) -> Callable[[np.random.Generator, int], np.ndarray]:
+def _raw_sampler(lc: LengthSpec) -> Callable[[np.random.Generator, int], np.ndarray]:
     """The unclipped, unrounded law for `lc.kind` (float array, or int array for uniform)."""
     if lc.kind == "uniform":
         low, high = int(lc.low), int(lc.high)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sim.workload.config import RatePoint
+from sim.workload.spec import RatePoint
 
 RateFn = Callable[[np.ndarray], np.ndarray]
 """Vectorised rate function: times (s) -> rates (req/s)."""

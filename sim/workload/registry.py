@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from sim.errors import ConfigError
-from sim.workload.config import TraceColumns
+from sim.workload.spec import TraceColumns
 from sim.workload.trace_table import ColumnSpec
 
 MOONCAKE_BLOCK_TOKENS = 512  # Mooncake FAST'25 hash_ids cover 512 prompt tokens each

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from sim.errors import ConfigError
-from sim.workload.config import WorkloadConfig
+from sim.workload.spec import WorkloadSpec
 
 
-def replay_times(arrival_s: np.ndarray, cfg: WorkloadConfig) -> tuple[np.ndarray, np.ndarray]:
+def replay_times(arrival_s: np.ndarray, cfg: WorkloadSpec) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the trace to replay (indices) and their simulated arrival times (seconds)."""
     t = arrival_s - arrival_s[0]
     end = np.inf if cfg.end_s is None else cfg.end_s
@@ -39,7 +39,7 @@ def replay_times(arrival_s: np.ndarray, cfg: WorkloadConfig) -> tuple[np.ndarray
     return rows, t
 
 
-def _rescale(t: np.ndarray, cfg: WorkloadConfig) -> np.ndarray:
+def _rescale(t: np.ndarray, cfg: WorkloadSpec) -> np.ndarray:
     if cfg.target_rate is None:
         return t / cfg.speedup if cfg.speedup != 1.0 else t
     span = float(t[-1])

@@ -29,7 +29,7 @@ import numpy as np
 
 from sim.workload.arrivals import CHUNK, bounded_chunks
 from sim.workload.block_hash import chain_block_hash
-from sim.workload.config import WorkloadConfig
+from sim.workload.spec import WorkloadSpec
 from sim.workload.lengths import make_length_sampler
 from sim.workload.request_spec import RequestSpec
 
@@ -143,7 +143,7 @@ class SessionSource:
 
     def __init__(
         self,
-        cfg: WorkloadConfig,
+        cfg: WorkloadSpec,
         rngs: dict[str, np.random.Generator],
         lengths: LengthPairs,
         start_times: Iterator[float] | None,

@@ -6,14 +6,8 @@ the user sees it instead of a traceback deep inside a generator.
 
 from __future__ import annotations
 
-import pickle
-from typing import Any, Mapping
-
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from sim.errors import ConfigError
-from sim.workload.config import LengthConfig, WorkloadConfig
+from sim.workload.spec import LengthSpec, WorkloadSpec
 from sim.workload.request_spec import MAX_ARRIVAL_S, MAX_TOKENS
 
 RENEWAL_KINDS = ("poisson", "constant", "gamma")
@@ -25,56 +19,13 @@ TRACE_FORMATS = ("auto", "azure", "mooncake", "csv", "jsonl", "parquet")
 TIME_UNITS = ("s", "ms", "us", "ns", "datetime")
 
 
-def as_workload_config(cfg: WorkloadConfig | DictConfig | Mapping[str, Any]) -> WorkloadConfig:
-    """Accept the dataclass, a Hydra DictConfig or a plain dict; return the typed dataclass.
-
-    Merging onto the structured schema first means a misspelt key or a wrong type in an
-    untyped DictConfig or dict is caught here rather than silently ignored.
-
-    The check costs tens of milliseconds and a run makes it several times on one config (the
-    run spec, the workload, its requests), so a dataclass whose fields were checked before
-    (the same `repr`: same values, same types) is answered from a memo, as a fresh copy.
-    """
-    key = _memo_key(cfg)
-    checked = _CHECKED.get(key) if key is not None else None
-    if checked is not None:
-        return pickle.loads(checked)
-    try:
-        if isinstance(cfg, WorkloadConfig):  # re-check: a dataclass built in code is not type-checked
-            merged = OmegaConf.structured(cfg)
-        else:
-            merged = OmegaConf.merge(OmegaConf.structured(WorkloadConfig), cfg)
-        obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"workload config: {exc}") from exc
-    assert isinstance(obj, WorkloadConfig)
-    if len(_CHECKED) >= _MAX_CHECKED:
-        _CHECKED.clear()
-    _CHECKED[repr(obj)] = pickle.dumps(obj)  # what it returns passes the check unchanged
-    if key is not None:
-        _CHECKED[key] = _CHECKED[repr(obj)]
-    return obj
-
-
-def _memo_key(cfg: object) -> str | None:
-    """The memo's key: the dataclass's repr, or a DictConfig's resolved values (None when
-    they do not resolve: the check itself then says why)."""
-    if type(cfg) is WorkloadConfig:
-        return repr(cfg)
-    if isinstance(cfg, DictConfig):
-        try:
-            return "DictConfig" + repr(OmegaConf.to_container(cfg, resolve=True))
-        except OmegaConfBaseException:
-            return None
-    return None
-
-
-_CHECKED: dict[str, bytes] = {}  # repr of a checked WorkloadConfig -> the checked copy
-_MAX_CHECKED = 256
-
-
-def validate(cfg: WorkloadConfig) -> None:
+def validate(cfg: WorkloadSpec) -> None:
     """Raise ConfigError on the first problem found in `cfg`."""
+    if not isinstance(cfg, WorkloadSpec):  # a caller's mistake, not a user's
+        raise TypeError(
+            f"a workload is a WorkloadSpec, not a {type(cfg).__name__}; build one from a dict or"
+            " DictConfig with sim.config.workload_schema.workload_spec"
+        )
     if cfg.arrival not in ARRIVAL_KINDS:
         raise ConfigError(
             f"workload.arrival: unknown kind {cfg.arrival!r}; choose one of {', '.join(ARRIVAL_KINDS)}"
@@ -97,7 +48,7 @@ def validate(cfg: WorkloadConfig) -> None:
         validate_source(cfg)
 
 
-def _validate_bounds(cfg: WorkloadConfig) -> None:
+def _validate_bounds(cfg: WorkloadSpec) -> None:
     if cfg.num_requests is not None and cfg.num_requests < 1:
         raise ConfigError(f"workload.num_requests must be at least 1 (got {cfg.num_requests})")
     if cfg.duration_s is not None and cfg.duration_s <= 0:
@@ -113,17 +64,17 @@ def _validate_bounds(cfg: WorkloadConfig) -> None:
         )
 
 
-def is_single_turn(cfg: WorkloadConfig) -> bool:
+def is_single_turn(cfg: WorkloadSpec) -> bool:
     """A session of one turn is a plain request."""
     return cfg.turns.kind == "fixed" and cfg.turns.value == 1
 
 
-def drives_clients(cfg: WorkloadConfig) -> bool:
+def drives_clients(cfg: WorkloadSpec) -> bool:
     """Closed loops and sessions: requests depend on answers, so SimPy clients send them."""
     return cfg.arrival == "closed_loop" or not is_single_turn(cfg)
 
 
-def _validate_clients(cfg: WorkloadConfig) -> None:
+def _validate_clients(cfg: WorkloadSpec) -> None:
     """Closed loop, sessions and the shared system prompt (synthetic workloads only)."""
     if cfg.arrival == "closed_loop" and cfg.concurrency < 1:
         raise ConfigError(f"workload.concurrency must be at least 1 user (got {cfg.concurrency})")
@@ -156,7 +107,7 @@ def _check_time(key: str, value_s: float | None, what: str = "") -> None:
         )
 
 
-def _validate_arrivals(cfg: WorkloadConfig) -> None:
+def _validate_arrivals(cfg: WorkloadSpec) -> None:
     if cfg.arrival in ("poisson", "constant", "gamma", "diurnal") and not cfg.rate > 0:
         raise ConfigError(f"workload.rate must be positive, in requests per second (got {cfg.rate})")
     if cfg.arrival in ("poisson", "constant", "gamma", "diurnal"):
@@ -179,7 +130,7 @@ def _validate_arrivals(cfg: WorkloadConfig) -> None:
         _validate_schedule(cfg)
 
 
-def _validate_schedule(cfg: WorkloadConfig) -> None:
+def _validate_schedule(cfg: WorkloadSpec) -> None:
     points = cfg.schedule
     if not points:
         raise ConfigError(
@@ -204,7 +155,7 @@ def _validate_schedule(cfg: WorkloadConfig) -> None:
         )
 
 
-def _validate_trace(cfg: WorkloadConfig) -> None:
+def _validate_trace(cfg: WorkloadSpec) -> None:
     if not cfg.trace:
         raise ConfigError("workload.arrival is 'trace' but workload.trace is not set; give a short name or a path")
     if cfg.lengths_from is not None:
@@ -230,7 +181,7 @@ def _validate_trace(cfg: WorkloadConfig) -> None:
     validate_source(cfg)
 
 
-def validate_source(cfg: WorkloadConfig) -> None:
+def validate_source(cfg: WorkloadSpec) -> None:
     """Check the file format and column block (used by traces and by `lengths_from`)."""
     if cfg.trace_format not in TRACE_FORMATS:
         raise ConfigError(
@@ -247,7 +198,7 @@ def validate_source(cfg: WorkloadConfig) -> None:
         )
 
 
-def validate_lengths(lc: LengthConfig, where: str, unit: str = "token") -> None:
+def validate_lengths(lc: LengthSpec, where: str, unit: str = "token") -> None:
     """Check one length distribution; `where` is its config path, `unit` what it counts
     ("token", or "turn" for `workload.turns`), both for the message."""
     if lc.kind not in LENGTH_KINDS:

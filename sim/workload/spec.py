@@ -1,5 +1,7 @@
-"""Schema of the `workload` config group (registered through `sim.config.schema`).
+"""What a workload is: the typed, frozen spec the workload code receives.
 
+The `workload` config group's Hydra schema is derived from these records at the config
+boundary (`sim.config.workload_schema`), so a YAML key and a spec field cannot drift apart.
 A workload is either synthetic (an arrival process plus two length distributions, or plus an
 empirical length dataset) or a replayed trace. Fields that do not apply to the chosen `arrival`
 are ignored; `sim.workload.validate` rejects combinations that cannot work and says how to fix
@@ -8,14 +10,12 @@ them. Times are float seconds, lengths are tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
-
-from omegaconf import MISSING
+from dataclasses import dataclass
+from typing import Optional
 
 
-@dataclass
-class LengthConfig:
+@dataclass(frozen=True, slots=True)
+class LengthSpec:
     """A token-length distribution. `kind` picks which fields apply.
 
     Every random draw is rounded to an integer and clipped to [min, max], so a heavy-tailed law
@@ -34,7 +34,7 @@ class LengthConfig:
     max: Optional[int] = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class RatePoint:
     """One point of a rate schedule: from `t_s` on, the rate is (or ramps from) `rate` req/s."""
 
@@ -42,7 +42,7 @@ class RatePoint:
     rate: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class TraceColumns:
     """Column names for the generic `csv`, `jsonl` and `parquet` trace formats.
 
@@ -59,8 +59,8 @@ class TraceColumns:
     prefix_block_tokens: int = 0  # tokens per prefix hash (required with prefix_hashes)
 
 
-@dataclass
-class WorkloadConfig:
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
     """Where requests come from and when they arrive.
 
     `arrival` picks the process:
@@ -85,18 +85,18 @@ class WorkloadConfig:
     the requests (of the sessions, with turns). See `sim.workload.sessions`.
     """
 
-    name: str = MISSING
+    name: str
     arrival: str = "poisson"  # poisson | constant | gamma | offline | steps | ramp | diurnal | trace | closed_loop
     rate: float = 1.0  # requests per second (poisson, constant, gamma; mean rate of diurnal)
     cv: Optional[float] = None  # gamma: coefficient of variation of the inter-arrival gaps
-    schedule: List[RatePoint] = field(default_factory=list)  # steps / ramp; first t_s must be 0
+    schedule: tuple[RatePoint, ...] = ()  # steps / ramp; first t_s must be 0
     period_s: float = 86400.0  # diurnal: length of one cycle
     amplitude: float = 0.5  # diurnal: relative swing around `rate`, in [0, 1]
     phase_s: float = 0.0  # diurnal: time at which the rate crosses `rate` going up
     num_requests: Optional[int] = None
     duration_s: Optional[float] = None  # only arrivals strictly before this time are kept
-    prompt_tokens: LengthConfig = field(default_factory=LengthConfig)
-    output_tokens: LengthConfig = field(default_factory=LengthConfig)
+    prompt_tokens: LengthSpec = LengthSpec()
+    output_tokens: LengthSpec = LengthSpec()
     # A dataset short name (sharegpt, arxiv, or any trace name) or a file path; when set,
     # (prompt, output) pairs are sampled from its rows and prompt_tokens/output_tokens are ignored.
     lengths_from: Optional[str] = None
@@ -105,7 +105,7 @@ class WorkloadConfig:
     concurrency: int = 1  # closed_loop: number of users, each with one request in flight
     think_time_s: float = 0.0  # mean pause between an answer and the same user's next request
     think_time_kind: str = "fixed"  # fixed | exponential (mean think_time_s)
-    turns: LengthConfig = field(default_factory=lambda: LengthConfig(kind="fixed", value=1))
+    turns: LengthSpec = LengthSpec(kind="fixed", value=1)
     # A system prompt of this many tokens, identical across requests, in front of the prompt
     # of this fraction of the requests (sessions); it adds to the sampled prompt length.
     shared_prefix_tokens: int = 0
@@ -114,7 +114,7 @@ class WorkloadConfig:
     # --- trace replay (arrival: trace) ---
     trace: Optional[str] = None  # short name (azure_conv, mooncake_conversation, ...) or path
     trace_format: str = "auto"  # auto | azure | mooncake | csv | jsonl | parquet
-    columns: TraceColumns = field(default_factory=TraceColumns)  # generic formats only
+    columns: TraceColumns = TraceColumns()  # generic formats only
     start_s: float = 0.0  # window start, seconds after the trace's first request
     end_s: Optional[float] = None  # window end (exclusive), same clock as start_s
     speedup: float = 1.0  # inter-arrival times are divided by this
