@@ -7,7 +7,8 @@ waiting requests are stored leaves every output the same, to the byte.
 Each case runs in this process into a temporary folder; each output file (subfolders too) is
 printed with its sha256 (and, apart, the deepest waiting queue of its steps). Parquet files are hashed as written; in the JSON files the fields
 that hold wall-clock time (keys containing "wall") are left out, and so are the package
-versions and the Python version, which say nothing about the run. The last line is one digest
+versions and the Python version, which say nothing about the run; the temporary folder's path
+reads "<out>". The last line is one digest
 over all the lines above it: run the script before and after a change and compare.
 """
 
@@ -53,10 +54,10 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "offload": ("mooncake_offload_llama8b_h200", [
         "workload.num_requests=2500", "workload.speedup=20", "kv_offload.compare_hbm_only=false",
     ]),
-    # Prefill and decode pools behind the P/D proxy.
+    # Prefill and decode pools behind the P/D proxy (and the scenario's comparisons: colocated,
+    # another split).
     "pd": ("pd_llama70b_h100", [
-        "workload.num_requests=2500", "workload.rate=300", "deployment.compare={}",
-        "horizon_s=30.0",
+        "workload.num_requests=2500", "workload.rate=300", "horizon_s=30.0",
     ]),
     # A KV cache far too small for the load: preemptions back to the front of the queue.
     "preemption": ("llama8b_h100", [
@@ -76,9 +77,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, out_dir: Path) -> str:
     if path.suffix == ".json":
-        payload = json.dumps(_clean(json.loads(path.read_text())), sort_keys=True).encode()
+        text = path.read_text().replace(str(out_dir), "<out>")  # folders named in the summary
+        payload = json.dumps(_clean(json.loads(text)), sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -91,7 +93,7 @@ def case_lines(name: str) -> list[str]:
         files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
         deepest = pq.read_table(Path(tmp) / "steps.parquet", columns=["num_waiting"])["num_waiting"]
         print(f"{name:18s} (deepest waiting queue {pc.max(deepest).as_py()} requests)", flush=True)
-        return [f"{name:18s} {p.relative_to(tmp)!s:32s} {file_digest(p)}" for p in files]
+        return [f"{name:18s} {p.relative_to(tmp)!s:32s} {file_digest(p, Path(tmp))}" for p in files]
 
 
 def main() -> None:
