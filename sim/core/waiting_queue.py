@@ -43,6 +43,9 @@ def _initial_state(r: Request) -> tuple:
     )  # fmt: skip
 
 
+_CHUNK_ROWS = 4096  # rows read at once when iterating
+
+
 class WaitingQueue:
     """FCFS queue of waiting requests: `_front` (objects), then the rows `_head:` of the
     packed columns. A row's entry in `_refs` is its `block_hashes` tuple (shared with whoever
@@ -113,9 +116,14 @@ class WaitingQueue:
         changing one changes nothing in the queue). The queue must not change meanwhile."""
         yield from self._front
         refs = self._refs
-        for k in range(self._head, len(refs)):
-            ref = refs[k]
-            yield ref if isinstance(ref, Request) else self._build(k, ref)  # type: ignore[arg-type,misc]
+        for lo in range(self._head, len(refs), _CHUNK_ROWS):
+            hi = min(lo + _CHUNK_ROWS, len(refs))
+            wide = iter(self._wide[5 * lo : 5 * hi].tolist())
+            narrow = iter(self._narrow[2 * lo : 2 * hi].tolist())
+            rows = zip(self._arrival_s[lo:hi].tolist(), *[wide] * 5, *[narrow] * 2, refs[lo:hi])
+            for row in rows:
+                ref = row[-1]
+                yield ref if isinstance(ref, Request) else _request(*row)
 
     # ---- beyond the deque ----------------------------------------------------------------
 
@@ -194,12 +202,8 @@ class WaitingQueue:
         self._refs.append(request)
 
     def _build(self, k: int, block_hashes: tuple[int, ...]) -> Request:
-        request_id, num_prompt, max_tokens, finish, session_id = self._wide[5 * k : 5 * k + 5]
-        turn, replica_id = self._narrow[2 * k : 2 * k + 2]
-        r = Request(request_id, self._arrival_s[k], num_prompt, max_tokens, block_hashes, session_id, turn)
-        r.replica_id = replica_id
-        r.finish_num_tokens = finish
-        return r
+        w = 5 * k
+        return _request(self._arrival_s[k], *self._wide[w : w + 5], *self._narrow[2 * k : 2 * k + 2], block_hashes)
 
     def _take(self) -> Request:
         """Remove the first row and return its request."""
@@ -224,3 +228,14 @@ class WaitingQueue:
         self._arrival_s = array("d")
         self._refs = []
         self._head = 0
+
+
+def _request(
+    arrival_s: float, request_id: int, num_prompt_tokens: int, max_tokens: int, finish_num_tokens: int,
+    session_id: int, turn: int, replica_id: int, block_hashes: tuple[int, ...],
+) -> Request:
+    """The request a row holds, in its initial state."""
+    r = Request(request_id, arrival_s, num_prompt_tokens, max_tokens, block_hashes, session_id, turn)
+    r.replica_id = replica_id
+    r.finish_num_tokens = finish_num_tokens
+    return r
