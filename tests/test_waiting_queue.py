@@ -21,7 +21,7 @@ FIELDS = [f.name for f in dataclasses.fields(Request)]
 
 def state(request: Request) -> tuple:
     """Every field, the block-hash tuple by identity (shared, never copied)."""
-    return tuple(id(v) if name == "block_hashes" else v for name, v in ((n, getattr(request, n)) for n in FIELDS))
+    return tuple(id(getattr(request, n)) if n == "block_hashes" else getattr(request, n) for n in FIELDS)
 
 
 def fresh(request_id: int, hashes: tuple = ()) -> Request:
@@ -197,6 +197,7 @@ def test_scheduler_steps_unchanged_by_packing():
         for i in range(300):
             hashes = (100 + i % 3, 200 + i % 5) if i % 2 else ()
             s.add_request(Request(i, 0.0, 9 + i % 13, 2 + i % 11, hashes))
+        assert s.waiting.num_packed == max(300 - object_head, 0)
         log = []
         k = 0
         while s.has_unfinished_requests():

@@ -1,7 +1,7 @@
 """The scheduler's waiting queue, held compactly when it grows deep.
 
-vLLM keeps `Scheduler.waiting` as a `RequestQueue` (FCFS: a deque of `Request` objects,
-`vllm/v1/core/sched/request_queue.py`); an overloaded API server queues without bound (it has
+vLLM keeps `Scheduler.waiting` as an `FCFSRequestQueue`, a deque of `Request` objects
+(`vllm/v1/core/sched/request_queue.py`); an overloaded API server queues without bound (it has
 no admission limit), and an engine `Request` object costs the simulator about 500 bytes. This
 queue has the deque's interface and order, but a request that arrives behind `OBJECT_HEAD`
 others, still in its initial state (never scheduled, nothing allocated), is kept as one row of
