@@ -5,6 +5,7 @@
     python benchmarks/bench_memory.py replicas                # 1,000,000 requests, 16 replicas
     python benchmarks/bench_memory.py unbounded               # 10,000,000 arrivals, no queue limit
     python benchmarks/bench_memory.py unbounded --arrivals 200000
+    python benchmarks/bench_memory.py pd_unbounded            # 200,000 arrivals, P/D pools, no limit
 
 `overload`: Llama-3.1-8B on one H100 offered 100,000 req/s, far beyond what it serves, with
 an admission limit of 1,000 waiting requests (`scheduler.max_waiting_requests`): nearly every
@@ -17,6 +18,11 @@ every arrival joins the waiting queue, and the run stops at a horizon just after
 (arrivals / 100,000 req/s), so at the end nearly every request is still waiting and is
 reported unfinished. The run is the arrival path plus the waiting queue itself (sim.core.
 waiting_queue). Target: 10 million arrivals under 1 GB peak RSS.
+
+`pd_unbounded`: `unbounded` on Llama-3.1-70B behind the P/D proxy (one prefill and three
+decode TP4 instances on H100, deployment pd_1p3d_h100), 200,000 arrivals by default: the proxy
+keeps every client request in flight as an object, so this one still grows by hundreds of
+bytes per arrival.
 
 `replicas`: Llama-3.1-8B on H100, 16 replicas behind a round-robin router at 256 req/s (16 per
 replica, the llama8b_h100 scenario's load each), every request finished. Targets:
@@ -46,9 +52,10 @@ CASES = {
     "overload": ("llama8b_h100", 10_000_000, ["workload.rate=100000", "scheduler.max_waiting_requests=1000"]),
     "replicas": ("llama8b_h100", 1_000_000, ["parallel.replicas=16", "workload.rate=256"]),
     "unbounded": ("llama8b_h100", 10_000_000, ["workload.rate=100000"]),
+    "pd_unbounded": ("llama70b_h100", 200_000, ["deployment=pd_1p3d_h100", "workload.rate=100000"]),
 }
 # Cases stopped at a horizon: the time of the last arrival at the offered rate.
-HORIZON_RATE = {"unbounded": 100_000}
+HORIZON_RATE = {"unbounded": 100_000, "pd_unbounded": 100_000}
 TARGET_MB = 1024
 TARGET_CPU_S = {"replicas": 100.0}
 
