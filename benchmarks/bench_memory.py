@@ -3,6 +3,9 @@
     python benchmarks/bench_memory.py overload                # 10,000,000 arrivals, one replica
     python benchmarks/bench_memory.py overload --arrivals 1000000
     python benchmarks/bench_memory.py replicas                # 1,000,000 requests, 16 replicas
+    python benchmarks/bench_memory.py unbounded               # 10,000,000 arrivals, no queue limit
+    python benchmarks/bench_memory.py unbounded --arrivals 200000
+    python benchmarks/bench_memory.py pd_unbounded            # 200,000 arrivals, P/D pools, no limit
 
 `overload`: Llama-3.1-8B on one H100 offered 100,000 req/s, far beyond what it serves, with
 an admission limit of 1,000 waiting requests (`scheduler.max_waiting_requests`): nearly every
@@ -10,12 +13,23 @@ arrival is refused at once, so the run is the arrival path itself (workload stre
 chunks, routing, refusal, the request row spooled to requests.parquet in Arrow batches).
 Target: 10 million arrivals under 1 GB peak RSS.
 
-`replicas`: Llama-3.1-70B, TP4 on H100, 16 replicas behind a round-robin router at 96 req/s
-(6 per replica, the llama70b_h100 scenario's load each), every request finished. Targets:
+`unbounded`: the same offered load without an admission limit, as vLLM's API server has none:
+every arrival joins the waiting queue, and the run stops at a horizon just after the last one
+(arrivals / 100,000 req/s), so at the end nearly every request is still waiting and is
+reported unfinished. The run is the arrival path plus the waiting queue itself (sim.core.
+waiting_queue). Target: 10 million arrivals under 1 GB peak RSS.
+
+`pd_unbounded`: `unbounded` on Llama-3.1-70B behind the P/D proxy (one prefill and three
+decode TP4 instances on H100, deployment pd_1p3d_h100), 200,000 arrivals by default: the proxy
+keeps every client request in flight as an object, so this one still grows by hundreds of
+bytes per arrival.
+
+`replicas`: Llama-3.1-8B on H100, 16 replicas behind a round-robin router at 256 req/s (16 per
+replica, the llama8b_h100 scenario's load each), every request finished. Targets:
 100 s of CPU and 1 GB peak RSS; the CPU time is mostly the scheduler's and cost model's hot
 path, one step at a time.
 
-Both write every output (requests, steps, timeline) into a temporary folder. Peak RSS is the
+All write every output (requests, steps, timeline) into a temporary folder. Peak RSS is the
 whole process's (Python, NumPy, pyarrow and Hydra take about 120 MB before the run); "growth"
 is the peak less what the process held just before the run started.
 """
@@ -37,7 +51,11 @@ from sim.run import simulate
 CASES = {
     "overload": ("llama8b_h100", 10_000_000, ["workload.rate=100000", "scheduler.max_waiting_requests=1000"]),
     "replicas": ("llama8b_h100", 1_000_000, ["parallel.replicas=16", "workload.rate=256"]),
+    "unbounded": ("llama8b_h100", 10_000_000, ["workload.rate=100000"]),
+    "pd_unbounded": ("llama70b_h100", 200_000, ["deployment=pd_1p3d_h100", "workload.rate=100000"]),
 }
+# Cases stopped at a horizon: the time of the last arrival at the offered rate.
+HORIZON_RATE = {"unbounded": 100_000, "pd_unbounded": 100_000}
 TARGET_MB = 1024
 TARGET_CPU_S = {"replicas": 100.0}
 
@@ -57,6 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     scenario, default_n, overrides = CASES[args.case]
     n = args.arrivals or default_n
+    if args.case in HORIZON_RATE:
+        overrides = [*overrides, f"horizon_s={n / HORIZON_RATE[args.case]:g}"]
     cfg = compose_scenario(scenario, [f"workload.num_requests={n}", *overrides, *args.overrides])
     spec = build_run_spec(cfg)
     before_mb = _rss_mb()

@@ -26,6 +26,11 @@ class Request:
     sample one new output token, counted as a placeholder until the step is applied.
     After a preemption `num_computed_tokens` drops to 0 and the whole sequence, outputs
     included, is computed again as one long prefill.
+
+    A request that waits deep in an unbounded queue, still in the state this constructor
+    leaves it in, is held as a packed row instead (sim.core.waiting_queue, 64 bytes against
+    about 470 for the object): a field added here must be packed or checked there
+    (tests/test_waiting_queue.py fails until it is).
     """
 
     request_id: int

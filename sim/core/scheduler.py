@@ -42,7 +42,6 @@ caching) no block becomes full. For a decode that is every step but two in a blo
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,6 +56,7 @@ from sim.core.spec_decode import (
     SpecDecodingStats,
     SyntheticRejectionSampler,
 )
+from sim.core.waiting_queue import WaitingQueue
 from sim.cost.batch import BatchSummary
 
 
@@ -132,7 +132,8 @@ class Scheduler:
         self.kv_cache_manager = kv_cache_manager
         self.connector = connector
         self.running: list[Request] = []
-        self.waiting: deque[Request] = deque()
+        # FCFS, deque-like; never-scheduled requests deep in it are packed (sim.core.waiting_queue).
+        self.waiting = WaitingQueue()
         self.num_preemptions = 0
         # KV connector state (vLLM's names): loads reported finished, not yet resumed; requests
         # waiting for a load; finished requests whose blocks the connector is still sending.
@@ -413,7 +414,7 @@ class Scheduler:
         requests behind a preempted one could hold every block, and its engine would stall."""
         kv = self.kv_cache_manager
         released = False
-        for request in self.waiting:
+        for request in self.waiting.objects():  # packed requests hold no blocks
             if request is head or not request.block_ids:
                 continue
             request_id = request.request_id
@@ -492,7 +493,7 @@ class Scheduler:
             self.running = [r for r in self.running if r.status == RequestStatus.RUNNING]
             if self._finished_in_queue:  # rare: a preempted request's in-flight token was its last
                 self._finished_in_queue = False
-                self.waiting = deque(r for r in self.waiting if r.status != RequestStatus.FINISHED)
+                self.waiting.remove_finished()
         return finished
 
     def _apply_spec_decodes(self, output: SchedulerOutput, finished: list[Request]) -> None:

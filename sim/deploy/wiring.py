@@ -6,7 +6,7 @@ the run reads back at the end (`pending`, per-pool figures) live here too."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import simpy
@@ -62,15 +62,19 @@ class Deployment:
     transfers: PDTransfers | None = None
     spec_cost_models: list[SpeculativeCostModel] = field(default_factory=list)  # one per replica
 
-    def pending(self) -> list[Request]:
-        """Client requests still in flight, each once (its latest leg for P/D)."""
+    def pending(self) -> Iterator[Request]:
+        """Client requests still in flight, each once (its latest leg for P/D). One at a time:
+        a waiting queue holds its deep requests packed (sim.core.waiting_queue), and millions
+        of them as objects at once would take gigabytes."""
         if self.proxy is not None:
-            return list(self.proxy.in_flight.values())
-        out: list[Request] = []
+            yield from list(self.proxy.in_flight.values())
+            return
         for replica in self.replicas:
             s = replica.scheduler
-            out += [*s.running, *s.waiting, *replica.in_transit.values(), *replica.undelivered]
-        return out
+            yield from s.running
+            yield from s.waiting
+            yield from replica.in_transit.values()
+            yield from replica.undelivered
 
 
 def build_deployment_engines(
