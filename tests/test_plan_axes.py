@@ -128,3 +128,15 @@ def test_the_axes_parse():
     pd = space[2]
     assert "parallel.tp=8" in pd.overrides()  # the run-wide engine holds the larger pool's TP
     assert pd.pools()["decode"] == {"role": "decode", "replicas": 1, "tp": 8}
+
+
+def test_a_plan_file_takes_the_new_axes_and_refuses_unquoted_pairs(tmp_path):
+    from sim.plan.__main__ import parse_args
+
+    path = tmp_path / "plan.yaml"
+    path.write_text("layout: [tp8, dp8ep8]\npd: ['1:1', '1:2']\npd_tp: '8:8'\n")
+    args = parse_args(["--plan", str(path)])
+    assert (args.layout, args.pd, args.pd_tp) == ("tp8,dp8ep8", "1:1,1:2", "8:8")
+    path.write_text("pd: [1:1, 1:2]\n")  # YAML 1.1: 61 and 62
+    with pytest.raises(ConfigError, match="quote each prefill:decode pair"):
+        parse_args(["--plan", str(path)])

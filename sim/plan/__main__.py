@@ -1,5 +1,7 @@
-"""`python -m sim.plan` (or `sim-plan`): which GPU, how many, which precision and TP, at what
-cost, for this model and traffic under these SLOs.
+"""`python -m sim.plan` (or `sim-plan`): the cheapest deployment that meets the SLOs.
+
+Which GPU, how many, which precision and layout (TP, PP, DP x EP), colocated or split into
+prefill and decode pools, at what cost, for this model and traffic under these SLOs.
 
     python -m sim.plan +scenario=llama70b_h100 --target-rate 20 --ttft-p99 2 --tpot-p99 0.1 \
         --hardware h100_sxm,h200 --precision bf16,fp8 --tp 2,4 --pd 1:1,1:2 -o OUT
@@ -26,7 +28,6 @@ import signal
 import sys
 import threading
 import time
-from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,16 +36,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import list_catalog
-from sim.config.build import build_run_spec
 from sim.config.overrides import check_overrides
 from sim.errors import ConfigError, SimError
 from sim.metrics.report import slo_text
-from sim.plan.axes import DEFAULT_TP, check_layouts, layouts_from_flags, splits_from_flags
-from sim.plan.evaluate import PlanTask, compose_candidate, evaluate_capacity, evaluate_sizing
+from sim.plan.axes import DEFAULT_TP, check_layouts, holds_model, layouts_from_flags, splits_from_flags
+from sim.plan.evaluate import PlanTask, evaluate_capacity, evaluate_sizing
 from sim.plan.launch import LAUNCHERS, run_tasks
-from sim.plan.space import Candidate, Layout, candidates, check_names, drop_candidate_keys, parse_list
+from sim.plan.space import candidates, check_names, drop_candidate_keys, parse_list
 from sim.plan.table import answer, format_table, plan_unit, rank, write_parquet
-from sim.sweep.probe import Slo, compose_config, with_rate
+from sim.sweep.probe import Slo, compose_config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,6 +99,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         file_values = {k.replace("-", "_"): v for k, v in loaded.items()}
         overrides = [str(o) for o in file_values.pop("overrides", [])]
         for key, value in file_values.items():
+            _check_pairs(args.plan, key, value)
             if isinstance(value, list):
                 file_values[key] = ",".join(str(v) for v in value)
         p.set_defaults(**file_values)
@@ -107,25 +108,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _check_pairs(path: Path, key: str, value: Any) -> None:
+    """YAML 1.1 reads an unquoted `1:2` as the base-60 number 62: refuse it rather than plan
+    a split nobody asked for."""
+    items = value if isinstance(value, list) else [value]
+    if key in ("pd", "pd_tp") and any(not isinstance(v, str) for v in items):
+        raise ConfigError(
+            f"--plan {path}: {key}: quote each prefill:decode pair ('1:2'); YAML reads 1:2 unquoted as"
+            " the base-60 number 62"
+        )
+
+
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def holds_model(
-    base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int] = (), pp: int = 1,
-    layouts: Sequence[Layout] | None = None,
-) -> bool:
-    """Whether the model fits on `hardware` at some precision and some layout of the space
-    (by default the largest TP and PP), largest first."""
-    layouts = sorted(layouts or [Layout(max(tps), pp)], key=lambda lay: -lay.num_gpus)
-    for precision, lay in product(precisions, layouts):
-        try:
-            cand = Candidate(hardware, precision, lay.tp, pp=lay.pp, dp=lay.dp, ep=lay.ep)
-            build_run_spec(with_rate(compose_candidate(base, cand), 1.0, 0, 1))
-            return True
-        except SimError:
-            continue
-    return False
 
 
 def plan(

@@ -23,11 +23,31 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig
 
 from sim.catalog import hardware_spec_from_config, load_catalog_entry, model_spec_from_config
-from sim.errors import ConfigError
+from sim.config.build import build_run_spec
+from sim.errors import ConfigError, SimError
 from sim.parallel import build_parallel_spec
-from sim.plan.space import Layout, PdSplit, parse_layouts, parse_list, parse_pairs, pd_splits
+from sim.plan.evaluate import compose_candidate
+from sim.plan.space import Candidate, Layout, PdSplit, parse_layouts, parse_list, parse_pairs, pd_splits
+from sim.sweep.probe import with_rate
 
 DEFAULT_TP = "1,2,4,8"
+
+
+def holds_model(
+    base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int] = (), pp: int = 1,
+    layouts: Sequence[Layout] | None = None,
+) -> bool:
+    """Whether the model fits on `hardware` at some precision and some layout of the space
+    (by default the largest TP and PP), largest first."""
+    layouts = sorted(layouts or [Layout(max(tps), pp)], key=lambda lay: -lay.num_gpus)
+    for precision, lay in product(precisions, layouts):
+        try:
+            cand = Candidate(hardware, precision, lay.tp, pp=lay.pp, dp=lay.dp, ep=lay.ep)
+            build_run_spec(with_rate(compose_candidate(base, cand), 1.0, 0, 1))
+            return True
+        except SimError:
+            continue
+    return False
 
 
 def layouts_from_flags(args: argparse.Namespace) -> list[Layout]:
