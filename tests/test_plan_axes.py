@@ -35,7 +35,7 @@ def test_pd_splits_are_ranked_beside_classic_candidates(tmp_path, capsys):
     assert set(rows) == {"h100_sxm bf16 TP1", "h100_sxm bf16 P/D 1:1 TP1"}
     pd = rows["h100_sxm bf16 P/D 1:1 TP1"]
     assert (pd["scaling_unit"], pd["pd"], pd["prefill_replicas"], pd["decode_replicas"]) == ("pd_group", "1:1", 1, 1)
-    assert (pd["prefill_tp"], pd["decode_tp"], pd["layout"]) == (1, 1, None)
+    assert (pd["prefill_tp"], pd["decode_tp"], pd["layout"], pd["tp"]) == (1, 1, None, None)
     assert pd["status"] == "ok" and pd["gpus_per_replica"] == 2  # both pools
     assert pd["gpus"] == 2 * pd["replicas"]
     assert pd["usd_per_hour"] == pytest.approx(pd["gpus"] * pd["price_per_gpu_hour_usd"])

@@ -1,6 +1,7 @@
 """One candidate of a plan, evaluated in a worker: capacity per replica under the SLOs (the
 capacity search of sim/sweep/capacity.py), the replicas a target rate needs, and what that
-deployment costs, at goodput, in dollars and joules.
+deployment costs, at goodput, in dollars and joules. A P/D candidate's replica is one
+prefill+decode group (its deployment pools), scaled as a whole.
 
 Runs in a joblib or Ray worker: everything in and out is plain data (a PlanTask in, a dict
 row out), and the config is composed in the worker from the overrides.
@@ -136,7 +137,7 @@ def candidate_columns(cand: Candidate) -> dict[str, Any]:
     pd = cand.pd
     return {
         "candidate": cand.label, "hardware": cand.hardware, "precision": cand.precision,
-        "tp": cand.tp, "pp": cand.pp, "dp": cand.dp, "ep": cand.ep,
+        "tp": None if pd else cand.tp, "pp": cand.pp, "dp": cand.dp, "ep": cand.ep,  # P/D: per pool
         "layout": None if pd else cand.layout.token,
         "scaling_unit": "pd_group" if pd else "replica",
         "pd": f"{pd.prefill}:{pd.decode}" if pd else None,

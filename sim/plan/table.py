@@ -5,6 +5,8 @@ Printed in the units people read (ms, %, $); plan.parquet keeps SI units (s, fra
 one row per candidate, the throughput-interactivity curve of each as list columns. A plan sizes
 for a request rate (open-loop traffic) or a number of users (closed loop): the row's
 `load_unit`; in the Parquet table the capacity columns then end in `_users`, not `_rate`.
+A P/D candidate's replica is one prefill+decode group (`scaling_unit: pd_group`): the table
+says so under its rows, and GPUs and dollars count both pools.
 """
 
 from __future__ import annotations
