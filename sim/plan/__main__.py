@@ -1,8 +1,15 @@
-"""`python -m sim.plan` (or `sim-plan`): which GPU, how many, which precision and TP, at what
-cost, for this model and traffic under these SLOs.
+"""`python -m sim.plan` (or `sim-plan`): the cheapest deployment that meets the SLOs.
+
+Which GPU, how many, which precision and layout (TP, PP, DP x EP), colocated or split into
+prefill and decode pools, at what cost, for this model and traffic under these SLOs.
 
     python -m sim.plan +scenario=llama70b_h100 --target-rate 20 --ttft-p99 2 --tpot-p99 0.1 \
-        --hardware h100_sxm,h200 --precision bf16,fp8 --tp 2,4 -o OUT
+        --hardware h100_sxm,h200 --precision bf16,fp8 --tp 2,4 --pd 1:1,1:2 -o OUT
+
+Candidates: every GPU x precision x engine layout (`--tp` x `--pp`, or `--layout tp8,dp8ep8`
+with vLLM's DP attention and expert parallelism for MoE models) x max_num_seqs, and beside
+them prefill/decode splits (`--pd P:D` instances per group x `--pd-tp` prefill TP:decode TP),
+whose unit of scaling is one prefill+decode group.
 
 The model and traffic come from the Hydra overrides (a scenario, `model=`, `workload=` or a
 trace); the SLOs default to the config's `slo.*`. The target is a request rate
@@ -29,17 +36,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.catalog import list_catalog
-from sim.config.build import build_run_spec
 from sim.config.overrides import check_overrides
 from sim.errors import ConfigError, SimError
 from sim.metrics.report import slo_text
+from sim.plan.axes import DEFAULT_TP, check_layouts, holds_model, layouts_from_flags, splits_from_flags
 from sim.plan.evaluate import PlanTask, evaluate_capacity, evaluate_sizing
 from sim.plan.launch import LAUNCHERS, run_tasks
-from sim.plan.space import Candidate, candidates, drop_candidate_keys, parse_list
+from sim.plan.space import candidates, check_names, drop_candidate_keys, parse_list
 from sim.plan.table import answer, format_table, plan_unit, rank, write_parquet
-from sim.sweep.probe import Slo, compose_config, with_rate
-
-DEFAULT_TP = "1,2,4,8"
+from sim.sweep.probe import Slo, compose_config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="comma list (default: the config's)")
     p.add_argument("--tp", default=None, help=f"comma list or range 1-8 (default {DEFAULT_TP})")
     p.add_argument("--pp", default="1", help="pipeline stages, comma list (default 1)")
+    p.add_argument("--layout", default=None,
+                   help="engine layouts instead of --tp/--pp: tp8,dp8ep8,tp2pp2 (DP attention and EP: MoE models)")
+    p.add_argument("--pd", default=None,
+                   help="prefill:decode instances of one P/D group, comma list: 1:1,1:2 (default: no P/D)")
+    p.add_argument("--pd-tp", default=None,
+                   help="prefill TP:decode TP of the --pd pools, comma list: 4:4,4:8 (default: each TP, both alike)")
     p.add_argument("--max-num-seqs", default=None, help="comma list (default: the config's)")
     p.add_argument("--seeds", type=int, default=2, help="independent searches per candidate")
     p.add_argument("--requests", type=int, default=1000, help="requests per probe")
@@ -88,6 +99,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         file_values = {k.replace("-", "_"): v for k, v in loaded.items()}
         overrides = [str(o) for o in file_values.pop("overrides", [])]
         for key, value in file_values.items():
+            _check_pairs(args.plan, key, value)
             if isinstance(value, list):
                 file_values[key] = ",".join(str(v) for v in value)
         p.set_defaults(**file_values)
@@ -96,23 +108,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _check_pairs(path: Path, key: str, value: Any) -> None:
+    """YAML 1.1 reads an unquoted `1:2` as the base-60 number 62: refuse it rather than plan
+    a split nobody asked for."""
+    items = value if isinstance(value, list) else [value]
+    if key in ("pd", "pd_tp") and any(not isinstance(v, str) for v in items):
+        raise ConfigError(
+            f"--plan {path}: {key}: quote each prefill:decode pair ('1:2'); YAML reads 1:2 unquoted as"
+            " the base-60 number 62"
+        )
+
+
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def holds_model(
-    base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int], pp: int = 1
-) -> bool:
-    """Whether the model fits on `hardware` at some precision and the largest TP and PP of the
-    space."""
-    for precision in precisions:
-        try:
-            cfg = compose_config([*base, *Candidate(hardware, precision, max(tps), pp=pp).overrides()])
-            build_run_spec(with_rate(cfg, 1.0, 0, 1))
-            return True
-        except SimError:
-            continue
-    return False
 
 
 def plan(
@@ -137,28 +145,31 @@ def plan(
     slo_keys = [f"slo.ttft_s={ttft}", f"slo.tpot_s={tpot}"] + ([f"slo.e2e_s={e2e}"] if e2e else [])
     base = [*drop_candidate_keys(overrides), *slo_keys]
     precisions = parse_list(args.precision, "precision") or [str(base_cfg.precision.name)]
-    tps = parse_list(args.tp or DEFAULT_TP, "tp", int)
-    pps = parse_list(args.pp or "1", "pp", int)
+    layouts = layouts_from_flags(args)
     seqs = parse_list(args.max_num_seqs, "max-num-seqs", int) or [None]
     if args.hardware:
         hardware = parse_list(args.hardware, "hardware")
+        check_names(hardware, "hardware")
     else:
         catalog = list_catalog("hardware")
-        hardware = [h for h in catalog if holds_model(base, h, precisions, tps, max(pps))]
+        hardware = [h for h in catalog if holds_model(base, h, precisions, layouts=layouts)]
         left_out = [h for h in catalog if h not in hardware]
         if left_out:
-            echo(f"left out (cannot hold {base_cfg.model.name} at TP<={max(tps)}, PP<={max(pps)} in"
-                 f" {', '.join(precisions)}): {', '.join(left_out)}")
-    space = candidates(hardware, precisions, tps, seqs, pps)
+            echo(f"left out (cannot hold {base_cfg.model.name} with {', '.join(lay.token for lay in layouts)}"
+                 f" in {', '.join(precisions)}): {', '.join(left_out)}")
+    layouts = check_layouts(layouts, base_cfg, hardware, echo)
+    splits = splits_from_flags(args, layouts, base_cfg, echo)
+    space = candidates(hardware, precisions, [], seqs, layouts=layouts, splits=splits)
     slo = Slo(ttft, tpot, warmup_fraction=args.warmup, quantile=q)
     tasks = [
         PlanTask(c, tuple(base), slo, e2e, target, tuple(range(args.seeds)), args.requests,
                  args.confirm_factor, args.tol, args.start_rate, unit)
         for c in space
     ]
+    pd = f" + {len(splits)} P/D splits" if splits else ""
     echo(f"plan: {len(tasks)} candidates ({len(hardware)} GPUs x {len(precisions)} precisions x"
-         f" {len(tps)} TP x {len(pps)} PP x {len(seqs)} max_num_seqs), {args.seeds} seed(s), {args.requests} requests"
-         f" per probe, launcher {args.launcher}")
+         f" ({len(layouts)} layouts{pd}) x {len(seqs)} max_num_seqs), {args.seeds} seed(s), {args.requests}"
+         f" requests per probe, launcher {args.launcher}")
     run = dict(launcher=args.launcher, jobs=args.jobs, progress=not args.no_progress, stats=stats)
     rows = run_tasks(evaluate_capacity, tasks, label="capacity searches", **run)
     sized: set[int] = set()

@@ -1,6 +1,7 @@
 """One candidate of a plan, evaluated in a worker: capacity per replica under the SLOs (the
 capacity search of sim/sweep/capacity.py), the replicas a target rate needs, and what that
-deployment costs, at goodput, in dollars and joules.
+deployment costs, at goodput, in dollars and joules. A P/D candidate's replica is one
+prefill+decode group (its deployment pools), scaled as a whole.
 
 Runs in a joblib or Ray worker: everything in and out is plain data (a PlanTask in, a dict
 row out), and the config is composed in the worker from the overrides.
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from sim.config.build import build_run_spec
 from sim.cost.roofline import build_cost_model
@@ -25,7 +26,9 @@ from sim.errors import SimError
 from sim.metrics.report import request_figures
 from sim.plan.source import cost_source
 from sim.plan.space import Candidate
-from sim.sweep.capacity import confirm_seed, search_seed, size_for_target, summarize_seeds
+from sim.sweep.capacity import (
+    confirm_seed, replica_counts, search_seed, size_for_target, summarize_seeds,
+)  # fmt: skip
 from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe, tail, with_rate
 
 
@@ -58,6 +61,7 @@ class _Probes:
     """Every probe of the search, kept for the Pareto curve."""
 
     task: PlanTask
+    base: tuple[int, ...] = (1,)  # replicas per pool of one unit: its probes draw the curve
     points: list[dict[str, Any]] = field(default_factory=list)
     done: dict[tuple, ProbeResult] = field(default_factory=dict)
 
@@ -65,7 +69,8 @@ class _Probes:
         """`run_probe`, plus the E2E check and the output tokens of requests within SLO. A load
         already run (users: midpoints that round to the same count) is not run again."""
         rate = self.task.load(rate)
-        key = (rate, seed, num_requests, int(cfg.parallel.replicas))
+        counts = replica_counts(cfg)
+        key = (rate, seed, num_requests, counts)
         if key in self.done:
             return self.done[key]
         with tempfile.TemporaryDirectory(prefix="sim-plan-") as tmp:
@@ -77,7 +82,7 @@ class _Probes:
                 e2e_ok = _e2e_tail(requests_path, slo) <= self.task.e2e_p_s
         result.summary["goodput_output_tokens"] = figures.get("goodput_output_tokens", 0)
         result = dataclasses.replace(result, meets=result.meets and e2e_ok)
-        if int(cfg.parallel.replicas) == 1:
+        if counts == self.base:
             self.points.append(_point(result))
         self.done[key] = result
         return result
@@ -109,9 +114,36 @@ def _point(result: ProbeResult) -> dict[str, Any]:
     }
 
 
+def compose_candidate(base_overrides: tuple[str, ...] | list[str], cand: Candidate) -> DictConfig:
+    """The config of one unit of `cand`: the user's overrides, the candidate's, and its
+    deployment pools in place of any the config had (none for a classic candidate: its unit
+    is one replica of parallel.*). `deployment.compare` is cleared: a probe runs one setup."""
+    cfg = compose_config([*base_overrides, *cand.overrides()])
+    with open_dict(cfg):
+        cfg.deployment.pools = cand.pools()
+        cfg.deployment.compare = {}
+        if cand.pd is not None:  # the name the engine's messages give the deployment
+            cfg.deployment.name = cfg.deployment.label = f"pd_{cand.pd.prefill}p{cand.pd.decode}d"
+    return cfg
+
+
 def _compose(task: PlanTask) -> tuple[DictConfig, Any]:
-    cfg = compose_config([*task.base_overrides, *task.candidate.overrides()])
+    cfg = compose_candidate(task.base_overrides, task.candidate)
     return cfg, build_run_spec(with_rate(cfg, task.start_rate or _start_rate(cfg), 0, task.requests))
+
+
+def candidate_columns(cand: Candidate) -> dict[str, Any]:
+    """What the candidate is, as plan.parquet columns: its engine layout, or its P/D group."""
+    pd = cand.pd
+    return {
+        "candidate": cand.label, "hardware": cand.hardware, "precision": cand.precision,
+        "tp": None if pd else cand.tp, "pp": cand.pp, "dp": cand.dp, "ep": cand.ep,  # P/D: per pool
+        "layout": None if pd else cand.layout.token,
+        "scaling_unit": "pd_group" if pd else "replica",
+        "pd": f"{pd.prefill}:{pd.decode}" if pd else None,
+        "prefill_replicas": pd and pd.prefill, "decode_replicas": pd and pd.decode,
+        "prefill_tp": pd and pd.prefill_tp, "decode_tp": pd and pd.decode_tp,
+    }  # fmt: skip
 
 
 def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
@@ -119,28 +151,30 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     source. A candidate that cannot run (does not fit, precision unsupported) or meets the
     SLOs at no rate keeps its row, with the reason."""
     cand = task.candidate
-    row: dict[str, Any] = {
-        "candidate": cand.label, "hardware": cand.hardware, "precision": cand.precision,
-        "tp": cand.tp, "pp": cand.pp, "status": "ok", "reason": None, "load_unit": task.unit,
-    }  # fmt: skip
+    row: dict[str, Any] = {**candidate_columns(cand), "status": "ok", "reason": None, "load_unit": task.unit}
     try:
         cfg, spec = _compose(task)
     except SimError as err:
         return {**row, "status": "infeasible", "reason": str(err)}
     cost = build_cost_model(spec.model, spec.hardware, spec.precision, spec.tp, spec.cost)
     source = cost_source(cost.assumptions())
+    # A P/D group's batch limits and KV cache are its decode instances' (where tokens are
+    # generated); its GPUs are both pools'.
+    pools = spec.deployment.pools if spec.deployment and not spec.deployment.classic else ()
+    decode = next((p for p in pools if p.role == "decode"), None)
+    scheduler, memory = (decode.scheduler, decode.memory) if decode else (spec.scheduler, spec.memory)
     row.update({
         "model": spec.model.name,
-        "gpus_per_replica": spec.gpus_per_replica,
-        "max_num_seqs": spec.scheduler.max_num_seqs,
-        "max_num_batched_tokens": spec.scheduler.max_num_batched_tokens,
+        "gpus_per_replica": spec.deployment.num_gpus if pools else spec.gpus_per_replica,
+        "max_num_seqs": scheduler.max_num_seqs,
+        "max_num_batched_tokens": scheduler.max_num_batched_tokens,
         "enable_prefix_caching": spec.enable_prefix_caching,
-        "kv_cache_tokens": spec.memory.num_gpu_blocks * spec.block_size,
+        "kv_cache_tokens": memory.num_engine_blocks * spec.block_size,
         "price_per_gpu_hour_usd": spec.hardware.price_per_hour_usd or None,
         "cost_model_source": source.kind,
         "cost_model_detail": source.detail,
     })  # fmt: skip
-    probes = _Probes(task)
+    probes = _Probes(task, replica_counts(cfg))
     per_seed = []
     start = task.start_rate or _start_rate(cfg)
     for seed in task.seeds:
@@ -166,10 +200,11 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     if capacity["capacity_rate"] is None:
         return {**row, "status": "misses_slo", "reason": _no_capacity(probes.points, task)}
     replicas = max(1, math.ceil(task.target_rate / capacity["capacity_rate"] - 1e-9))
-    price = spec.hardware.price_per_hour_usd or None
+    price = spec.hardware.price_per_hour_usd or None  # both pools of a P/D group run on it
+    gpus = row["gpus_per_replica"]
     row.update({
-        "sizing": "estimated", "replicas": replicas, "gpus": replicas * spec.gpus_per_replica,
-        "usd_per_hour": price * replicas * spec.gpus_per_replica if price else None,
+        "sizing": "estimated", "replicas": replicas, "gpus": replicas * gpus,
+        "usd_per_hour": price * replicas * gpus if price else None,
     })  # fmt: skip
     return row
 
@@ -179,7 +214,7 @@ def evaluate_sizing(job: tuple[PlanTask, dict[str, Any]]) -> dict[str, Any]:
     removing replicas as sim.sweep.capacity does, and price the deployment at goodput."""
     task, row = job
     cfg, _spec = _compose(task)
-    probes = _Probes(task)
+    probes = _Probes(task, replica_counts(cfg))
     try:
         sizing = size_for_target(
             cfg, task.slo, row["capacity_per_replica_rate"], task.target_rate, list(task.seeds),

@@ -5,6 +5,8 @@ Printed in the units people read (ms, %, $); plan.parquet keeps SI units (s, fra
 one row per candidate, the throughput-interactivity curve of each as list columns. A plan sizes
 for a request rate (open-loop traffic) or a number of users (closed loop): the row's
 `load_unit`; in the Parquet table the capacity columns then end in `_users`, not `_rate`.
+A P/D candidate's replica is one prefill+decode group (`scaling_unit: pd_group`): the table
+says so under its rows, and GPUs and dollars count both pools.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ COLUMNS = (  # header, width, value
     ("{unit}/replica", 13, lambda r: _capacity_cell(r)),
     ("+-", 5, lambda r: _f(_unc(r), ".0%")),
     ("replicas", 8, lambda r: _f(r.get("replicas"), "d")),
+    ("GPUs/rep", 8, lambda r: _f(r.get("gpus_per_replica"), "d")),
     ("GPUs", 4, lambda r: _f(r.get("gpus"), "d")),
     ("$/h", 8, lambda r: _f(r.get("usd_per_hour"), ",.2f", prefix="$")),
     ("$/M tok good", 12, lambda r: _f(r.get("usd_per_million_output_tokens_at_goodput"), ",.3f", prefix="$")),
@@ -118,15 +121,30 @@ def _short(text: str | None, limit: int = 70) -> str:
 
 def format_table(ranked: Sequence[dict[str, Any]]) -> str:
     unit = plan_unit(ranked)
+    width = max([22, *(len(r["candidate"]) for r in ranked)])
+    columns = [(h, width if h == "candidate" else w, f) for h, w, f in COLUMNS]
     head = "  ".join(
-        h.format(unit=unit).rjust(w) if i > 1 else h.ljust(w) for i, (h, w, _) in enumerate(COLUMNS)
+        h.format(unit=unit).rjust(w) if i > 1 else h.ljust(w) for i, (h, w, _) in enumerate(columns)
     )
     lines = [head + "  verdict"]
     for row in ranked:
-        cells = [f(row) for _, _, f in COLUMNS]
-        line = "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, (_, w, _)) in enumerate(zip(cells, COLUMNS)))
+        cells = [f(row) for _, _, f in columns]
+        line = "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, (_, w, _)) in enumerate(zip(cells, columns)))
         lines.append(f"{line}  {_verdict(row)}")
+    if any(r.get("scaling_unit") == "pd_group" for r in ranked):
+        lines.append(
+            "P/D rows: a replica is one prefill+decode group (P/D p:d = p prefill and d decode"
+            " instances, TP prefill:decode), scaled together; GPUs and $/h count both pools."
+        )
     return "\n".join(lines)
+
+
+def _replicas_text(row: dict[str, Any]) -> str:
+    n = row["replicas"]
+    if row.get("scaling_unit") == "pd_group":
+        return (f"{n} P/D group(s) of {row['prefill_replicas']} prefill + {row['decode_replicas']} decode"
+                f" instance(s) = {row['gpus']} GPUs")
+    return f"{n} replica(s) = {row['gpus']} GPUs"
 
 
 def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) -> str:
@@ -138,7 +156,7 @@ def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) 
     best = ok[0]
     text = [
         f"Answer: at {target_rate:g} {unit} within {slo_text}, the cheapest is {best['candidate']}:"
-        f" {best['replicas']} replica(s) = {best['gpus']} GPUs, {_f(best.get('usd_per_hour'), ',.2f', prefix='$')}/h,"
+        f" {_replicas_text(best)}, {_f(best.get('usd_per_hour'), ',.2f', prefix='$')}/h,"
         f" {_f(best.get('usd_per_million_output_tokens_at_goodput'), ',.3f', prefix='$')} per M output tokens at goodput"
         f" (step times {best.get('cost_model_source')})."
     ]
@@ -150,9 +168,10 @@ def answer(ranked: Sequence[dict[str, Any]], target_rate: float, slo_text: str) 
     low = replicas_at_low_end(best, target_rate)
     u = capacity_uncertainty(best)
     if u is not None:
-        firm = f"capacity per replica {best['capacity_per_replica_rate']:.{2 if unit == 'req/s' else 0}f} {unit} +-{u:.0%} (seed spread + bracket)"
+        per = "P/D group" if best.get("scaling_unit") == "pd_group" else "replica"
+        firm = f"capacity per {per} {best['capacity_per_replica_rate']:.{2 if unit == 'req/s' else 0}f} {unit} +-{u:.0%} (seed spread + bracket)"
         if low and low > best["replicas"]:
-            firm += f"; at its low end it would need {low} replicas"
+            firm += f"; at its low end it would need {low} {'groups' if best.get('scaling_unit') == 'pd_group' else 'replicas'}"
         text.append(f"Uncertainty: {firm}.")
     if len(ok) > 1 and best.get("usd_per_hour") and ok[1].get("usd_per_hour"):
         margin = ok[1]["usd_per_hour"] / best["usd_per_hour"] - 1

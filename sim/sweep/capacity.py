@@ -18,6 +18,8 @@ misses; the bracket's upper end follows.
 `--target-rate R` then sizes the deployment: replicas = ceil(R / capacity per replica), checked
 by simulating R on that many replicas (each seed, confirmation-length runs) and adding replicas
 until every seed meets the SLOs, or removing them while all still do. GPUs = replicas x TP.
+With deployment pools (P/D), the unit scaled is the pools as given, together: n units run
+every pool's replicas times n.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sim.catalog import load_catalog_entry
 from sim.config.build import build_run_spec
 from sim.config.overrides import check_overrides
 from sim.cost.roofline import build_cost_model
@@ -167,14 +170,14 @@ def size_for_target(
     start from ceil(target / capacity per replica), add replicas while a seed misses, and try
     one fewer while all meet (a router spreading load evenly can beat the estimate). `run`
     simulates one check (`run_probe`'s arguments); sim.plan passes one that keeps more figures."""
-    base_replicas = int(cfg.parallel.replicas)
+    base_replicas = scaling_units(cfg)
     per_replica = capacity_rate / base_replicas
     replicas = max(1, math.ceil(target_rate / per_replica - 1e-9))
     checks: list[tuple[int, ProbeResult]] = []
 
     def meets(n: int) -> bool:
         requests = max(num_requests, num_requests * n // base_replicas)
-        results = [run(_with_replicas(cfg, n), target_rate, s, requests, slo) for s in seeds]
+        results = [run(with_units(cfg, n), target_rate, s, requests, slo) for s in seeds]
         checks.extend((n, r) for r in results)
         return all(r.meets for r in results)
 
@@ -191,10 +194,59 @@ def size_for_target(
                 f"{replicas} replicas still miss the SLOs at {target_rate} req/s (capacity per"
                 f" replica {per_replica:.3g} req/s); check the router and the SLOs"
             )
-    par = cfg.parallel  # GPUs per replica: tp x pp x dp (sim.parallel.ParallelSpec.num_gpus)
-    gpus = int(par.tp) * int(par.get("pp", 1)) * int(par.get("dp", 1))
-    price = float(cfg.hardware.price_per_hour_usd or 0.0)
-    return Sizing(target_rate, replicas, replicas * gpus, price * replicas * gpus or None, checks)
+    gpus, usd_per_hour = unit_gpus_and_price(cfg)
+    return Sizing(target_rate, replicas, replicas * gpus, usd_per_hour * replicas or None, checks)
+
+
+def _pools(cfg: DictConfig) -> Any:
+    deployment = cfg.get("deployment")
+    return (deployment.get("pools") if deployment is not None else None) or {}
+
+
+def scaling_units(cfg: DictConfig) -> int:
+    """How many units of scaling `cfg` runs: `parallel.replicas` replicas, or, with
+    deployment pools, 1: the pools as listed are one unit (a prefill+decode group), scaled
+    together by `with_units`."""
+    return 1 if _pools(cfg) else int(cfg.parallel.replicas)
+
+
+def replica_counts(cfg: DictConfig) -> tuple[int, ...]:
+    """The replicas `cfg` runs, per pool (one entry without pools)."""
+    pools = _pools(cfg)
+    if pools:
+        return tuple(int(p.get("replicas", 1)) for p in pools.values())
+    return (int(cfg.parallel.replicas),)
+
+
+def with_units(cfg: DictConfig, n: int) -> DictConfig:
+    """`cfg` with `n` units of scaling (`scaling_units`): n replicas, or every pool's replicas
+    times n."""
+    if not _pools(cfg):
+        return _with_replicas(cfg, n)
+    scaled = copy.deepcopy(cfg)
+    with open_dict(scaled):
+        for pool in scaled.deployment.pools.values():
+            pool.replicas = int(pool.get("replicas", 1)) * n
+    return scaled
+
+
+def unit_gpus_and_price(cfg: DictConfig) -> tuple[int, float]:
+    """GPUs and $/h of one unit of scaling: a replica of tp x pp x dp GPUs
+    (sim.parallel.ParallelSpec.num_gpus), or the pools' replicas x TP, each at its own GPU's
+    price (0 where unpriced)."""
+    pools = _pools(cfg)
+    if not pools:
+        par = cfg.parallel
+        gpus = int(par.tp) * int(par.get("pp", 1)) * int(par.get("dp", 1))
+        return gpus, float(cfg.hardware.price_per_hour_usd or 0.0) * gpus
+    gpus, usd = 0, 0.0
+    for pool in pools.values():
+        n = int(pool.get("tp", 1)) * int(pool.get("replicas", 1))
+        name = pool.get("hardware")
+        hardware = load_catalog_entry("hardware", str(name)) if name else cfg.hardware
+        gpus += n
+        usd += float(hardware.get("price_per_hour_usd") or 0.0) * n
+    return gpus, usd
 
 
 def _with_replicas(cfg: DictConfig, replicas: int) -> DictConfig:
