@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.cost.calibrated import smoothmax
+from sim.cost.efficiency import KernelTime
 from sim.cost.operators import ACT_BYTES, Gemm, TensorFormats, dense_gemm
 from sim.model_spec import ModelSpec
 
@@ -140,3 +142,34 @@ class MlaAttentionCoefficients:
             + (self.latent_bytes_per_token + self.prefill_kv_bytes_per_token) * rows
         )
         return self.prefill_flops_per_pair * attn_pairs, nbytes
+
+
+NUM_KV_SPLITS = 4  # vLLM 0.24.0 TRITON_MLA (triton_mla.py: num_kv_splits = 4)
+
+
+@dataclass(frozen=True, slots=True)
+class MlaDecodeCurve:
+    """Time of absorbed MLA decode attention, fitted to the Triton kernel of vLLM's TRITON_MLA
+    design (calibration/mla_decode_kernel.py; sim.calibrate.moe_mla_fit):
+
+        time = fixed + smoothmax_p(compute_s, memory_s)
+        memory_s  = latent bytes / (bandwidth x memory_efficiency x u / (u + stream_half))
+        compute_s = FLOPs / (peak x compute_efficiency)
+
+    u = sequences x NUM_KV_SPLITS: the streams over the latent cache, each a program walking
+    its split in 32-token tiles; few of them (a small batch) leave the bandwidth idle, and a
+    split's walk sets the time. `fixed`: the split kernel's and the reduce's launches.
+    compute_efficiency is far below the tensor peak: 16-head tiles, an online softmax in fp32.
+    """
+
+    fixed_s: float
+    compute_efficiency: float
+    memory_efficiency: float
+    stream_half: float
+    ridge_p: float
+
+    def time(self, flops: float, nbytes: float, num_seqs: int, peak: float, bandwidth: float) -> KernelTime:
+        u = num_seqs * NUM_KV_SPLITS
+        compute_s = flops / (peak * self.compute_efficiency)
+        memory_s = nbytes / (bandwidth * self.memory_efficiency * u / (u + self.stream_half))
+        return KernelTime(compute_s, memory_s, self.fixed_s + smoothmax(compute_s, memory_s, self.ridge_p))

@@ -40,7 +40,8 @@ from sim.cost.mla import (
     mla_o_proj,
     mla_qkv_proj,
 )
-from sim.cost.moe import MoeShapes, moe_elementwise_rows, routed_experts, router, shared_experts
+from sim.cost.moe import MoeShapes, fused_moe_launches, moe_elementwise_rows, routed_experts, router, shared_experts
+from sim.cost.moe_mla_fits import moe_mla_kernels
 from sim.cost.operators import (
     ACT_BYTES,
     ADD_RMSNORM_FLOPS,
@@ -116,6 +117,8 @@ class StagedCostModel:
         else:
             self.attention = AttentionCoefficients.from_shapes(self.shapes, f)
         self.moe = MoeShapes.from_model(model, self.tp, self.ep, parallel.ep_load_imbalance) if model.is_moe else None
+        # fused_moe and MLA-decode curves where measured or transferred (sim.cost.moe_mla_fits)
+        self.moe_mla = moe_mla_kernels(efficiency, hardware) if (self.mla or self.moe) else None
         self.stage_layers = self._stage_layers()
         self._inv_vector_flops = 1.0 / hardware.vector_flops if hardware.vector_flops > 0 else 0.0
         self._by_tokens: dict[int, tuple[tuple[OpCost, ...], tuple[float, ...]]] = {}
@@ -183,7 +186,7 @@ class StagedCostModel:
         layer_kinds = [dense_layer, dense_layer]
         if self.moe is not None:
             m = self.moe
-            moe_mlp = self._price_gemms((router(m, rank), *routed_experts(m, f, num_tokens, rank), *shared_experts(m, f, rank)))
+            moe_mlp = _add(self._price_gemms((router(m, rank), *shared_experts(m, f, rank))), self._routed_experts(num_tokens, rank))
             rows = moe_elementwise_rows(m, num_tokens, rank)
             moe_ew = self._elementwise(self._moe_elementwise(rank, rows), rank)
             if self.ep > 1:
@@ -224,6 +227,22 @@ class StagedCostModel:
                 dequant_s = g.dequant_ops * self._inv_vector_flops
                 compute_s += dequant_s
                 time_s += dequant_s
+        return OpCost(time_s, flops, nbytes, compute_s, memory_s)
+
+    def _routed_experts(self, group_tokens: int, rank_tokens: int) -> OpCost:
+        """The routed experts' w13 and w2 on the fused_moe curve, or as dense GEMMs without one."""
+        m, f = self.moe, self.formats
+        assert m is not None and self.moe_mla is not None
+        launches = fused_moe_launches(m, f, group_tokens, rank_tokens, self.hardware.name)
+        times = [self.moe_mla.grouped_gemm_time(launch) for launch in launches]
+        if not launches or any(t is None for t in times):
+            return self._price_gemms(routed_experts(m, f, group_tokens, rank_tokens))
+        flops = nbytes = compute_s = memory_s = time_s = 0.0
+        for launch, k in zip(launches, times):
+            g = launch.gemm
+            dequant_s = g.dequant_ops * self._inv_vector_flops
+            flops, nbytes = flops + g.flops, nbytes + g.bytes
+            compute_s, memory_s, time_s = compute_s + k.compute_s + dequant_s, memory_s + k.memory_s, time_s + k.time_s + dequant_s
         return OpCost(time_s, flops, nbytes, compute_s, memory_s)
 
     def _elementwise(self, work: Work, rows: int) -> OpCost:
@@ -285,16 +304,19 @@ class StagedCostModel:
         if self.mla is not None:
             flops, nbytes = self.mla_attention.decode(seqs, context)
             absorb = self._price_gemms(absorb_gemms(self.mla, seqs))
+            k = self.moe_mla.mla_decode_time(flops, nbytes, seqs) if self.formats.attention_dtype == "bf16" else None
         else:
             flops, nbytes = self.attention.decode(seqs, context)
-            absorb = ZERO_OP
-        k = self.efficiency.attention_decode(flops, nbytes, seqs, context, self.formats.attention_dtype)
+            absorb, k = ZERO_OP, None
+        if k is None:
+            k = self.efficiency.attention_decode(flops, nbytes, seqs, context, self.formats.attention_dtype)
         return _add(OpCost(k.time_s, flops, nbytes, k.compute_s, k.memory_s), absorb)
 
     # ---- what the run states ------------------------------------------------------------
 
     def provenance(self) -> dict[str, str]:
-        return self.efficiency.provenance()
+        extra = self.moe_mla.provenance if self.moe_mla is not None else {}
+        return {**self.efficiency.provenance(), **extra}
 
     def assumptions(self) -> dict[str, object]:
         from sim.cost.parallel_assumptions import parallel_assumptions
