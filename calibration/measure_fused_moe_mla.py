@@ -3,7 +3,8 @@
     python3 calibration/measure_fused_moe_mla.py --out-dir $OUT [--prefix h200] [--budget-s 420]
 
 Writes `<prefix>_fused_moe.csv`, `<prefix>_mla_triton.csv` and `<prefix>_kernel_checks.csv`
-(each kernel against its PyTorch reference first). The kernels: calibration/fused_moe_kernel.py
+(each kernel against its PyTorch reference first); `--only mla_mixed` writes
+`<prefix>_mla_triton_mixed.csv` (batches of mixed context lengths, a check of the model). The kernels: calibration/fused_moe_kernel.py
 (vLLM's fused_moe: sorted, block-padded token -> expert rows, one launch over all experts) and
 calibration/mla_decode_kernel.py (vLLM's TRITON_MLA: split-KV decode over a paged latent
 cache, then a reduce). The fits: `python -m sim.calibrate.moe_mla_fit`.
@@ -135,8 +136,8 @@ def check_moe(writer, name, hidden, width, local, total, top_k, dtype, w13, s13,
         print(f"check fused_moe {name} {dtype} {gemm}: max rel err {err:.2e}", flush=True)
 
 
-def measure_moe(path: str, checks, deadline: float) -> None:
-    gen = torch.Generator(device="cuda").manual_seed(0)
+def measure_moe(path: str, checks, deadline: float, seed: int = 0) -> None:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow([
@@ -231,24 +232,56 @@ def measure_mla(path: str, checks, deadline: float) -> None:
                     print(f"mla heads={heads} batch={batch} context={context}: {ms:.4f} ms ({kv_bytes / ms / 1e9:.2f} TB/s)", flush=True)
 
 
+def measure_mla_mixed(path: str, deadline: float) -> None:
+    """Batches of mixed context lengths (uniform in [64, 4096], seeded): what a batch summary of
+    total context alone cannot tell (a split's walk is set by the longest sequences)."""
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    longest = max(MLA_CONTEXT)
+    need = LAYERS * max(MLA_BATCH) * longest // PAGE
+    pool = torch.randn(need, PAGE, LATENT, device="cuda", dtype=torch.bfloat16)
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["heads", "batch", "total_context", "max_context", "page_size", "ms_attention", "kv_bytes"])
+        for heads in MLA_HEADS:
+            for batch in (2, 8, 32, 128):
+                if time.monotonic() > deadline:
+                    return
+                lens_cpu = torch.randint(64, longest + 1, (batch,), generator=gen, dtype=torch.int32)
+                lens = lens_cpu.cuda()
+                pages = -(-longest // PAGE)
+                perm = torch.randperm(need, device="cuda")[: LAYERS * batch * pages].to(torch.int32)
+                tables = perm.reshape(LAYERS, batch, pages)
+                q = torch.randn(batch, heads, LATENT, device="cuda", dtype=torch.bfloat16)
+                kernel = mla.MlaDecode(batch, heads)
+                ms = graph_ms([(lambda l=l: kernel(q, pool, tables[l], lens, SCALE)) for l in range(LAYERS)])
+                total = int(lens_cpu.sum())
+                out.writerow([heads, batch, total, int(lens_cpu.max()), PAGE, f"{ms:.5f}", total * LATENT * 2])
+                f.flush()
+                print(f"mla mixed heads={heads} batch={batch} total={total}: {ms:.4f} ms", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out-dir", default=os.environ.get("OUT", "calibration/data"))
     p.add_argument("--prefix", default="h200")
     p.add_argument("--budget-s", type=float, default=420.0, help="stop starting new shapes after this")
-    p.add_argument("--only", choices=("moe", "mla", "both"), default="both")
+    p.add_argument("--seed", type=int, default=0, help="of the MoE routing")
+    p.add_argument("--only", choices=("moe", "mla", "mla_mixed", "both"), default="both")
     args = p.parse_args()
     import triton
 
     print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name(), flush=True)
     deadline = time.monotonic() + args.budget_s
+    if args.only == "mla_mixed":
+        measure_mla_mixed(os.path.join(args.out_dir, f"{args.prefix}_mla_triton_mixed.csv"), deadline)
+        return
     with open(os.path.join(args.out_dir, f"{args.prefix}_kernel_checks.csv"), "w", newline="") as f:
         checks = csv.writer(f)
         checks.writerow(["kernel", "case", "max_rel_error", "ok"])
         if args.only in ("mla", "both"):
             measure_mla(os.path.join(args.out_dir, f"{args.prefix}_mla_triton.csv"), checks, deadline)
         if args.only in ("moe", "both"):
-            measure_moe(os.path.join(args.out_dir, f"{args.prefix}_fused_moe.csv"), checks, deadline)
+            measure_moe(os.path.join(args.out_dir, f"{args.prefix}_fused_moe.csv"), checks, deadline, args.seed)
     print("done", flush=True)
 
 
