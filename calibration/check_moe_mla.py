@@ -12,7 +12,9 @@ alone (routing, block padding and block sizes its own, sim.cost.moe / sim.cost.m
 - `dense`: the pricing they replace: a grouped GEMM as one dense GEMM of rows / hit rows per
   hit expert on the dense-GEMM curve, MLA decode on the FlashAttention decode curve.
 
-Prints one row per measured kernel and the median and worst relative error of each column.
+Prints one row per measured kernel and the median and worst relative error of each column;
+last, batches of mixed context lengths (h200_mla_triton_mixed.csv), not fitted, which the
+batch summary's total context prices from the mean sequence.
 The fit's own error (with each row's measured routing and block sizes) is in the profile's
 `fit_errors`.
 """
@@ -79,6 +81,23 @@ def mla_rows(hardware, profile, kernels) -> list[tuple[str, float, float, float]
     return out
 
 
+def mla_mixed_rows(hardware, profile, kernels) -> list[tuple[str, float, float, float]]:
+    """Batches of mixed context lengths, priced from their total context as a step's batch
+    summary gives it."""
+    out = []
+    formats = TensorFormats.resolve(PRECISIONS["bf16"], hardware)
+    for r in csv.DictReader((DATA / "h200_mla_triton_mixed.csv").open()):
+        heads, batch, total = int(r["heads"]), int(r["batch"]), int(r["total_context"])
+        eff = build_efficiency(hardware, _cost_spec(profile), heads, 1)
+        s = MlaShapes(hidden=7168, heads=heads, kv_lora_rank=512, q_lora_rank=1536, nope=128, rope=64, v_dim=128)
+        flops, nbytes = MlaAttentionCoefficients.from_shapes(s, formats).decode(batch, total - batch)
+        model = kernels.mla_decode_time(flops, nbytes, batch).time_s
+        flat = eff.attention_decode(flops, nbytes, batch, total - batch, "bf16").time_s
+        name = f"mla heads={heads} batch={batch} longest={r['max_context']}"
+        out.append((name, float(r["ms_attention"]) * 1e-3, model, flat))
+    return out
+
+
 def report(title: str, rows: list[tuple[str, float, float, float]]) -> None:
     print(f"\n{title}")
     print(f"{'kernel':<44} {'measured ms':>11} {'model ms':>9} {'error':>7} {'dense ms':>9} {'error':>7}")
@@ -106,6 +125,10 @@ def main() -> None:
     print(f"MLA decode: {kernels.provenance['attention_decode_mla']}")
     report("fused_moe grouped GEMMs (Triton, vLLM's design; one launch over the local experts)", moe_rows(h200, eff, kernels))
     report("MLA decode, absorbed (Triton, vLLM's TRITON_MLA design; paged latent cache)", mla_rows(h200, args.profile, kernels))
+    report(
+        "MLA decode, mixed context lengths in [64, 4096] (not fitted: priced from the total context)",
+        mla_mixed_rows(h200, args.profile, kernels),
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Multi-head latent attention (DeepSeek-V2/V3) on one GPU: projections, and attention as vLLM
-0.24.0's MLA backends compute it (`vllm/v1/attention/backends/mla/common.py`, FlashMLA on
-Hopper for decode).
+0.24.0's MLA backends compute it (`vllm/v1/attention/backends/mla/common.py`). Decode is timed
+on `MlaDecodeCurve`, fitted to a kernel of the TRITON_MLA backend's design; DIVERGENCE: vLLM's
+default decode backend on Hopper is FlashMLA, which could not be measured (docs/DIVERGENCES.md).
 
 Per layer, h = heads on this GPU (num_attention_heads / tp), L = kv_lora_rank, r =
 qk_rope_head_dim, n = qk_nope_head_dim, v = v_head_dim (`deepseek_v2.py`
@@ -160,6 +161,8 @@ class MlaDecodeCurve:
     its split in 32-token tiles; few of them (a small batch) leave the bandwidth idle, and a
     split's walk sets the time. `fixed`: the split kernel's and the reduce's launches.
     compute_efficiency is far below the tensor peak: 16-head tiles, an online softmax in fp32.
+    DIVERGENCE: priced from the batch's total context; a batch of mixed lengths waits for its
+    longest sequences' splits (measured 14-58% slower than priced, calibration/check_moe_mla.py).
     """
 
     fixed_s: float

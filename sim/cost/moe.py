@@ -15,6 +15,13 @@ runs `rows` token rows in all, `rows / experts hit` per expert (the m its tiles 
   gets `imbalance` times the mean T x top_k / ep rows. Hit experts among the local ones:
   E (1 - (1 - k/E)^T) x (1/ep) in expectation (uniform routing), at least one while rows > 0.
 
+The kernel is vLLM's fused_moe (`fused_moe.py`): the rows sorted by expert, each expert's run
+padded to BLOCK_SIZE_M, one Triton launch over the local experts for w13 and one for w2.
+`fused_moe_launches` builds those launches (padding from the binomial spread of rows over the
+experts, vLLM's block sizes) and `GroupedGemmCurve` times them, fitted to a kernel of that
+design on H200 (sim.calibrate.moe_mla_fit); without a fitted curve each hit expert is priced
+as a dense GEMM of rows / hit rows (`routed_experts`).
+
 Peers: AIConfigurator prices MoE the same way (grouped GEMM on the local experts, rows from
 top-k over EP, a workload-distribution factor for imbalance) and Vidur leaves MoE out.
 """
@@ -182,7 +189,9 @@ def fused_moe_launches(
     """w13 and w2 as vLLM's fused_moe runs them: rows sorted by expert, each expert's run
     padded to BLOCK_SIZE_M, one launch over the local experts (mean rows per local expert:
     the same uniform routing, imbalance included, as `MoeShapes.routed_rows`); block sizes
-    as vLLM picks them on `hardware` (sim.cost.fused_moe_configs)."""
+    as vLLM picks them on `hardware` (sim.cost.fused_moe_configs). DIVERGENCE: with EP only
+    this GPU's experts' rows get blocks; vLLM's expert map also gives other ranks' rows blocks
+    that write zeros, whose cost was not measured."""
     gemms = routed_experts(s, f, group_tokens, rank_tokens)
     if not gemms:
         return ()

@@ -43,7 +43,7 @@ def parallel_assumptions(model: ModelSpec, hardware: HardwareSpec, parallel: Par
         out["multi_gpu_communication"] = comm
     if model.is_mla:
         out["mla_attention"] = (
-            "MLA decode priced on the decode-attention model with one latent KV head;"
-            " checked against PyTorch MLA kernels on one H200 (calibration/data/h200_mla.csv), not FlashMLA"
+            "MLA decode priced on a split-KV Triton kernel of vLLM's TRITON_MLA design (where measured or"
+            " transferred: efficiency_source.attention_decode_mla); FlashMLA, vLLM's default on Hopper, not measured"
         )
     return out
