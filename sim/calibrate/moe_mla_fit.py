@@ -139,10 +139,12 @@ def fit_sections(hardware: HardwareSpec, moe_csv: Path, mla_csv: Path) -> dict[s
     out: dict[str, Any] = {"grouped_gemm": {}, "fit_errors": {}}
     samples = moe_samples(_read(moe_csv))
     for dtype in sorted({s.dtype for s in samples}):
-        curve, error, _ = fit_grouped_gemm([s for s in samples if s.dtype == dtype], tensor_peak_flops(hardware.peak_flops, dtype), bw)
+        peak = tensor_peak_flops(hardware.peak_flops, dtype)
+        curve, error, _ = fit_grouped_gemm([s for s in samples if s.dtype == dtype], peak, bw)
         out["grouped_gemm"][dtype] = asdict(curve)
         out["fit_errors"][f"grouped_gemm_{dtype}"] = error.as_dict()
-    curve, error, _ = fit_mla_decode(mla_samples(_read(mla_csv), hardware), tensor_peak_flops(hardware.peak_flops, "bf16"), bw)
+    bf16_peak = tensor_peak_flops(hardware.peak_flops, "bf16")
+    curve, error, _ = fit_mla_decode(mla_samples(_read(mla_csv), hardware), bf16_peak, bw)
     out["attention_decode_mla"] = asdict(curve)
     out["fit_errors"]["attention_decode_mla"] = error.as_dict()
     out["moe_mla_measured_on"] = (

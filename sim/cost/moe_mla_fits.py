@@ -10,11 +10,15 @@ They are found and transferred as the other kernel curves are (sim.cost.profiles
   bandwidth, fixed costs x the boost-clock ratio;
 - none (flat factors, or no profile has them): the grouped GEMM is priced as one dense GEMM
   per hit expert on the GEMM curve and MLA decode on the decode-attention curve, assumed.
+
+Profiles are looked up by GPU name in the profile directory: a `cost.profile` given as a path
+to a file elsewhere supplies the other curves, not these.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +59,16 @@ class MoeMlaKernels:
 
 def _raw(name: str, directory: Path) -> dict:
     path = directory / f"{name}.json"
+    if not path.is_file():
+        return {}
+    return _read_json(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_json(path: str, mtime_ns: int) -> dict:
+    """A profile file's JSON, read once per version of it (a sweep builds many cost models)."""
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
 

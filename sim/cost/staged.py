@@ -186,7 +186,10 @@ class StagedCostModel:
         layer_kinds = [dense_layer, dense_layer]
         if self.moe is not None:
             m = self.moe
-            moe_mlp = _add(self._price_gemms((router(m, rank), *shared_experts(m, f, rank))), self._routed_experts(num_tokens, rank))
+            moe_mlp = _add(
+                self._price_gemms((router(m, rank), *shared_experts(m, f, rank))),
+                self._routed_experts(num_tokens, rank),
+            )
             rows = moe_elementwise_rows(m, num_tokens, rank)
             moe_ew = self._elementwise(self._moe_elementwise(rank, rows), rank)
             if self.ep > 1:
@@ -240,9 +243,12 @@ class StagedCostModel:
         flops = nbytes = compute_s = memory_s = time_s = 0.0
         for launch, k in zip(launches, times):
             g = launch.gemm
-            dequant_s = g.dequant_ops * self._inv_vector_flops
-            flops, nbytes = flops + g.flops, nbytes + g.bytes
-            compute_s, memory_s, time_s = compute_s + k.compute_s + dequant_s, memory_s + k.memory_s, time_s + k.time_s + dequant_s
+            dequant_s = g.dequant_ops * self._inv_vector_flops  # weight-only formats widen on CUDA cores
+            flops += g.flops
+            nbytes += g.bytes
+            compute_s += k.compute_s + dequant_s
+            memory_s += k.memory_s
+            time_s += k.time_s + dequant_s
         return OpCost(time_s, flops, nbytes, compute_s, memory_s)
 
     def _elementwise(self, work: Work, rows: int) -> OpCost:
