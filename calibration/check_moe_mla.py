@@ -12,6 +12,7 @@ alone (routing, block padding and block sizes its own, sim.cost.moe / sim.cost.m
 - `dense`: the pricing they replace: a grouped GEMM as one dense GEMM of rows / hit rows per
   hit expert on the dense-GEMM curve, MLA decode on the FlashAttention decode curve.
 
+A second MoE table prices shapes the fit never saw (h200_fused_moe_holdout.csv).
 Prints one row per measured kernel and the median and worst relative error of each column;
 last, batches of mixed context lengths (h200_mla_triton_mixed.csv), not fitted, which the
 batch summary's total context prices from the mean sequence.
@@ -49,9 +50,9 @@ def _cost_spec(profile: str | None) -> CostSpec:
     return CostSpec(**fields)
 
 
-def moe_rows(hardware, eff, kernels) -> list[tuple[str, float, float, float]]:
+def moe_rows(hardware, eff, kernels, name: str = "h200_fused_moe.csv") -> list[tuple[str, float, float, float]]:
     out = []
-    for r in csv.DictReader((DATA / "h200_fused_moe.csv").open()):
+    for r in csv.DictReader((DATA / name).open()):
         local, total, tokens = int(r["local_experts"]), int(r["total_experts"]), int(r["tokens"])
         s = MoeShapes(
             hidden=int(r["hidden"]), num_experts=total, top_k=int(r["top_k"]), expert_width=int(r["width"]),
@@ -124,6 +125,10 @@ def main() -> None:
     print(f"grouped GEMM: {kernels.provenance['grouped_gemm']}")
     print(f"MLA decode: {kernels.provenance['attention_decode_mla']}")
     report("fused_moe grouped GEMMs (Triton, vLLM's design; one launch over the local experts)", moe_rows(h200, eff, kernels))
+    report(
+        "fused_moe on shapes the fit never saw (DeepSeek-V3 TP8, Qwen3-235B-A22B EP8, Mixtral-8x7B TP2)",
+        moe_rows(h200, eff, kernels, "h200_fused_moe_holdout.csv"),
+    )
     report("MLA decode, absorbed (Triton, vLLM's TRITON_MLA design; paged latent cache)", mla_rows(h200, args.profile, kernels))
     report(
         "MLA decode, mixed context lengths in [64, 4096] (not fitted: priced from the total context)",

@@ -43,6 +43,16 @@ MOE_SHAPES = [
     ("qwen3_30b_a3b", 2048, 768, 128, 128, 8, ("bf16",)),
 ]
 MOE_TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+# Shapes the fits never see, at vLLM's blocks (DeepSeek-V3 TP8 fp8: its tuned H200 table; the
+# rest: get_default_config):
+# DeepSeek-V3 at TP8 without EP (every expert 8 ways thin), Qwen3-235B-A22B at EP8, Mixtral-8x7B
+# at TP2 (2 of 8 experts per token).
+HOLDOUT_SHAPES = [
+    ("deepseek_v3_tp8", 7168, 256, 256, 256, 8, ("fp8", "bf16")),
+    ("qwen3_235b_a22b_ep8", 4096, 1536, 16, 128, 8, ("bf16",)),
+    ("mixtral_8x7b_tp2", 4096, 7168, 8, 8, 2, ("bf16",)),
+]
+HOLDOUT_TOKENS = [1, 4, 16, 64, 256, 1024, 4096]
 
 # vLLM's tuned H200 tables, M -> (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
 QWEN3_BF16_H200 = {
@@ -61,12 +71,26 @@ DEEPSEEK_EP8_FP8_H200 = {
     512: (64, 128, 128, 16, 4, 4), 1024: (64, 128, 128, 1, 4, 4), 1536: (64, 128, 128, 1, 4, 3),
     2048: (64, 128, 128, 1, 4, 3), 3072: (64, 128, 128, 32, 4, 3), 4096: (64, 128, 128, 64, 4, 3),
 }  # fmt: skip
+DEEPSEEK_TP8_FP8_H200 = {  # E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128,128]
+    1: (16, 128, 128, 16, 4, 4), 2: (16, 128, 128, 16, 4, 4), 4: (16, 128, 128, 64, 4, 4),
+    8: (16, 128, 128, 16, 4, 4), 16: (16, 128, 128, 16, 4, 3), 24: (16, 128, 128, 16, 4, 4),
+    32: (16, 128, 128, 16, 4, 5), 48: (16, 128, 128, 64, 4, 3), 64: (16, 128, 128, 64, 4, 3),
+    96: (16, 128, 128, 16, 4, 3), 128: (16, 128, 128, 32, 4, 3), 256: (16, 128, 128, 32, 4, 3),
+    512: (16, 128, 128, 16, 4, 3), 1024: (64, 128, 128, 32, 4, 4), 1536: (64, 128, 128, 32, 4, 4),
+    2048: (64, 128, 128, 32, 4, 4), 3072: (64, 128, 128, 32, 4, 4), 4096: (64, 128, 128, 16, 4, 3),
+}  # fmt: skip
 
 
 def vllm_config(name: str, dtype: str, tokens: int, local: int) -> tuple[int, ...]:
-    table = {("qwen3_30b_a3b", "bf16"): QWEN3_BF16_H200, ("deepseek_v3_ep8", "fp8"): DEEPSEEK_EP8_FP8_H200}.get((name, dtype))
+    table = {
+        ("qwen3_30b_a3b", "bf16"): QWEN3_BF16_H200,
+        ("deepseek_v3_ep8", "fp8"): DEEPSEEK_EP8_FP8_H200,
+        ("deepseek_v3_tp8", "fp8"): DEEPSEEK_TP8_FP8_H200,
+    }.get((name, dtype))
     if table:
         return table[min(table, key=lambda m: abs(m - tokens))]
+    if dtype == "fp8":  # get_default_config, block-quantised W8A8
+        return (64, 128, 128, 32, 4, 3)
     # get_default_config, bf16 without a tuned table (Triton's default num_warps 4, num_stages 3)
     return (16, 32, 64, 1, 4, 3) if tokens <= local else (64, 64, 32, 8, 4, 3)
 
@@ -136,7 +160,9 @@ def check_moe(writer, name, hidden, width, local, total, top_k, dtype, w13, s13,
         print(f"check fused_moe {name} {dtype} {gemm}: max rel err {err:.2e}", flush=True)
 
 
-def measure_moe(path: str, checks, deadline: float, seed: int = 0) -> None:
+def measure_moe(path: str, checks, deadline: float, seed: int = 0, holdout: bool = False) -> None:
+    """`holdout`: HOLDOUT_SHAPES at vLLM's default blocks instead of the fitted shapes."""
+    shapes, token_counts = (HOLDOUT_SHAPES, HOLDOUT_TOKENS) if holdout else (MOE_SHAPES, MOE_TOKENS)
     gen = torch.Generator(device="cuda").manual_seed(seed)
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
@@ -144,16 +170,18 @@ def measure_moe(path: str, checks, deadline: float, seed: int = 0) -> None:
             "shape", "dtype", "tokens", "top_k", "local_experts", "total_experts", "hidden", "width",
             "block_m", "block_n", "block_k", "rows", "hit", "padded_rows", "ms_w13", "ms_w2",
         ])  # fmt: skip
-        for name, hidden, width, local, total, top_k, dtypes in MOE_SHAPES:
+        for name, hidden, width, local, total, top_k, dtypes in shapes:
             for dtype in dtypes:
                 w13, s13 = expert_weights(LAYERS, local, 2 * width, hidden, dtype)
                 w2, s2 = expert_weights(LAYERS, local, hidden, width, dtype)
                 check_moe(checks, name, hidden, width, local, total, top_k, dtype, w13, s13, w2, s2, gen)
-                for tokens in MOE_TOKENS:
+                for tokens in token_counts:
                     if time.monotonic() > deadline:
                         print("moe: budget spent, stopping", flush=True)
                         return
                     cfg = vllm_config(name, dtype, tokens, local)
+                    if holdout and (2 * width) % cfg[1]:  # N must tile: DeepSeek TP8's w13 is 512 wide
+                        raise ValueError(f"{name}: N={2 * width} does not tile by {cfg[1]}")
                     x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
                     inter = torch.randn(tokens * top_k, width, device="cuda", dtype=torch.bfloat16)
                     x_in, x_s = (x, None) if dtype == "bf16" else quantize_blocks(x)
@@ -266,12 +294,18 @@ def main() -> None:
     p.add_argument("--prefix", default="h200")
     p.add_argument("--budget-s", type=float, default=420.0, help="stop starting new shapes after this")
     p.add_argument("--seed", type=int, default=0, help="of the MoE routing")
-    p.add_argument("--only", choices=("moe", "mla", "mla_mixed", "both"), default="both")
+    p.add_argument("--only", choices=("moe", "moe_holdout", "mla", "mla_mixed", "both"), default="both")
     args = p.parse_args()
     import triton
 
     print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name(), flush=True)
     deadline = time.monotonic() + args.budget_s
+    if args.only == "moe_holdout":
+        with open(os.path.join(args.out_dir, f"{args.prefix}_kernel_checks_holdout.csv"), "w", newline="") as f:
+            checks = csv.writer(f)
+            checks.writerow(["kernel", "case", "max_rel_error", "ok"])
+            measure_moe(os.path.join(args.out_dir, f"{args.prefix}_fused_moe_holdout.csv"), checks, deadline, args.seed, True)
+        return
     if args.only == "mla_mixed":
         measure_mla_mixed(os.path.join(args.out_dir, f"{args.prefix}_mla_triton_mixed.csv"), deadline)
         return

@@ -69,6 +69,8 @@ case "$1" in
       --only mla_mixed --budget-s 120 2>&1 | tee -a "$log")
     (cd calibration && python3 measure_fused_moe_mla.py --out-dir "$OUT" --prefix h200_seed1 \
       --only moe --seed 1 --budget-s 200 2>&1 | tee -a "$log")
+    (cd calibration && python3 measure_fused_moe_mla.py --out-dir "$OUT" --prefix h200 \
+      --only moe_holdout --budget-s 240 2>&1 | tee -a "$log")
     ;;
   comm)
     n=$(nvidia-smi -L | wc -l)

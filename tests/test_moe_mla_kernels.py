@@ -95,6 +95,8 @@ def test_vllm_block_choice_tuned_table_nearest_m_else_defaults():
     assert fused_moe_blocks("h200", 3, 32, 2048, "fp8") == (16, 128, 128)
     assert fused_moe_blocks("h100_sxm", 3, 128, 768, "bf16") == (16, 32, 64)  # M <= E default
     assert fused_moe_blocks("h200", 33, 32, 2048, "bf16") == (64, 64, 32)  # M > E default
+    assert fused_moe_blocks("h200", 3, 16, 1536, "fp8") == (64, 128, 128)  # block-fp8 default
+    assert fused_moe_blocks("h200", 600, 256, 256, "fp8") == (16, 128, 128)  # DeepSeek TP8 table
 
 
 def test_launches_pad_each_experts_rows_to_the_block():

@@ -5,9 +5,9 @@ vLLM looks for `configs/E=<E>,N=<N>,device_name=<GPU>[,dtype=...][,block_shape=.
 E the experts on this GPU, N the expert width on it (w2's input), and takes the entry whose M
 (tokens entering the layer) is nearest; without a file, `get_default_config`. Only the block
 sizes matter to the cost model (padding, tile shape, bytes in flight), so only they are kept,
-and only for the tables measured here (calibration/measure_fused_moe_mla.py runs the same).
+and only for the shapes measured here (calibration/measure_fused_moe_mla.py runs the same).
 
-DIVERGENCE: vLLM ships tuned tables for many more (E, N, GPU) than these two; every other
+DIVERGENCE: vLLM ships tuned tables for many more (E, N, GPU) than these three; every other
 shape gets the defaults, which on H200 run a bf16 prefill about 2x slower than a tuned table
 (Qwen3-30B-A3B, 8k tokens: calibration/check_moe_mla.py).
 """
@@ -30,6 +30,12 @@ TUNED = {
         **{m: (16, 128, 128) for m in (1, 2, 4, 8, 16, 24, 32, 48)},
         **{m: (64, 128, 128) for m in (64, 96, 128, 256, 512, 1024, 1536, 2048, 3072, 4096)},
     },
+    # E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128,128].json
+    # (DeepSeek-V3 at TP8, every expert split 8 ways)
+    ("h200", 256, 256, "fp8"): {
+        **{m: (16, 128, 128) for m in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512)},
+        **{m: (64, 128, 128) for m in (1024, 1536, 2048, 3072, 4096)},
+    },
 }  # fmt: skip
 
 
@@ -39,7 +45,6 @@ def fused_moe_blocks(hardware: str, tokens: int, local_experts: int, width: int,
     table = TUNED.get((hardware, local_experts, width, dtype))
     if table:
         return table[min(table, key=lambda m: abs(m - tokens))]
-    small = tokens <= local_experts  # get_default_config: M <= E
-    if dtype == "fp8":  # block-quantised W8A8: N and K tiled by the 128-wide scale group
-        return (16 if small else 64), 128, 128
-    return (16, 32, 64) if small else (64, 64, 32)
+    if dtype == "fp8":  # get_default_config, block-quantised W8A8: N and K by the scale group
+        return 64, 128, 128
+    return (16, 32, 64) if tokens <= local_experts else (64, 64, 32)  # M <= E: small tiles
