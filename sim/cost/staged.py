@@ -321,7 +321,11 @@ class StagedCostModel:
     # ---- what the run states ------------------------------------------------------------
 
     def provenance(self) -> dict[str, str]:
-        extra = self.moe_mla.provenance if self.moe_mla is not None else {}
+        extra = dict(self.moe_mla.provenance) if self.moe_mla is not None else {}
+        if self.moe is None:
+            extra.pop("grouped_gemm", None)
+        if self.mla is None:
+            extra.pop("attention_decode_mla", None)
         return {**self.efficiency.provenance(), **extra}
 
     def assumptions(self) -> dict[str, object]:
