@@ -180,11 +180,11 @@ def test_staged_model_prices_routed_experts_on_the_fused_moe_curve():
     fp8 = PrecisionSpec("fp8", "fp8", "fp8", "bf16")
     layout = ParallelSpec(tp=1, dp=8, ep=8)
     eff = build_efficiency(h, cost_spec(), 128, 1)
-    cm = StagedCostModel(model, h, fp8, layout, eff, 0.0)
+    cm = StagedCostModel(model, h, fp8, layout, eff, 0.0, mla_backend="triton_mla")
     launches = fused_moe_launches(cm.moe, cm.formats, 256, 32, "h200")
     expected = sum(cm.moe_mla.grouped_gemm_time(x).time_s for x in launches)
     assert cm._routed_experts(256, 32).time_s == pytest.approx(expected)
-    # MLA decode of the rank's 4 sequences on the fitted curve
+    # MLA decode of the rank's 4 sequences on the fitted TRITON_MLA curve
     batch = BatchSummary(num_decode_seqs=32, decode_context_tokens=32 * 1000)
     flops, nbytes = cm.mla_attention.decode(4, 4000)
     mla = cm.moe_mla.mla_decode_time(flops, nbytes, 4).time_s

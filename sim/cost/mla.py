@@ -1,7 +1,8 @@
 """Multi-head latent attention (DeepSeek-V2/V3) on one GPU: projections, and attention as vLLM
-0.24.0's MLA backends compute it (`vllm/v1/attention/backends/mla/common.py`). Decode is timed
-on `MlaDecodeCurve`, fitted to a kernel of the TRITON_MLA backend's design; DIVERGENCE: vLLM's
-default decode backend on Hopper is FlashMLA, which could not be measured (docs/DIVERGENCES.md).
+0.24.0's MLA backends compute it (`vllm/v1/attention/backends/mla/common.py`). Decode on the
+TRITON_MLA backend is timed on `MlaDecodeCurve`, fitted to a kernel of its design; the backend
+vLLM picks on Hopper and Blackwell (sim.cost.mla_backend) is priced on the decode-attention
+curve, capped at that one. DIVERGENCE: those backends were not measured (docs/DIVERGENCES.md).
 
 Per layer, h = heads on this GPU (num_attention_heads / tp), L = kv_lora_rank, r =
 qk_rope_head_dim, n = qk_nope_head_dim, v = v_head_dim (`deepseek_v2.py`

@@ -122,7 +122,7 @@ def moe_mla_kernels(
             provenance["grouped_gemm"] = f"{how}; {where}; dtypes {', '.join(sorted(got_moe))}"
         if got_mla is not None and mla is None:
             mla = got_mla
-            provenance["attention_decode_mla"] = f"{how}; {where}; FlashMLA (vLLM's Hopper default) not measured"
+            provenance["attention_decode_mla"] = f"{how}; {where}"
         if moe and mla is not None:
             break
     return MoeMlaKernels(moe, mla, hardware, provenance)

@@ -41,9 +41,4 @@ def parallel_assumptions(model: ModelSpec, hardware: HardwareSpec, parallel: Par
         comm["dp_attention_balance"] = f"{ASSUMED}: every step split evenly over the {parallel.dp} DP ranks"
     if comm:
         out["multi_gpu_communication"] = comm
-    if model.is_mla:
-        out["mla_attention"] = (
-            "MLA decode priced on a split-KV Triton kernel of vLLM's TRITON_MLA design (where measured or"
-            " transferred: efficiency_source.attention_decode_mla); FlashMLA, vLLM's default on Hopper, not measured"
-        )
     return out

@@ -280,5 +280,5 @@ def build_cost_model(
     q_heads, kv_heads = (shapes.heads, 1) if model.is_mla else (shapes.heads, shapes.kv_heads)
     efficiency = build_efficiency(hardware, cost_cfg, q_heads, kv_heads)
     return StagedCostModel(
-        model, hardware, precision, layout, efficiency, cost_cfg.step_overhead_ms * 1e-3
+        model, hardware, precision, layout, efficiency, cost_cfg.step_overhead_ms * 1e-3, cost_cfg.mla_backend
     )

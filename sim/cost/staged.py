@@ -41,6 +41,7 @@ from sim.cost.mla import (
     mla_qkv_proj,
 )
 from sim.cost.moe import MoeShapes, fused_moe_launches, moe_elementwise_rows, routed_experts, router, shared_experts
+from sim.cost.mla_backend import mla_decode_provenance, mla_statement, resolve_mla_backend
 from sim.cost.moe_mla_fits import moe_mla_kernels
 from sim.cost.operators import (
     ACT_BYTES,
@@ -93,6 +94,7 @@ class StagedCostModel:
         parallel: ParallelSpec,
         efficiency: EfficiencyModel,
         step_overhead_s: float,
+        mla_backend: str = "auto",
     ) -> None:
         if step_overhead_s < 0.0:
             raise ConfigError(f"cost.step_overhead_ms must be >= 0, got {step_overhead_s * 1e3}")
@@ -114,6 +116,10 @@ class StagedCostModel:
         self.mla = MlaShapes.from_model(model, self.tp) if model.is_mla else None
         if self.mla is not None:
             self.mla_attention = MlaAttentionCoefficients.from_shapes(self.mla, f)
+            # the decode backend vLLM runs here (sim.cost.mla_backend): only TRITON_MLA is measured
+            self.mla_backend = resolve_mla_backend(
+                mla_backend, hardware, precision.kv_cache_dtype, model.qk_nope_head_dim
+            )
         else:
             self.attention = AttentionCoefficients.from_shapes(self.shapes, f)
         self.moe = MoeShapes.from_model(model, self.tp, self.ep, parallel.ep_load_imbalance) if model.is_moe else None
@@ -310,15 +316,23 @@ class StagedCostModel:
         if self.mla is not None:
             flops, nbytes = self.mla_attention.decode(seqs, context)
             absorb = self._price_gemms(absorb_gemms(self.mla, seqs))
-            k = self.moe_mla.mla_decode_time(flops, nbytes, seqs) if self.formats.attention_dtype == "bf16" else None
+            bf16 = self.formats.attention_dtype == "bf16"
+            triton = self.moe_mla.mla_decode_time(flops, nbytes, seqs) if bf16 else None
+            k = triton if self.mla_backend.measured else None
         else:
             flops, nbytes = self.attention.decode(seqs, context)
-            absorb, k = ZERO_OP, None
+            absorb, k, triton = ZERO_OP, None, None
         if k is None:
             k = self.efficiency.attention_decode(flops, nbytes, seqs, context, self.formats.attention_dtype)
+            if triton is not None and triton.time_s < k.time_s:
+                k = triton  # the measured TRITON_MLA bounds a backend vLLM prefers to it (mla_backend.ASSUMED_MLA)
         return _add(OpCost(k.time_s, flops, nbytes, k.compute_s, k.memory_s), absorb)
 
     # ---- what the run states ------------------------------------------------------------
+
+    def _mla_on_curve(self) -> bool:
+        """Whether the TRITON_MLA curve prices (or caps) this run's MLA decode."""
+        return self.moe_mla.mla_decode is not None and self.formats.attention_dtype == "bf16"
 
     def provenance(self) -> dict[str, str]:
         extra = dict(self.moe_mla.provenance) if self.moe_mla is not None else {}
@@ -326,6 +340,10 @@ class StagedCostModel:
             extra.pop("grouped_gemm", None)
         if self.mla is None:
             extra.pop("attention_decode_mla", None)
+        else:
+            extra["attention_decode_mla"] = mla_decode_provenance(
+                self.mla_backend, extra["attention_decode_mla"], self._mla_on_curve()
+            )
         return {**self.efficiency.provenance(), **extra}
 
     def assumptions(self) -> dict[str, object]:
@@ -341,4 +359,5 @@ class StagedCostModel:
             "efficiency_source": self.provenance(),
             "calibration_clocks": clocks,
             **parallel_assumptions(self.model, self.hardware, self.parallel),
+            **({"mla_attention": mla_statement(self.mla_backend, self._mla_on_curve())} if self.mla else {}),
         }
