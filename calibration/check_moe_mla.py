@@ -1,16 +1,23 @@
-"""The simulator's MoE and MLA kernel prices against what one H200 measured.
+"""The simulator's MoE and MLA-decode kernel prices against what one H200 measured.
 
     python calibration/check_moe_mla.py [--profile h200]
 
-Reads calibration/data/h200_moe.csv and h200_mla.csv (calibration/measure_moe_mla.py) and
-prices the same shapes with the GPU's calibrated kernel model (sim.cost.calibrated, the H200
-profile): the grouped expert GEMMs as sim.cost.moe builds them (one GEMM per expert hit,
-rows / hit rows each), MLA decode as sim.cost.mla does (the absorbed attention on the
-decode-attention curve with one latent KV head, plus the two absorb GEMMs). Prints one row
-per measured shape and the median and worst relative error.
+Reads calibration/data/h200_fused_moe.csv and h200_mla_triton.csv (calibration/
+measure_fused_moe_mla.py: Triton kernels of vLLM's fused_moe and TRITON_MLA designs, inside
+CUDA graphs) and prices every measured shape twice, as the simulator does from the shape
+alone (routing, block padding and block sizes its own, sim.cost.moe / sim.cost.mla):
 
-The MLA measurement is a PyTorch implementation (bmm, fp32 softmax, bmm over a contiguous
-cache), not FlashMLA: a slower kernel than vLLM's, so the model is expected below it.
+- `model`: the fitted curves (sim.cost.moe_mla_fits: the H200 profile's `grouped_gemm` and
+  `attention_decode_mla`), what runs use now;
+- `dense`: the pricing they replace: a grouped GEMM as one dense GEMM of rows / hit rows per
+  hit expert on the dense-GEMM curve, MLA decode on the FlashAttention decode curve.
+
+A second MoE table prices shapes the fit never saw (h200_fused_moe_holdout.csv).
+Prints one row per measured kernel and the median and worst relative error of each column;
+last, batches of mixed context lengths (h200_mla_triton_mixed.csv), not fitted, which the
+batch summary's total context prices from the mean sequence.
+The fit's own error (with each row's measured routing and block sizes) is in the profile's
+`fit_errors`.
 """
 
 from __future__ import annotations
@@ -23,62 +30,88 @@ from pathlib import Path
 from sim.catalog import hardware_spec_from_config, load_catalog_entry
 from sim.config.schema import CostConfig
 from sim.cost.cost_spec import CostSpec
-from sim.cost.operators import ACT_BYTES, Gemm
+from sim.cost.mla import MlaAttentionCoefficients, MlaShapes
+from sim.cost.moe import MoeShapes, fused_moe_launches, routed_experts
+from sim.cost.moe_mla_fits import moe_mla_kernels
+from sim.cost.operators import TensorFormats
 from sim.cost.profiles import build_efficiency
+from sim.precision import PrecisionSpec
 
 DATA = Path(__file__).parent / "data"
+PRECISIONS = {
+    "bf16": PrecisionSpec("bf16", "bf16", "bf16", "bf16"),
+    "fp8": PrecisionSpec("fp8", "fp8", "fp8", "bf16"),
+}
 
 
 def _cost_spec(profile: str | None) -> CostSpec:
-    fields = {k: v for k, v in vars(CostConfig()).items()}
+    fields = dict(vars(CostConfig()))
     fields["profile"] = profile
     return CostSpec(**fields)
 
 
-def moe_rows(eff) -> list[tuple[str, float, float]]:
+def moe_rows(hardware, eff, kernels, name: str = "h200_fused_moe.csv") -> list[tuple[str, float, float, float]]:
     out = []
-    for r in csv.DictReader((DATA / "h200_moe.csv").open()):
-        if r["dtype"] != "bf16":
-            continue
-        hit, rows, h, i = int(r["local_experts_hit"]), int(r["rows_per_expert"]), int(r["hidden"]), int(r["width"])
-        total = hit * rows
-        w13 = Gemm(rows, 2 * i, h, "bf16", 2.0 * total * 2 * i * h, hit * 2 * i * h * 2 + total * h * 2 + total * 2 * i * ACT_BYTES)
-        w2 = Gemm(rows, h, i, "bf16", 2.0 * total * h * i, hit * h * i * 2 + total * i * 2 + total * h * ACT_BYTES)
-        for name, g, ms in (("w13", w13, r["ms_w13"]), ("w2", w2, r["ms_w2"])):
-            t = eff.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes).time_s
-            out.append((f"{r['shape']} {name} T={r['tokens']} hit={hit} rows={rows}", float(ms) * 1e-3, t))
+    for r in csv.DictReader((DATA / name).open()):
+        local, total, tokens = int(r["local_experts"]), int(r["total_experts"]), int(r["tokens"])
+        s = MoeShapes(
+            hidden=int(r["hidden"]), num_experts=total, top_k=int(r["top_k"]), expert_width=int(r["width"]),
+            local_experts=local, ep=total // local, imbalance=1.0, shared_width=0,
+        )  # fmt: skip
+        f = TensorFormats.resolve(PRECISIONS[r["dtype"]], hardware)
+        launches = fused_moe_launches(s, f, tokens, tokens, hardware.name)
+        dense = routed_experts(s, f, tokens, tokens)
+        for name, launch, g, ms in zip(("w13", "w2"), launches, dense, (r["ms_w13"], r["ms_w2"])):
+            model = kernels.grouped_gemm_time(launch).time_s
+            flat = eff.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes).time_s
+            out.append((f"{r['shape']} {r['dtype']} {name} T={tokens}", float(ms) * 1e-3, model, flat))
     return out
 
 
-def mla_rows(hardware, profile) -> list[tuple[str, float, float]]:
-    from sim.cost.mla import MlaAttentionCoefficients, MlaShapes, absorb_gemms
-    from sim.cost.operators import TensorFormats
-    from sim.precision import PrecisionSpec
-
+def mla_rows(hardware, profile, kernels) -> list[tuple[str, float, float, float]]:
     out = []
-    formats = TensorFormats.resolve(PrecisionSpec("bf16", "bf16", "bf16", "bf16"), hardware)
-    for r in csv.DictReader((DATA / "h200_mla.csv").open()):
+    formats = TensorFormats.resolve(PRECISIONS["bf16"], hardware)
+    for r in csv.DictReader((DATA / "h200_mla_triton.csv").open()):
         heads, batch, context = int(r["heads"]), int(r["batch"]), int(r["context"])
         eff = build_efficiency(hardware, _cost_spec(profile), heads, 1)
         s = MlaShapes(hidden=7168, heads=heads, kv_lora_rank=512, q_lora_rank=1536, nope=128, rope=64, v_dim=128)
         flops, nbytes = MlaAttentionCoefficients.from_shapes(s, formats).decode(batch, batch * (context - 1))
-        attention = eff.attention_decode(flops, nbytes, batch, batch * (context - 1), "bf16").time_s
-        uk, uv = absorb_gemms(s, batch)
-        absorb = sum(eff.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes).time_s for g in (uk, uv))
-        measured = (float(r["ms_attention"]) + float(r["ms_absorb_q"]) + float(r["ms_absorb_o"])) * 1e-3
-        out.append((f"mla heads={heads} batch={batch} context={context}", measured, attention + absorb))
+        model = kernels.mla_decode_time(flops, nbytes, batch).time_s
+        flat = eff.attention_decode(flops, nbytes, batch, batch * (context - 1), "bf16").time_s
+        out.append((f"mla heads={heads} batch={batch} context={context}", float(r["ms_attention"]) * 1e-3, model, flat))
     return out
 
 
-def report(title: str, rows: list[tuple[str, float, float]]) -> None:
+def mla_mixed_rows(hardware, profile, kernels) -> list[tuple[str, float, float, float]]:
+    """Batches of mixed context lengths, priced from their total context as a step's batch
+    summary gives it."""
+    out = []
+    formats = TensorFormats.resolve(PRECISIONS["bf16"], hardware)
+    for r in csv.DictReader((DATA / "h200_mla_triton_mixed.csv").open()):
+        heads, batch, total = int(r["heads"]), int(r["batch"]), int(r["total_context"])
+        eff = build_efficiency(hardware, _cost_spec(profile), heads, 1)
+        s = MlaShapes(hidden=7168, heads=heads, kv_lora_rank=512, q_lora_rank=1536, nope=128, rope=64, v_dim=128)
+        flops, nbytes = MlaAttentionCoefficients.from_shapes(s, formats).decode(batch, total - batch)
+        model = kernels.mla_decode_time(flops, nbytes, batch).time_s
+        flat = eff.attention_decode(flops, nbytes, batch, total - batch, "bf16").time_s
+        name = f"mla heads={heads} batch={batch} longest={r['max_context']}"
+        out.append((name, float(r["ms_attention"]) * 1e-3, model, flat))
+    return out
+
+
+def report(title: str, rows: list[tuple[str, float, float, float]]) -> None:
     print(f"\n{title}")
-    print(f"{'shape':<52} {'measured ms':>11} {'model ms':>9} {'error':>7}")
-    errors = []
-    for name, measured, model in rows:
-        err = model / measured - 1.0
-        errors.append(abs(err))
-        print(f"{name:<52} {measured * 1e3:>11.3f} {model * 1e3:>9.3f} {err:>+7.0%}")
-    print(f"median |error| {statistics.median(errors):.0%}, worst {max(errors):.0%}")
+    print(f"{'kernel':<44} {'measured ms':>11} {'model ms':>9} {'error':>7} {'dense ms':>9} {'error':>7}")
+    model_err, dense_err = [], []
+    for name, measured, model, dense in rows:
+        e1, e2 = model / measured - 1.0, dense / measured - 1.0
+        model_err.append(abs(e1))
+        dense_err.append(abs(e2))
+        print(f"{name:<44} {measured * 1e3:>11.4f} {model * 1e3:>9.4f} {e1:>+7.0%} {dense * 1e3:>9.4f} {e2:>+7.0%}")
+    print(
+        f"model: median |error| {statistics.median(model_err):.1%}, worst {max(model_err):.0%};"
+        f" dense pricing: median {statistics.median(dense_err):.1%}, worst {max(dense_err):.0%}"
+    )
 
 
 def main() -> None:
@@ -87,9 +120,20 @@ def main() -> None:
     args = p.parse_args()
     h200 = hardware_spec_from_config(load_catalog_entry("hardware", "h200"))
     eff = build_efficiency(h200, _cost_spec(args.profile), 16, 1)
+    kernels = moe_mla_kernels(eff, h200)
     print(f"cost model: {eff.provenance().get('cost_model')}")
-    report("grouped expert GEMMs (bf16 bmm over the hit experts)", moe_rows(eff))
-    report("MLA decode, absorbed (PyTorch, not FlashMLA)", mla_rows(h200, args.profile))
+    print(f"grouped GEMM: {kernels.provenance['grouped_gemm']}")
+    print(f"MLA decode: {kernels.provenance['attention_decode_mla']}")
+    report("fused_moe grouped GEMMs (Triton, vLLM's design; one launch over the local experts)", moe_rows(h200, eff, kernels))
+    report(
+        "fused_moe on shapes the fit never saw (DeepSeek-V3 TP8, Qwen3-235B-A22B EP8, Mixtral-8x7B TP2)",
+        moe_rows(h200, eff, kernels, "h200_fused_moe_holdout.csv"),
+    )
+    report("MLA decode, absorbed (Triton, vLLM's TRITON_MLA design; paged latent cache)", mla_rows(h200, args.profile, kernels))
+    report(
+        "MLA decode, mixed context lengths in [64, 4096] (not fitted: priced from the total context)",
+        mla_mixed_rows(h200, args.profile, kernels),
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #   bash calibration/run_device.sh h200x4   # four H200: NCCL all-reduce, Llama-3.1-70B TP4 steps
 #   bash calibration/run_device.sh h200fp8  # one H200: FP8 GEMMs, FP8-KV attention, FP8 steps
 #   bash calibration/run_device.sh h200fp8f16  # one H200: the fp16-product FP8 attention variant
+#   bash calibration/run_device.sh h200moemla  # one H200: fused_moe and TRITON_MLA Triton kernels
 #   bash calibration/run_device.sh comm     # every GPU of an H200 host (2, 4 or 8): all-reduce at
 #                                           # TP 2..n, all-to-all at EP 2..n, send/recv 0->1
 # Writes the CSVs and log_<kind>.txt to $OUT (default calibration/data). Each sweep is bounded
@@ -61,6 +62,16 @@ case "$1" in
     (cd calibration && python3 measure_fp8_steps.py --out-dir "$OUT" --precisions fp8_kv,bf16_kv8 \
       --f16-attention --suffix _f16 --budget-s 120 2>&1 | tee -a "$log")
     ;;
+  h200moemla)
+    (cd calibration && python3 measure_fused_moe_mla.py --out-dir "$OUT" --prefix h200 \
+      --budget-s 380 2>&1 | tee -a "$log")
+    (cd calibration && python3 measure_fused_moe_mla.py --out-dir "$OUT" --prefix h200 \
+      --only mla_mixed --budget-s 120 2>&1 | tee -a "$log")
+    (cd calibration && python3 measure_fused_moe_mla.py --out-dir "$OUT" --prefix h200_seed1 \
+      --only moe --seed 1 --budget-s 200 2>&1 | tee -a "$log")
+    (cd calibration && python3 measure_fused_moe_mla.py --out-dir "$OUT" --prefix h200 \
+      --only moe_holdout --budget-s 240 2>&1 | tee -a "$log")
+    ;;
   comm)
     n=$(nvidia-smi -L | wc -l)
     sizes=$(python3 -c "print(','.join(str(2**k) for k in range(1, $n.bit_length()) if 2**k <= $n))")
@@ -72,7 +83,7 @@ case "$1" in
       --prefix "h200x$n" 2>&1 | tee -a "$log")
     ;;
   *)
-    echo "usage: $0 h100|h200|h200x4|h200fp8|h200fp8f16|comm" >&2
+    echo "usage: $0 h100|h200|h200x4|h200fp8|h200fp8f16|h200moemla|comm" >&2
     exit 2
     ;;
 esac

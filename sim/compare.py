@@ -47,6 +47,7 @@ def run_comparison(cfg: DictConfig, out_dir: Path) -> str:
     layouts: dict[str, list[str]] = OmegaConf.to_container(cfg.compare.layouts, resolve=True)  # type: ignore[assignment]
     levels: list[int | None] = list(cfg.compare.concurrency) or [None]
     rows: list[Row] = []
+    mla_notes: dict[str, None] = {}  # which MLA backend priced the runs, measured or assumed
     for label, overrides in layouts.items():
         for level in levels:
             dots = [*overrides, "output.print_summary=false", "output.progress=false", "output.write_steps=false"]
@@ -64,7 +65,10 @@ def run_comparison(cfg: DictConfig, out_dir: Path) -> str:
             if not result.complete:  # interrupted: what ran so far
                 return format_comparison(rows, float(cfg.slo.tpot_s), "interrupted")
             rows.append(_row(label, level, result.summary))
-    return format_comparison(rows, float(cfg.slo.tpot_s), str(cfg.compare.metric_note))
+            if note := result.summary.get("assumptions", {}).get("mla_attention"):
+                mla_notes[note] = None
+    text = format_comparison(rows, float(cfg.slo.tpot_s), str(cfg.compare.metric_note))
+    return "\n".join([text, *(f"mla decode: {note}" for note in mla_notes)])
 
 
 def _row(label: str, level: int | None, summary: dict[str, Any]) -> Row:

@@ -21,6 +21,7 @@ from sim.config.checks import verify_kv_cache, verify_scheduler_config
 from sim.config.speculative import SpeculativeSpec, speculative_spec
 from sim.config.vllm_defaults import batch_limits
 from sim.cost.cost_spec import CostSpec
+from sim.cost.mla_backend import check_mla_backend_name
 from sim.cost.drafter import plan_with_drafter
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
@@ -246,6 +247,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
                 " single engine of parallel.* only; use deployment=colocated, or kv_offload=none"
             )
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
+    check_mla_backend_name(cost.mla_backend)
     workload = workload_spec(cfg.workload)
     validate(workload)
     return RunSpec(

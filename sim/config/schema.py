@@ -205,6 +205,11 @@ class CostConfig:
     # Engine-time profile (CPU and runtime costs): a name in sim/data/profiles/engine or a JSON
     # path, e.g. one `python -m sim.calibrate engine` wrote. None: the GPU's own, else transferred.
     engine_profile: Optional[str] = None
+    # MLA models' decode attention backend (sim.cost.mla_backend): auto picks vLLM's for the GPU
+    # (Hopper flash_attn_mla, or flashmla with an fp8 cache; Blackwell flashinfer_mla; Ampere,
+    # Ada, ROCm triton_mla), or one of flash_attn_mla, flashmla, flashinfer_mla, cutlass_mla,
+    # triton_mla. Only triton_mla is measured; the others are priced on the FlashAttention curve.
+    mla_backend: str = "auto"
 
 
 @dataclass

@@ -18,3 +18,4 @@ class CostSpec:
     efficiency: str = "auto"
     profile: str | None = None
     engine_profile: str | None = None
+    mla_backend: str = "auto"

@@ -1,6 +1,8 @@
 """Multi-head latent attention (DeepSeek-V2/V3) on one GPU: projections, and attention as vLLM
-0.24.0's MLA backends compute it (`vllm/v1/attention/backends/mla/common.py`, FlashMLA on
-Hopper for decode).
+0.24.0's MLA backends compute it (`vllm/v1/attention/backends/mla/common.py`). Decode on the
+TRITON_MLA backend is timed on `MlaDecodeCurve`, fitted to a kernel of its design; the backend
+vLLM picks on Hopper and Blackwell (sim.cost.mla_backend) is priced on the decode-attention
+curve, capped at that one. DIVERGENCE: those backends were not measured (docs/DIVERGENCES.md).
 
 Per layer, h = heads on this GPU (num_attention_heads / tp), L = kv_lora_rank, r =
 qk_rope_head_dim, n = qk_nope_head_dim, v = v_head_dim (`deepseek_v2.py`
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.cost.calibrated import smoothmax
+from sim.cost.efficiency import KernelTime
 from sim.cost.operators import ACT_BYTES, Gemm, TensorFormats, dense_gemm
 from sim.model_spec import ModelSpec
 
@@ -140,3 +144,36 @@ class MlaAttentionCoefficients:
             + (self.latent_bytes_per_token + self.prefill_kv_bytes_per_token) * rows
         )
         return self.prefill_flops_per_pair * attn_pairs, nbytes
+
+
+NUM_KV_SPLITS = 4  # vLLM 0.24.0 TRITON_MLA (triton_mla.py: num_kv_splits = 4)
+
+
+@dataclass(frozen=True, slots=True)
+class MlaDecodeCurve:
+    """Time of absorbed MLA decode attention, fitted to the Triton kernel of vLLM's TRITON_MLA
+    design (calibration/mla_decode_kernel.py; sim.calibrate.moe_mla_fit):
+
+        time = fixed + smoothmax_p(compute_s, memory_s)
+        memory_s  = latent bytes / (bandwidth x memory_efficiency x u / (u + stream_half))
+        compute_s = FLOPs / (peak x compute_efficiency)
+
+    u = sequences x NUM_KV_SPLITS: the streams over the latent cache, each a program walking
+    its split in 32-token tiles; few of them (a small batch) leave the bandwidth idle, and a
+    split's walk sets the time. `fixed`: the split kernel's and the reduce's launches.
+    compute_efficiency is far below the tensor peak: 16-head tiles, an online softmax in fp32.
+    DIVERGENCE: priced from the batch's total context; a batch of mixed lengths waits for its
+    longest sequences' splits (measured 14-58% slower than priced, calibration/check_moe_mla.py).
+    """
+
+    fixed_s: float
+    compute_efficiency: float
+    memory_efficiency: float
+    stream_half: float
+    ridge_p: float
+
+    def time(self, flops: float, nbytes: float, num_seqs: int, peak: float, bandwidth: float) -> KernelTime:
+        u = num_seqs * NUM_KV_SPLITS
+        compute_s = flops / (peak * self.compute_efficiency)
+        memory_s = nbytes / (bandwidth * self.memory_efficiency * u / (u + self.stream_half))
+        return KernelTime(compute_s, memory_s, self.fixed_s + smoothmax(compute_s, memory_s, self.ridge_p))

@@ -41,9 +41,4 @@ def parallel_assumptions(model: ModelSpec, hardware: HardwareSpec, parallel: Par
         comm["dp_attention_balance"] = f"{ASSUMED}: every step split evenly over the {parallel.dp} DP ranks"
     if comm:
         out["multi_gpu_communication"] = comm
-    if model.is_mla:
-        out["mla_attention"] = (
-            "MLA decode priced on the decode-attention model with one latent KV head;"
-            " checked against PyTorch MLA kernels on one H200 (calibration/data/h200_mla.csv), not FlashMLA"
-        )
     return out

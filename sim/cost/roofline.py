@@ -254,9 +254,9 @@ class RooflineCostModel:
 
 
 def needs_staged_model(model: ModelSpec, parallel: ParallelSpec | None) -> bool:
-    """Pipeline stages, DP attention, EP, TP across nodes, MLA or DeepSeek's layer mix need
-    sim.cost.staged; the plain single-node TP model prices everything else."""
-    layered = model.is_mla or model.n_shared_experts > 0 or model.first_k_dense_replace > 0
+    """Pipeline stages, DP attention, EP, TP across nodes, MLA, MoE (fused_moe launches) or
+    DeepSeek's layer mix need sim.cost.staged; the plain single-node TP model prices the rest."""
+    layered = model.is_mla or model.is_moe or model.n_shared_experts > 0 or model.first_k_dense_replace > 0
     if parallel is None:
         return layered
     return layered or parallel.pp > 1 or parallel.dp > 1 or parallel.ep > 1 or parallel.tp_spans_nodes
@@ -280,5 +280,5 @@ def build_cost_model(
     q_heads, kv_heads = (shapes.heads, 1) if model.is_mla else (shapes.heads, shapes.kv_heads)
     efficiency = build_efficiency(hardware, cost_cfg, q_heads, kv_heads)
     return StagedCostModel(
-        model, hardware, precision, layout, efficiency, cost_cfg.step_overhead_ms * 1e-3
+        model, hardware, precision, layout, efficiency, cost_cfg.step_overhead_ms * 1e-3, cost_cfg.mla_backend
     )

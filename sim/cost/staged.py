@@ -40,7 +40,9 @@ from sim.cost.mla import (
     mla_o_proj,
     mla_qkv_proj,
 )
-from sim.cost.moe import MoeShapes, moe_elementwise_rows, routed_experts, router, shared_experts
+from sim.cost.moe import MoeShapes, fused_moe_launches, moe_elementwise_rows, routed_experts, router, shared_experts
+from sim.cost.mla_backend import mla_decode_provenance, mla_statement, resolve_mla_backend
+from sim.cost.moe_mla_fits import moe_mla_kernels
 from sim.cost.operators import (
     ACT_BYTES,
     ADD_RMSNORM_FLOPS,
@@ -92,6 +94,7 @@ class StagedCostModel:
         parallel: ParallelSpec,
         efficiency: EfficiencyModel,
         step_overhead_s: float,
+        mla_backend: str = "auto",
     ) -> None:
         if step_overhead_s < 0.0:
             raise ConfigError(f"cost.step_overhead_ms must be >= 0, got {step_overhead_s * 1e3}")
@@ -113,9 +116,15 @@ class StagedCostModel:
         self.mla = MlaShapes.from_model(model, self.tp) if model.is_mla else None
         if self.mla is not None:
             self.mla_attention = MlaAttentionCoefficients.from_shapes(self.mla, f)
+            # the decode backend vLLM runs here (sim.cost.mla_backend): only TRITON_MLA is measured
+            self.mla_backend = resolve_mla_backend(
+                mla_backend, hardware, precision.kv_cache_dtype, model.qk_nope_head_dim
+            )
         else:
             self.attention = AttentionCoefficients.from_shapes(self.shapes, f)
         self.moe = MoeShapes.from_model(model, self.tp, self.ep, parallel.ep_load_imbalance) if model.is_moe else None
+        # fused_moe and MLA-decode curves where measured or transferred (sim.cost.moe_mla_fits)
+        self.moe_mla = moe_mla_kernels(efficiency, hardware) if (self.mla or self.moe) else None
         self.stage_layers = self._stage_layers()
         self._inv_vector_flops = 1.0 / hardware.vector_flops if hardware.vector_flops > 0 else 0.0
         self._by_tokens: dict[int, tuple[tuple[OpCost, ...], tuple[float, ...]]] = {}
@@ -183,7 +192,10 @@ class StagedCostModel:
         layer_kinds = [dense_layer, dense_layer]
         if self.moe is not None:
             m = self.moe
-            moe_mlp = self._price_gemms((router(m, rank), *routed_experts(m, f, num_tokens, rank), *shared_experts(m, f, rank)))
+            moe_mlp = _add(
+                self._price_gemms((router(m, rank), *shared_experts(m, f, rank))),
+                self._routed_experts(num_tokens, rank),
+            )
             rows = moe_elementwise_rows(m, num_tokens, rank)
             moe_ew = self._elementwise(self._moe_elementwise(rank, rows), rank)
             if self.ep > 1:
@@ -224,6 +236,25 @@ class StagedCostModel:
                 dequant_s = g.dequant_ops * self._inv_vector_flops
                 compute_s += dequant_s
                 time_s += dequant_s
+        return OpCost(time_s, flops, nbytes, compute_s, memory_s)
+
+    def _routed_experts(self, group_tokens: int, rank_tokens: int) -> OpCost:
+        """The routed experts' w13 and w2 on the fused_moe curve, or as dense GEMMs without one."""
+        m, f = self.moe, self.formats
+        assert m is not None and self.moe_mla is not None
+        launches = fused_moe_launches(m, f, group_tokens, rank_tokens, self.hardware.name)
+        times = [self.moe_mla.grouped_gemm_time(launch) for launch in launches]
+        if not launches or any(t is None for t in times):
+            return self._price_gemms(routed_experts(m, f, group_tokens, rank_tokens))
+        flops = nbytes = compute_s = memory_s = time_s = 0.0
+        for launch, k in zip(launches, times):
+            g = launch.gemm
+            dequant_s = g.dequant_ops * self._inv_vector_flops  # weight-only formats widen on CUDA cores
+            flops += g.flops
+            nbytes += g.bytes
+            compute_s += k.compute_s + dequant_s
+            memory_s += k.memory_s
+            time_s += k.time_s + dequant_s
         return OpCost(time_s, flops, nbytes, compute_s, memory_s)
 
     def _elementwise(self, work: Work, rows: int) -> OpCost:
@@ -285,16 +316,35 @@ class StagedCostModel:
         if self.mla is not None:
             flops, nbytes = self.mla_attention.decode(seqs, context)
             absorb = self._price_gemms(absorb_gemms(self.mla, seqs))
+            bf16 = self.formats.attention_dtype == "bf16"
+            triton = self.moe_mla.mla_decode_time(flops, nbytes, seqs) if bf16 else None
+            k = triton if self.mla_backend.measured else None
         else:
             flops, nbytes = self.attention.decode(seqs, context)
-            absorb = ZERO_OP
-        k = self.efficiency.attention_decode(flops, nbytes, seqs, context, self.formats.attention_dtype)
+            absorb, k, triton = ZERO_OP, None, None
+        if k is None:
+            k = self.efficiency.attention_decode(flops, nbytes, seqs, context, self.formats.attention_dtype)
+            if triton is not None and triton.time_s < k.time_s:
+                k = triton  # the measured TRITON_MLA bounds a backend vLLM prefers to it (mla_backend.ASSUMED_MLA)
         return _add(OpCost(k.time_s, flops, nbytes, k.compute_s, k.memory_s), absorb)
 
     # ---- what the run states ------------------------------------------------------------
 
+    def _mla_on_curve(self) -> bool:
+        """Whether the TRITON_MLA curve prices (or caps) this run's MLA decode."""
+        return self.moe_mla.mla_decode is not None and self.formats.attention_dtype == "bf16"
+
     def provenance(self) -> dict[str, str]:
-        return self.efficiency.provenance()
+        extra = dict(self.moe_mla.provenance) if self.moe_mla is not None else {}
+        if self.moe is None:
+            extra.pop("grouped_gemm", None)
+        if self.mla is None:
+            extra.pop("attention_decode_mla", None)
+        else:
+            extra["attention_decode_mla"] = mla_decode_provenance(
+                self.mla_backend, extra["attention_decode_mla"], self._mla_on_curve()
+            )
+        return {**self.efficiency.provenance(), **extra}
 
     def assumptions(self) -> dict[str, object]:
         from sim.cost.parallel_assumptions import parallel_assumptions
@@ -309,4 +359,5 @@ class StagedCostModel:
             "efficiency_source": self.provenance(),
             "calibration_clocks": clocks,
             **parallel_assumptions(self.model, self.hardware, self.parallel),
+            **({"mla_attention": mla_statement(self.mla_backend, self._mla_on_curve())} if self.mla else {}),
         }
