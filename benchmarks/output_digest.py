@@ -8,8 +8,9 @@
 
 Each case runs in-process (`simulate`) into a fresh folder; every file under it (Parquet
 tables, summary.json, manifest.json, those of compared setups in subfolders) is hashed with
-sha256. The manifest's wall time is the one field that differs between identical runs: it is
-left out of the manifest's digest, which hashes the rest of the JSON as written.
+sha256. Two things differ between identical runs: the manifest's wall time, left out of the
+manifest's digest (which hashes the rest of the JSON), and the run folder, a temporary one,
+which a summary names where it compares setups: it is hashed as `<out>`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def digest_case(scenario: str, overrides: list[str]) -> tuple[list[str], dict]:
             if not path.is_file():
                 continue
             data = path.read_bytes()
+            if path.suffix == ".json":  # a comparison's summary names its folder: a temporary one
+                data = data.replace(str(tmp).encode(), b"<out>")
             if path.name == "manifest.json":
                 manifest = json.loads(data)
                 manifest.pop("wall_time_s", None)

@@ -136,6 +136,12 @@ class KVCacheManager:
             return
         declared = request.block_hashes
         num_declared = len(declared)
+        if num_full_blocks == start + 1:  # a decode filled its last block: one to publish
+            self.block_pool.cache_block(
+                request.block_ids[start], declared[start] if start < num_declared else (request_id, start)
+            )
+            self._num_cached_blocks[request_id] = num_full_blocks
+            return
         if num_full_blocks <= num_declared:
             hashes: Sequence[object] = declared[start:num_full_blocks]
         else:

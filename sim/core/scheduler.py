@@ -286,7 +286,7 @@ class Scheduler:
             scheduled.append(request)
             num_scheduled.append(num_new)
 
-        if not preempted:
+        if not preempted and self.waiting:  # an empty queue admits nothing: no call
             token_budget = self._schedule_waiting(
                 now, token_budget, scheduled, num_scheduled, batch
             )
