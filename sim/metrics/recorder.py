@@ -120,17 +120,17 @@ class Recorder:
         op_time_s = totals.op_time_s
         op_values: list[float] = []
         step_flops = step_bytes = compute_s = memory_s = 0.0
-        for i, op in enumerate(cost.ops):  # each attribute read once: 8 ops at every step
-            t, flops, nbytes, op_compute_s = op.time_s, op.flops, op.bytes, op.compute_s
+        for i, op in enumerate(cost.ops):
+            t = op.time_s
             op_time_s[i] += t
-            step_flops += flops
-            step_bytes += nbytes
-            if op_compute_s >= op.memory_s:
-                if op_compute_s > 0.0:
+            step_flops += op.flops
+            step_bytes += op.bytes
+            if op.compute_s >= op.memory_s:
+                if op.compute_s > 0.0:
                     compute_s += t
             else:
                 memory_s += t
-            op_values += (t, flops, nbytes)
+            op_values += (t, op.flops, op.bytes)
         if compute_s == 0.0 and memory_s == 0.0:
             bound = BOUND_LATENCY
             totals.other_bound_s += gpu_time_s
