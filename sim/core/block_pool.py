@@ -13,6 +13,7 @@ front, append, and removal of a cached block that a new request touches.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Sequence
 
 NULL_BLOCK_ID = 0
 
@@ -54,16 +55,20 @@ class BlockPool:
         return self.num_usable_blocks - len(self.free_block_queue)
 
     def get_new_blocks(self, num_blocks: int) -> list[int]:
-        """Take `num_blocks` from the front of the free queue; the caller checked they exist."""
+        """Take `num_blocks` from the front of the free queue; the caller checked they exist.
+
+        A block that still holds a hash is evicted from the prefix cache as it is taken."""
         popitem = self.free_block_queue.popitem
         ref_cnt = self.ref_cnt
-        if num_blocks == 1:  # a decode crossing a block boundary: by far the common case
-            blocks = [popitem(last=False)[0]]
-        else:
-            blocks = [popitem(last=False)[0] for _ in range(num_blocks)]
         block_hash = self.block_hash
         table = self.cached_block_hash_to_block
-        for block_id in blocks:
+        blocks: list[int] = []
+        append = blocks.append
+        num_evicted = 0
+        # One loop for the pop and the eviction: a prefill takes tens of blocks at once.
+        for _ in range(num_blocks):
+            block_id = popitem(last=False)[0]
+            append(block_id)
             ref_cnt[block_id] = 1
             old_hash = block_hash[block_id]
             if old_hash is None:
@@ -74,7 +79,8 @@ class BlockPool:
             block_hash[block_id] = None  # the common case, inlined: no other block holds it
             if table.get(old_hash) == block_id:
                 del table[old_hash]
-            self.num_evicted_total += 1
+            num_evicted += 1
+        self.num_evicted_total += num_evicted
         self.num_acquired_total += num_blocks
         return blocks
 
@@ -114,17 +120,32 @@ class BlockPool:
         if self.cached_block_hash_to_block.setdefault(block_hash, block_id) != block_id:
             self._same_hash_blocks.setdefault(block_hash, []).append(block_id)
 
+    def cache_full_blocks(self, block_ids: list[int], block_hashes: Sequence[object]) -> None:
+        """`cache_block` for each pair, in one loop (vLLM's `BlockPool.cache_full_blocks`):
+        a prefill publishes tens of blocks at once."""
+        block_hash = self.block_hash
+        setdefault = self.cached_block_hash_to_block.setdefault
+        for block_id, new_hash in zip(block_ids, block_hashes):
+            if block_hash[block_id] is not None:
+                continue
+            block_hash[block_id] = new_hash
+            if setdefault(new_hash, block_id) != block_id:
+                self._same_hash_blocks.setdefault(new_hash, []).append(block_id)
+
     def free_blocks(self, ordered_block_ids: list[int]) -> None:
         """Drop one reference each; blocks reaching zero join the back of the free queue in the
         order given (the caller passes a request's blocks tail first, so its last blocks are
         evicted before its shared prefix)."""
         ref_cnt = self.ref_cnt
         queue = self.free_block_queue
+        num_released = 0
         for block_id in ordered_block_ids:
-            ref_cnt[block_id] -= 1
-            if ref_cnt[block_id] == 0:
+            count = ref_cnt[block_id] - 1
+            ref_cnt[block_id] = count
+            if not count:
                 queue[block_id] = None
-                self.num_released_total += 1
+                num_released += 1
+        self.num_released_total += num_released
 
     def check_invariants(self) -> None:
         """Free plus referenced blocks equal the usable total; no free block is referenced."""

@@ -20,6 +20,8 @@ the output) let it.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from sim.core.block_pool import BlockPool, UncachedBlockPool
 from sim.core.request import Request
 
@@ -91,28 +93,32 @@ class KVCacheManager:
         asynchronously (`delay_cache_blocks`), none of the request's blocks is published in the
         prefix cache; `cache_blocks` publishes them once the load has landed."""
         pool = self.block_pool
+        block_ids = request.block_ids
         num_computed_tokens = (
             request.num_computed_tokens + num_new_computed_tokens + num_external_computed_tokens
         )
         num_tokens_need_slot = min(num_computed_tokens + num_new_tokens, self.max_model_len)
         num_required_blocks = -(-num_tokens_need_slot // self.block_size)
         if not new_computed_blocks:
-            num_new_blocks = num_required_blocks - len(request.block_ids)
+            num_new_blocks = num_required_blocks - len(block_ids)
             if num_new_blocks > pool.get_num_free_blocks():
                 return False
         else:
-            num_new_blocks = num_required_blocks - len(request.block_ids) - len(new_computed_blocks)
+            num_new_blocks = num_required_blocks - len(block_ids) - len(new_computed_blocks)
             # Hits still in the free queue leave it when touched: they count against it too.
             num_evictable_hits = sum(1 for b in new_computed_blocks if pool.ref_cnt[b] == 0)
             if num_new_blocks + num_evictable_hits > pool.get_num_free_blocks():
                 return False
             pool.touch(new_computed_blocks)
-            request.block_ids.extend(new_computed_blocks)
+            block_ids.extend(new_computed_blocks)
         if num_new_blocks > 0:
-            request.block_ids += pool.get_new_blocks(num_new_blocks)
+            block_ids += pool.get_new_blocks(num_new_blocks)
         if self.enable_caching and not delay_cache_blocks:
+            # The check of _cache_full_blocks first, inlined: most calls publish nothing.
             num_tokens_to_cache = min(num_computed_tokens + num_new_tokens, request.num_tokens)
-            self._cache_full_blocks(request, num_tokens_to_cache // self.block_size)
+            num_full_blocks = num_tokens_to_cache // self.block_size
+            if num_full_blocks > self._num_cached_blocks.get(request.request_id, 0):
+                self._cache_full_blocks(request, num_full_blocks)
         return True
 
     def cache_blocks(self, request: Request, num_computed_tokens: int) -> None:
@@ -122,16 +128,26 @@ class KVCacheManager:
             self._cache_full_blocks(request, num_computed_tokens // self.block_size)
 
     def _cache_full_blocks(self, request: Request, num_full_blocks: int) -> None:
-        start = self._num_cached_blocks.get(request.request_id, 0)
+        """Publish the request's blocks from the first not yet published up to
+        `num_full_blocks` under their hashes (`_block_hash`, built for the whole range)."""
+        request_id = request.request_id
+        start = self._num_cached_blocks.get(request_id, 0)
         if num_full_blocks <= start:
             return
-        cache_block = self.block_pool.cache_block
-        block_ids = request.block_ids
         declared = request.block_hashes
         num_declared = len(declared)
-        request_id = request.request_id
-        for index in range(start, num_full_blocks):  # _block_hash, inlined: the hot path
-            cache_block(block_ids[index], declared[index] if index < num_declared else (request_id, index))
+        if num_full_blocks == start + 1:  # a decode filled its last block: one to publish
+            self.block_pool.cache_block(
+                request.block_ids[start], declared[start] if start < num_declared else (request_id, start)
+            )
+            self._num_cached_blocks[request_id] = num_full_blocks
+            return
+        if num_full_blocks <= num_declared:
+            hashes: Sequence[object] = declared[start:num_full_blocks]
+        else:
+            hashes = list(declared[start:])
+            hashes += [(request_id, index) for index in range(max(start, num_declared), num_full_blocks)]
+        self.block_pool.cache_full_blocks(request.block_ids[start:num_full_blocks], hashes)
         self._num_cached_blocks[request_id] = num_full_blocks
 
     def free(self, request: Request) -> None:

@@ -202,6 +202,15 @@ class Scheduler:
             spec_drafts: list[int] = []
             spec_rows = spec_ctx = 0
 
+        # A steady decode (token at position num_computed) needs allocate_slots only when it
+        # starts a block (num_computed % block_size == 0) or, with prefix caching, also when it
+        # fills one ((num_computed + 1) % block_size == 0): one test,
+        # (num_computed + slot_shift) % block_size < slot_window, covers both cases.
+        slot_shift, slot_window = (1, 2) if caching else (0, 1)
+        # The first try without the preemption loop's call: allocation almost always succeeds
+        # (a failed allocate_slots changes nothing, so _allocate_or_preempt may try again).
+        allocate_slots = kv.allocate_slots
+
         # A for-loop over `running` stays correct while preemption pops its tail: iteration
         # stops at the shortened end, and everything before the current request is scheduled.
         running = self.running
@@ -252,9 +261,9 @@ class Scheduler:
                 # more token needs a new block only at a block boundary, and (with prefix
                 # caching) publishes a block only when it fills one: otherwise allocate_slots
                 # would change nothing.
-                if (
-                    not num_computed % block_size or (caching and not (num_computed + 1) % block_size)
-                ) and not self._allocate_or_preempt(request, 1, preempted):
+                if (num_computed + slot_shift) % block_size < slot_window and not (
+                    allocate_slots(request, 1) or self._allocate_or_preempt(request, 1, preempted)
+                ):
                     break
                 token_budget -= 1
                 decode_ctx += num_computed
@@ -269,8 +278,8 @@ class Scheduler:
             if num_new <= 0:
                 continue
             needs_blocks = num_computed + num_new > len(request.block_ids) * block_size
-            if (caching or needs_blocks) and not self._allocate_or_preempt(
-                request, num_new, preempted
+            if (caching or needs_blocks) and not (
+                allocate_slots(request, num_new) or self._allocate_or_preempt(request, num_new, preempted)
             ):
                 break
             token_budget -= num_new
@@ -278,7 +287,7 @@ class Scheduler:
             scheduled.append(request)
             num_scheduled.append(num_new)
 
-        if not preempted:
+        if not preempted and self.waiting:  # an empty queue admits nothing: no call
             token_budget = self._schedule_waiting(
                 now, token_budget, scheduled, num_scheduled, batch
             )

@@ -234,6 +234,8 @@ class CalibratedEfficiency:
         self._provenance = provenance
         self._bw = hardware.memory_bandwidth
         self._fallback_allreduce = fallback_allreduce
+        # (dtype, num_seqs) -> decode attention's curve and its two rates (attention_decode)
+        self._decode_roofs: dict[tuple[str, int], tuple[AttentionCurve, float, float]] = {}
 
     def _gemm_curve(self, dtype: str) -> GemmCurve:
         curve = self.profile.gemm.get(dtype)
@@ -258,11 +260,19 @@ class CalibratedEfficiency:
     def attention_decode(
         self, flops: float, nbytes: float, num_seqs: int, context_tokens: int, dtype: str
     ) -> KernelTime:
-        c, dtype = self._attention_curve(1, dtype)
-        pairs = num_seqs * self.kv_heads
-        eff = c.memory_efficiency * pairs / (pairs + c.half)
-        compute_s = flops / (tensor_peak_flops(self.hardware.peak_flops, dtype) * c.compute_efficiency)
-        memory_s = nbytes / (self._bw * eff)
+        # Called at every step: the roofs depend on the dtype and the batch size only, so they
+        # are kept per (dtype, num_seqs); the figures are the same floats as computed afresh.
+        key = (dtype, num_seqs)
+        roofs = self._decode_roofs.get(key)
+        if roofs is None:
+            c, peak_dtype = self._attention_curve(1, dtype)
+            pairs = num_seqs * self.kv_heads
+            eff = c.memory_efficiency * pairs / (pairs + c.half)
+            compute_rate = tensor_peak_flops(self.hardware.peak_flops, peak_dtype) * c.compute_efficiency
+            roofs = self._decode_roofs[key] = (c, compute_rate, self._bw * eff)
+        c, compute_rate, memory_rate = roofs
+        compute_s = flops / compute_rate
+        memory_s = nbytes / memory_rate
         return KernelTime(compute_s, memory_s, c.fixed_s + smoothmax(compute_s, memory_s, c.ridge_p))
 
     def _attention_curve(self, decode: int, dtype: str) -> tuple[AttentionCurve, str]:
