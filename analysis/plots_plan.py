@@ -65,6 +65,6 @@ def pareto(
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="candidate (step times)")
     ax.plot([], [], "o", color="grey", label="_meets")
     target = f" at {target_rate:g} {unit} target" if target_rate else ""
-    ax.set_title(title or f"Throughput per GPU against interactivity, one replica per candidate{target}\n"
+    ax.set_title(title or f"Throughput per GPU against interactivity, one replica (P/D: one group) per candidate{target}\n"
                  "filled: probe met the SLOs; hollow: missed")
     return save(fig, out)
