@@ -41,8 +41,8 @@ def test_replayed_runs_median_error_within_target(cells):
     assert not misses, "; ".join(misses)
 
 
-@pytest.mark.xfail(strict=True, reason="b1's TTFT (an idle engine's first token, 3 requests)"
-                   " is 21% short: the idle engine's first-token path is not yet modelled")
+@pytest.mark.xfail(strict=True, reason="b1's TTFT p50 (3 requests on a freshly started engine)"
+                   " is 23% short: a fresh engine's warm-up is not modelled (README, validation)")
 def test_no_replayed_run_metric_beyond_target(cells):
     misses = [
         f"{run} {column}: |error| {e:.1%}"
