@@ -159,17 +159,7 @@ def cost_energy(
         "price_per_gpu_hour_usd": price_per_gpu_hour_usd if priced else None,
         "usd_per_hour": price_per_gpu_hour_usd * gpus if priced else None,
         "cost_usd": cost_usd if priced else None,
-        "usd_per_million_output_tokens": _per(cost_usd * 1e6, output_tokens) if priced else None,
-        "usd_per_million_tokens": _per(cost_usd * 1e6, total_tokens) if priced else None,
-        "energy_j": energy_j,
-        "energy_kwh": None if energy_j is None else energy_j / JOULES_PER_KWH,
-        "mean_power_w_per_gpu": _per(energy_j, duration_s * gpus),
-        "joules_per_output_token": _per(energy_j, output_tokens),
-        "kwh_per_million_output_tokens": _per(
-            None if energy_j is None else energy_j / JOULES_PER_KWH * 1e6, output_tokens
-        ),
-        # tokens/s per W of the whole deployment = output tokens per joule
-        "output_tokens_per_s_per_w": _per(output_tokens, energy_j),
+        **_per_token_figures(cost_usd if priced else None, energy_j, duration_s, gpus, output_tokens, total_tokens),
         "energy_method": method,
         "power_model": power.describe() if power.known else None,
     }
@@ -185,6 +175,27 @@ def power_source() -> str:
         f" {MEASURED['model']}; fit mean error per run {errors}; sim/data/power/{MEASURED_ON}.json);"
         f" other GPUs: the same weights on their own TDP, idle and peaks (assumed)"
     )
+
+
+def _per_token_figures(
+    cost_usd: float | None, energy_j: float | None, duration_s: float, gpus: int,
+    output_tokens: float, total_tokens: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The cost and energy figures per token and per GPU (None where a total is unknown)."""
+    usd_e6 = None if cost_usd is None else cost_usd * 1e6
+    return {
+        "usd_per_million_output_tokens": _per(usd_e6, output_tokens),
+        "usd_per_million_tokens": _per(usd_e6, total_tokens),
+        "energy_j": energy_j,
+        "energy_kwh": None if energy_j is None else energy_j / JOULES_PER_KWH,
+        "mean_power_w_per_gpu": _per(energy_j, duration_s * gpus),
+        "joules_per_output_token": _per(energy_j, output_tokens),
+        "kwh_per_million_output_tokens": _per(
+            None if energy_j is None else energy_j / JOULES_PER_KWH * 1e6, output_tokens
+        ),
+        # tokens/s per W of the whole deployment = output tokens per joule
+        "output_tokens_per_s_per_w": _per(output_tokens, energy_j),
+    }
 
 
 def _per(num: float | None, den: float | None) -> float | None:
@@ -210,16 +221,7 @@ def pooled_cost_energy(
         "price_per_gpu_hour_usd": usd_per_hour / gpus if priced and gpus else None,
         "usd_per_hour": usd_per_hour,
         "cost_usd": cost_usd,
-        "usd_per_million_output_tokens": _per(None if cost_usd is None else cost_usd * 1e6, output_tokens),
-        "usd_per_million_tokens": _per(None if cost_usd is None else cost_usd * 1e6, total_tokens),
-        "energy_j": energy_j,
-        "energy_kwh": None if energy_j is None else energy_j / JOULES_PER_KWH,
-        "mean_power_w_per_gpu": _per(energy_j, duration_s * gpus),
-        "joules_per_output_token": _per(energy_j, output_tokens),
-        "kwh_per_million_output_tokens": _per(
-            None if energy_j is None else energy_j / JOULES_PER_KWH * 1e6, output_tokens
-        ),
-        "output_tokens_per_s_per_w": _per(output_tokens, energy_j),
+        **_per_token_figures(cost_usd, energy_j, duration_s, gpus, output_tokens, total_tokens),
         "energy_method": "summed over pools: " + "; ".join(f"{p['pool']} {p['energy_method']}" for p in parts),
         # GPU-weighted idle and TDP for the summary line; each pool's own model beside them.
         "power_model": {

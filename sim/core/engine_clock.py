@@ -71,12 +71,7 @@ class EngineClock:
                kernel_time_s: float, stage_times_s: tuple[float, ...] = ()) -> StepTiming:  # fmt: skip
         """Schedule and launch a step at `now` whose kernels take `kernel_time_s` on the GPU."""
         costs = self.costs
-        mode = cudagraph_mode(num_tokens, num_reqs, num_decodes, self.capture_size)
-        schedule_end_s = now + costs.schedule_time_s(num_reqs)
-        launch_s = costs.launch_time_s(mode, num_reqs)
-        if self._rng is not None and mode != CUDAGRAPH_FULL:
-            launch_s *= float(np.exp(costs.launch_log_sigma * self._rng.standard_normal()))
-        launch_end_s = schedule_end_s + launch_s
+        mode, schedule_end_s, launch_end_s = self._cpu_launch(now, num_tokens, num_reqs, num_decodes)
         gpu_time_s = kernel_time_s + costs.runtime_gpu_s(num_decodes)
         gpu_start_s = max(self.gpu_free_s, schedule_end_s)
         gpu_end_s = max(gpu_start_s + gpu_time_s, launch_end_s)
@@ -90,6 +85,17 @@ class EngineClock:
             cpu_time_s=launch_end_s - now,
             cudagraph_mode=mode,
         )
+
+    def _cpu_launch(self, now: float, num_tokens: int, num_reqs: int, num_decodes: int) -> tuple[str, float, float]:
+        """The step's CUDA-graph mode, and when schedule() and the launch end (a PIECEWISE or
+        eager launch drawn around its median from the engine stream)."""
+        costs = self.costs
+        mode = cudagraph_mode(num_tokens, num_reqs, num_decodes, self.capture_size)
+        schedule_end_s = now + costs.schedule_time_s(num_reqs)
+        launch_s = costs.launch_time_s(mode, num_reqs)
+        if self._rng is not None and mode != CUDAGRAPH_FULL:
+            launch_s *= float(np.exp(costs.launch_log_sigma * self._rng.standard_normal()))
+        return mode, schedule_end_s, schedule_end_s + launch_s
 
     def empty_schedule_end_s(self, now: float) -> float:
         """A schedule() that found nothing to run."""
@@ -124,12 +130,7 @@ class ParallelEngineClock(EngineClock):
                kernel_time_s: float, stage_times_s: tuple[float, ...] = ()) -> StepTiming:  # fmt: skip
         costs = self.costs
         num_tokens, num_reqs, num_decodes = map(self._per_rank, (num_tokens, num_reqs, num_decodes))
-        mode = cudagraph_mode(num_tokens, num_reqs, num_decodes, self.capture_size)
-        schedule_end_s = now + costs.schedule_time_s(num_reqs)
-        launch_s = costs.launch_time_s(mode, num_reqs)
-        if self._rng is not None and mode != CUDAGRAPH_FULL:
-            launch_s *= float(np.exp(costs.launch_log_sigma * self._rng.standard_normal()))
-        launch_end_s = schedule_end_s + launch_s
+        mode, schedule_end_s, launch_end_s = self._cpu_launch(now, num_tokens, num_reqs, num_decodes)
         runtime_s = costs.runtime_gpu_s(num_decodes)
         if self.pp == 1 or not stage_times_s:
             gpu_start_s = max(self.gpu_free_s, schedule_end_s)

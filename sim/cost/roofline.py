@@ -67,6 +67,26 @@ assert OP_CLASSES == (
 ACT_BYTES_ALLREDUCE = 2.0  # the residual stream is reduced in bf16
 
 
+def price_gemms(
+    efficiency: EfficiencyModel, gemms: tuple[Gemm, ...], inv_vector_flops: float
+) -> tuple[float, float, KernelTime]:
+    """FLOPs, bytes and summed kernel time of GEMMs each priced as its own kernel; weight
+    widening (`dequant_ops`) runs on the CUDA cores, serial with the MMA work."""
+    flops = nbytes = compute_s = memory_s = time_s = 0.0
+    for g in gemms:
+        kernel = efficiency.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes)
+        flops += g.flops
+        nbytes += g.bytes
+        compute_s += kernel.compute_s
+        memory_s += kernel.memory_s
+        time_s += kernel.time_s
+        if g.dequant_ops:
+            dequant_s = g.dequant_ops * inv_vector_flops
+            compute_s += dequant_s
+            time_s += dequant_s
+    return flops, nbytes, KernelTime(compute_s, memory_s, time_s)
+
+
 def peak_flops(hardware: HardwareSpec, dtype: str) -> float:
     """Dense tensor-core FLOP/s of `hardware` for `dtype` (bf16 and fp16 interchangeable)."""
     try:
@@ -184,19 +204,8 @@ class RooflineCostModel:
 
     def _price_gemms(self, gemms: tuple[Gemm, ...], layers: int) -> OpCost:
         """A class's GEMMs (one layer's), each priced as its own kernel, times `layers`."""
-        flops = nbytes = compute_s = memory_s = time_s = 0.0
-        for g in gemms:
-            kernel = self.efficiency.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes)
-            flops += g.flops
-            nbytes += g.bytes
-            compute_s += kernel.compute_s
-            memory_s += kernel.memory_s
-            time_s += kernel.time_s
-            if g.dequant_ops:  # weight widening on the CUDA cores, serial with the MMA work
-                dequant_s = g.dequant_ops * self._inv_vector_flops
-                compute_s += dequant_s
-                time_s += dequant_s
-        return _op(flops, nbytes, KernelTime(compute_s, memory_s, time_s), layers)
+        flops, nbytes, kernel = price_gemms(self.efficiency, gemms, self._inv_vector_flops)
+        return _op(flops, nbytes, kernel, layers)
 
     def _price_token_part(
         self, num_tokens: int

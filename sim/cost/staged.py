@@ -59,7 +59,7 @@ from sim.cost.operators import (
     qkv_proj,
     step_elementwise,
 )
-from sim.cost.roofline import ACT_BYTES_ALLREDUCE, peak_flops
+from sim.cost.roofline import ACT_BYTES_ALLREDUCE, peak_flops, price_gemms
 from sim.errors import ConfigError
 from sim.hardware_spec import HardwareSpec
 from sim.model_spec import ModelSpec
@@ -224,19 +224,8 @@ class StagedCostModel:
         return tuple(totals), tuple(stage_s)
 
     def _price_gemms(self, gemms: tuple[Gemm, ...]) -> OpCost:
-        flops = nbytes = compute_s = memory_s = time_s = 0.0
-        for g in gemms:
-            kernel = self.efficiency.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes)
-            flops += g.flops
-            nbytes += g.bytes
-            compute_s += kernel.compute_s
-            memory_s += kernel.memory_s
-            time_s += kernel.time_s
-            if g.dequant_ops:
-                dequant_s = g.dequant_ops * self._inv_vector_flops
-                compute_s += dequant_s
-                time_s += dequant_s
-        return OpCost(time_s, flops, nbytes, compute_s, memory_s)
+        flops, nbytes, k = price_gemms(self.efficiency, gemms, self._inv_vector_flops)
+        return OpCost(k.time_s, flops, nbytes, k.compute_s, k.memory_s)
 
     def _routed_experts(self, group_tokens: int, rank_tokens: int) -> OpCost:
         """The routed experts' w13 and w2 on the fused_moe curve, or as dense GEMMs without one."""
