@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:,.1f}"
+from sim.metrics.cells import ms as _ms, pct as _pct
 
 
 def _gb(num_bytes: float) -> str:

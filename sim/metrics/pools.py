@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sim.metrics.cells import ms as _ms, pct as _pct
+
 
 @dataclass(slots=True)
 class ReplicaStats:
@@ -88,14 +90,6 @@ def transfer_summary(log: Any, service: Any) -> dict[str, Any]:
             "of_total_ttft": float(transfer.sum() / ttft.sum()) if ttft.size and ttft.sum() > 0 else None,
         },
     }
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:,.1f}"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"
 
 
 def pool_lines(summary: dict[str, Any]) -> list[str]:

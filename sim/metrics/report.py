@@ -23,16 +23,9 @@ from sim.deploy.compare import comparison_lines
 from sim.metrics.pools import pool_lines
 
 from sim.metrics.spec_report import speculative_lines
+from sim.metrics.cells import ms as _ms, pct as _pct
 
 OVERLOAD_GOODPUT_FRACTION = 0.5  # below this share of finished requests meeting the SLOs
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:,.1f}"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"
 
 
 def _num(v: float | None, fmt: str = ",.1f") -> str:

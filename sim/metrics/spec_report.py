@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:,.1f}"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"
+from sim.metrics.cells import ms as _ms, pct as _pct
 
 
 def speculative_lines(summary: dict[str, Any]) -> list[str]:
