@@ -73,6 +73,46 @@ def test_an_edited_config_file_is_a_new_composition(fresh_cache, tmp_path):
     assert len(fresh_cache) == 3
 
 
+def test_a_field_added_to_a_nested_schema_is_a_new_key():
+    """A ConfigStore entry's pickle names its dataclasses without their fields; a new field
+    in a nested schema (a new version of the code) must not be answered from the old entry."""
+    import hashlib
+
+    @dataclasses.dataclass
+    class Inner:
+        a: int = 1
+
+    @dataclasses.dataclass
+    class Outer:
+        inner: Inner = dataclasses.field(default_factory=Inner)
+
+    def key(outer_cls) -> bytes:
+        h = hashlib.sha256()
+        compose_cache._hash_schema(h, outer_cls, set())
+        return h.digest()
+
+    before = key(Outer)
+
+    @dataclasses.dataclass
+    class Inner:  # noqa: F811 - the same class, one field more
+        a: int = 1
+        b: int | None = None
+
+    @dataclasses.dataclass
+    class Outer:  # noqa: F811
+        inner: Inner = dataclasses.field(default_factory=Inner)
+
+    assert key(Outer) != before
+    # The real schema: the workload group's fields are part of the key.
+    from sim.config.schema import SimConfig
+
+    h = hashlib.sha256()
+    compose_cache._hash_schema(h, SimConfig, seen := set())
+    from sim.config.workload_schema import WorkloadConfig
+
+    assert WorkloadConfig in seen
+
+
 def test_get_mode_and_the_run_share_one_composition(fresh_cache):
     """`python -m sim` asks twice: get_mode (lenient, no sweep check), then the run with
     `hydra.mode=RUN` added. Hydra composes once."""

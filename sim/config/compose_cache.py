@@ -24,11 +24,13 @@ entry) falls back to composing, silently: the cache only ever saves time.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
 import pickle
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -175,13 +177,48 @@ def _key_base(loader: Any, config_name: str | None, overrides: list[str]) -> byt
 
 def _hash_store(h: Any, repo: dict, prefix: str = "") -> None:
     """Every ConfigStore entry, one at a time: a pickle of the whole tree would also encode
-    which objects happen to be shared between entries, which changes as Hydra uses them."""
+    which objects happen to be shared between entries, which changes as Hydra uses them.
+    A structured entry's pickle names its dataclasses without their fields, so the fields of
+    every dataclass it is built from are hashed too: a schema field added by a new version
+    of the code is a new key, never a stale config without it."""
+    from omegaconf import DictConfig, OmegaConf
+
     for name in sorted(repo):
         node = repo[name]
         if isinstance(node, dict):
             _hash_store(h, node, f"{prefix}{name}/")
         else:
             h.update(f"{prefix}{name}\0".encode() + pickle.dumps(node, protocol=4))
+            content = getattr(node, "node", None)
+            if isinstance(content, DictConfig):
+                _hash_schema(h, OmegaConf.get_type(content), set())
+
+
+def _hash_schema(h: Any, cls: Any, seen: set) -> None:
+    """The name, type and default of every field of dataclass `cls` and of the dataclasses
+    its fields' types name."""
+    if not dataclasses.is_dataclass(cls) or cls in seen:
+        return
+    seen.add(cls)
+    h.update(f"{cls.__module__}.{cls.__qualname__}\0".encode())
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: its text stands for it
+        hints = {}
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name, f.type)
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "<required>"
+        h.update(f"{f.name}:{hint!r}={default}\0".encode())
+        stack = [hint]
+        while stack:
+            t = stack.pop()
+            _hash_schema(h, t, seen)
+            stack.extend(typing.get_args(t))
 
 
 def _hash_source(h: Any, path: str | None) -> None:
