@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Callable, Iterator
+from dataclasses import replace
+from typing import Callable, Iterable, Iterator
 
 import simpy
 
@@ -32,12 +33,70 @@ def start_traffic(
     replicas: list[Replica],
     router: Router,
     recorder: Recorder,
+    max_concurrency: int | None = None,
 ) -> None:
-    """Start the processes that send the workload (what `sim.workload.build_workload` built)."""
+    """Start the processes that send the workload (what `sim.workload.build_workload` built);
+    open-loop arrivals go through a `LimitedSender` when `max_concurrency` is set."""
     if isinstance(workload, SessionSource):
         Clients(env, workload, make_request, replicas, router, recorder).start()
+    elif max_concurrency is not None:
+        sender = LimitedSender(env, make_request, replicas, router, recorder, max_concurrency)
+        env.process(sender.send(workload))
     else:
         env.process(arrival_process(env, workload, make_request, replicas, router, recorder))
+
+
+class LimitedSender:
+    """Open-loop arrivals through a client that keeps at most `limit` requests in flight.
+
+    Behaviour matched: `vllm bench serve --max-concurrency` (vLLM 0.24.0,
+    `vllm/benchmarks/serve.py`): each request waits on one `asyncio.Semaphore(max_concurrency)`
+    before it is sent, and a waiter is woken when a request in flight returns, first come
+    first served. So a request due while `limit` are in flight is sent when one finishes (or
+    is refused), in arrival order, and its latencies count from that send, as the benchmark's
+    `start_time` does. One event per request sent and one per wait; never one per token.
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        make_request: Callable[[RequestSpec], Request],
+        replicas: list[Replica],
+        router: Router,
+        recorder: Recorder,
+        limit: int,
+    ) -> None:
+        self.env = env
+        self.make_request = make_request
+        self.replicas = replicas
+        self.router = router
+        self.recorder = recorder
+        self.limit = limit
+        self.in_flight = 0
+        self._slot: simpy.Event | None = None  # what the sender waits on while all slots are taken
+        for replica in replicas:
+            replica.on_finish = self._on_finish
+
+    def send(self, specs: Iterable[RequestSpec]):
+        env = self.env
+        for spec in specs:
+            delay = spec.arrival_s - env.now
+            if delay > 0.0:
+                yield env.timeout(delay)
+            while self.in_flight >= self.limit:
+                self._slot = env.event()
+                yield self._slot
+            if spec.arrival_s != env.now:  # it waited for a slot: it is sent now
+                spec = replace(spec, arrival_s=env.now)
+            self.in_flight += 1  # before dispatch: a refusal frees the slot at once
+            dispatch(self.make_request(spec), self.replicas, self.router, self.recorder)
+
+    def _on_finish(self, request: Request) -> None:
+        self.in_flight -= 1
+        slot = self._slot
+        if slot is not None:
+            self._slot = None
+            slot.succeed()
 
 
 class Clients:

@@ -163,7 +163,8 @@ def _simulate(
     cost_model, engine_costs = deployment.pools[0].cost_model, deployment.pools[0].engine_costs
     stop = _StopOnSignal()
     arrivals = _Counted(RequestFactory(spec.block_size, spec.enable_prefix_caching), stop)
-    start_traffic(env, specs, arrivals, deployment.entry_points, deployment.router, recorder)
+    start_traffic(env, specs, arrivals, deployment.entry_points, deployment.router, recorder,
+                  spec.workload.max_concurrency)  # fmt: skip
     with stop:
         try:
             _run_events(env, spec.horizon_s, stop)

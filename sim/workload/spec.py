@@ -111,6 +111,12 @@ class WorkloadSpec:
     shared_prefix_tokens: int = 0
     shared_prefix_fraction: float = 1.0
 
+    # Open-loop and trace arrivals: at most this many requests in flight. A request due while
+    # that many are in flight is sent when one finishes, in arrival order: the client
+    # semaphore of `vllm bench serve --max-concurrency` (sim.clients.LimitedSender). None: no
+    # limit.
+    max_concurrency: Optional[int] = None
+
     # --- trace replay (arrival: trace) ---
     trace: Optional[str] = None  # short name (azure_conv, mooncake_conversation, ...) or path
     trace_format: str = "auto"  # auto | azure | mooncake | csv | jsonl | parquet

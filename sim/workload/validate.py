@@ -31,6 +31,7 @@ def validate(cfg: WorkloadSpec) -> None:
             f"workload.arrival: unknown kind {cfg.arrival!r}; choose one of {', '.join(ARRIVAL_KINDS)}"
         )
     _validate_bounds(cfg)
+    _validate_max_concurrency(cfg)
     if cfg.arrival == "trace":
         _validate_trace(cfg)
         return
@@ -61,6 +62,22 @@ def _validate_bounds(cfg: WorkloadSpec) -> None:
         raise ConfigError(
             f"workload: arrival {cfg.arrival!r} never ends on its own; set workload.num_requests "
             "or workload.duration_s (or both: whichever is reached first stops it)"
+        )
+
+
+def _validate_max_concurrency(cfg: WorkloadSpec) -> None:
+    limit = cfg.max_concurrency
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(
+            f"workload.max_concurrency must be a whole number of requests >= 1, or null for no limit (got {limit!r})"
+        )
+    if drives_clients(cfg):
+        raise ConfigError(
+            "workload.max_concurrency limits open-loop and trace arrivals; a closed loop or a"
+            " multi-turn session already waits for its answers (set workload.concurrency for the"
+            " number of closed-loop users, or max_concurrency: null)"
         )
 
 
