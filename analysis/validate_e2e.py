@@ -6,8 +6,9 @@ The argument is the set's folder: its `*.tar.gz` archives are extracted into a t
 folder; an already-extracted folder works too. Every folder holding a meta.json is one
 measurement session; each run it lists that has its `requests_<run>.jsonl` is replayed with
 `sim.replay` (the runs archive and the steps archive's repeats alike). Settings the set's
-README states and meta.json lacks are passed explicitly: `max_model_len=8192` and prefix
-caching off. Overrides after the folder go to every replay.
+README states and meta.json lacks are passed explicitly: `max_model_len=8192`, prefix
+caching off, and b1's client keeping one request in flight. Overrides after the folder go to
+every replay.
 
 Prints one table, per run and metric (throughput, TTFT, TPOT, E2E and ITL at p50 and p99;
 p50 only for runs under 20 requests): vLLM, the simulator, and the relative error; then the
@@ -56,6 +57,9 @@ README_SETTINGS = EngineSettings(
     enable_prefix_caching=False,
     sources={"max_model_len": "set README", "enable_prefix_caching": "set README"},
 )
+# The README's clients that waited for answers: b1 is "3 requests one after another", one in
+# flight at a time (the others are open loop: all at t = 0, or Poisson).
+README_MAX_CONCURRENCY = {"b1": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ def replay_all(root: Path, out: Path, overrides: list[str], plots: bool) -> list
                     out / folder.name / run,
                     cli_settings=README_SETTINGS,
                     overrides=overrides,
+                    max_concurrency=README_MAX_CONCURRENCY.get(run),
                 )
                 write_comparison(result)
                 if plots:

@@ -164,3 +164,82 @@ def test_cli_other_formats(tmp_path, capsys, fmt):
     assert rows[("tpot", "mean")]["measured"] == pytest.approx((0.155 / 31 + 0.09 / 15) / 2)
     assert rows[("ttft", "p50")]["simulated"] > 0
     assert (rows[("itl", "p50")]["measured"] is None) == (fmt == "csv")
+
+
+def test_b1_replayed_one_at_a_time_sends_each_request_at_the_previous_answer(tmp_path, capsys):
+    """b1's client sent each request when the one before was answered: under --max-concurrency 1
+    the simulated sends follow the simulated answers, not the measured clock."""
+    out = tmp_path / "out"
+    assert main([str(B1), "--out", str(out), "--no-plot", "--max-concurrency", "1"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "client at most 1 request(s) in flight (command line); 2 request(s) waited for a slot" in flat
+    sim = pq.read_table(out / "sim" / "requests.parquet").to_pydict()
+    assert sim["arrival_s"][1:] == sim["finish_s"][:-1]
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["client"] == {"max_concurrency": 1, "source": "command line",
+                                    "requests_that_waited_for_a_slot": 2}
+
+
+def test_a_small_run_is_the_median_of_several_seeds(tmp_path, capsys):
+    from sim.replay.compare import SMALL_RUN_SEEDS
+
+    out = tmp_path / "out"
+    assert main([str(B1), "--out", str(out), "--no-plot"]) == 0
+    assert "simulated over the seeds" in capsys.readouterr().out
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    ttfts = []
+    for seed in range(SMALL_RUN_SEEDS):
+        folder = out / "sim" if seed == 0 else out / "sim_seeds" / f"seed_{seed}" / "sim"
+        ttfts.append(float(np.median(pq.read_table(folder / "requests.parquet").column("ttft_s").to_numpy())))
+    ttft = next(r for r in rows if r["metric"] == "ttft" and r["stat"] == "p50")
+    assert ttft["simulated"] == pytest.approx(float(np.median(ttfts)))
+    assert (ttft["simulated_low"], ttft["simulated_high"]) == (min(ttfts), max(ttfts))
+    assert min(ttfts) < max(ttfts)  # the seeds draw different launches
+    # A seed given on the command line is that one simulation.
+    assert main([str(B1), "--out", str(tmp_path / "one"), "--no-plot", "seed=4"]) == 0
+    rows = json.loads((tmp_path / "one" / "comparison.json").read_text())["rows"]
+    assert all(r["simulated_low"] is None for r in rows)
+    assert not (tmp_path / "one" / "sim_seeds").exists()
+
+
+def test_a_bench_run_at_infinite_rate_with_max_concurrency_replays_its_client(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    n = 6
+    path.write_text(json.dumps({
+        "request_rate": "inf", "max_concurrency": 2,
+        "start_times": [10.0 + 0.3 * (i // 2) for i in range(n)], "input_lens": [256] * n, "output_lens": [16] * n,
+        "ttfts": [0.03] * n, "itls": [[0.005] * 15] * n, "latencies": [0.3] * n, "errors": [""] * n,
+    }))
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out), "--model", "llama3_8b", "--hardware", "h200", "--no-plot"]) == 0
+    assert "at most 2 request(s) in flight (vllm-bench file); 4 request(s) waited" in " ".join(capsys.readouterr().out.split())
+    sim = pq.read_table(out / "sim" / "requests.parquet").to_pydict()
+    assert sim["arrival_s"][:2] == [0.0, 0.0]
+    assert sorted(sim["arrival_s"][2:4]) == sorted(sim["finish_s"][:2])
+
+
+def test_due_times_tell_waiting_requests_from_timed_ones():
+    from sim.replay.client_limit import SLOT_REACTION_S, due_times
+    from sim.replay.measured import RunBuilder
+
+    def run(rows):
+        b = RunBuilder("t", "t.csv", "csv")
+        for send, e2e in rows:
+            b.add(send, 100, 10, e2e_s=e2e)
+        return b.build()
+
+    # One at a time, each sent 1 ms after the previous answer: all but the first waited.
+    back_to_back = run([(0.0, 1.0), (1.001, 1.0), (2.002, 1.0)])
+    due, waited = due_times(back_to_back, 1)
+    assert waited == 2 and list(due) == [0.0, 0.0, 0.0]
+    # Sent long after the slot freed: on its own clock.
+    timed = run([(0.0, 1.0), (1.0 + 10 * SLOT_REACTION_S, 1.0)])
+    due, waited = due_times(timed, 1)
+    assert waited == 0 and list(due) == list(timed.send_s)
+    # Two slots, one still free when a request is sent just after a finish: it did not wait.
+    free_slot = run([(0.0, 1.0), (1.001, 1.0)])
+    assert due_times(free_slot, 2)[1] == 0
+    # Two answers at once free two slots; both requests sent right after waited.
+    pair = run([(0.0, 1.0), (0.0, 1.0), (1.001, 1.0), (1.002, 1.0)])
+    due, waited = due_times(pair, 2)
+    assert waited == 2 and list(due) == [0.0, 0.0, 0.0, 0.0]

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", type=Path, help="meta.json with the engine settings (default: next to the file)")
     p.add_argument("--out", type=Path, help="output folder (default: outputs/replay/<run>)")
     p.add_argument("--no-plot", action="store_true", help="do not write cdf.png")
+    p.add_argument("--max-concurrency", type=int, metavar="N",
+                   help="the client kept at most N requests in flight (vllm bench serve --max-concurrency;"
+                   " default: from the file or meta.json, else no limit)")
     e = p.add_argument_group("engine settings (override meta.json)")
     e.add_argument("--model", help="model option, e.g. llama3_8b")
     e.add_argument("--hardware", help="hardware option, e.g. h200")
@@ -78,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = args.out or Path("outputs") / "replay" / source.run_name
         out_dir.mkdir(parents=True, exist_ok=True)
         result = replay(source, out_dir, file_format=args.format, cli_settings=cli_settings(args),
-                        overrides=args.overrides)
+                        overrides=args.overrides, max_concurrency=args.max_concurrency)
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,10 @@ LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
 STATS = ("mean", "p50", "p90", "p99")
 # Below this many requests a p90 or p99 is one or two samples: only the mean and p50 are compared.
 MIN_REQUESTS_FOR_TAILS = 20
+# A run that small is also simulated this many times (seeds 0, 1, ...): one simulated draw of
+# a p50 of three requests carries the engine's step-to-step spread (a launch varies by ~30%),
+# so the prediction is the median over the seeds, and their range is shown beside it.
+SMALL_RUN_SEEDS = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,9 @@ class Row:
     stat: str  # output_tokens_per_s | requests_per_s | mean | p50 | p90 | p99
     measured: float | None
     simulated: float | None
+    # Lowest and highest over the seeds, when the prediction is a median over several.
+    simulated_low: float | None = None
+    simulated_high: float | None = None
 
     @property
     def error(self) -> float | None:
@@ -72,15 +79,29 @@ def stats_compared(num_requests: int) -> tuple[str, ...]:
     return STATS if num_requests >= MIN_REQUESTS_FOR_TAILS else ("mean", "p50")
 
 
-def compare(measured: Side, simulated: Side) -> list[Row]:
-    """Throughput rows, then each latency metric at the statistics the run size supports."""
-    rows = [
-        Row("throughput", "output_tokens_per_s", measured.output_tokens_per_s, simulated.output_tokens_per_s),
-        Row("throughput", "requests_per_s", measured.requests_per_s, simulated.requests_per_s),
-    ]
+def _figures(side: Side, num_requests: int) -> list[tuple[str, str, float | None]]:
+    """(metric, stat, value) in the order of the comparison's rows."""
+    out = [("throughput", "output_tokens_per_s", side.output_tokens_per_s),
+           ("throughput", "requests_per_s", side.requests_per_s)]  # fmt: skip
     for metric in LATENCY_METRICS:
-        for stat in stats_compared(measured.num_requests):
-            rows.append(
-                Row(metric, stat, measured.latency[metric][stat], simulated.latency[metric].get(stat))
-            )
+        for stat in stats_compared(num_requests):
+            out.append((metric, stat, side.latency[metric].get(stat)))
+    return out
+
+
+def compare(measured: Side, simulated: Side | list[Side]) -> list[Row]:
+    """Throughput rows, then each latency metric at the statistics the run size supports.
+    Several simulated sides (seeds): each figure is their median, with their range."""
+    sims = simulated if isinstance(simulated, list) else [simulated]
+    n = measured.num_requests
+    per_seed = [_figures(s, n) for s in sims]
+    rows = []
+    for i, (metric, stat, value) in enumerate(_figures(measured, n)):
+        values = [fig[i][2] for fig in per_seed]
+        if any(v is None for v in values):
+            rows.append(Row(metric, stat, value, None))
+        elif len(values) == 1:
+            rows.append(Row(metric, stat, value, values[0]))
+        else:
+            rows.append(Row(metric, stat, value, float(np.median(values)), min(values), max(values)))
     return rows

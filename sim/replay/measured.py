@@ -31,6 +31,10 @@ class MeasuredRun:
     tpot_s: np.ndarray
     itl_s: np.ndarray  # pooled gaps; empty when the file has no per-token times
     notes: tuple[str, ...] = field(default=())
+    # The client's limit on requests in flight, and whether it sent at an infinite rate, when
+    # the file says (`vllm bench serve` JSON: `max_concurrency`, `request_rate`).
+    max_concurrency: int | None = None
+    infinite_rate: bool = False
 
     @property
     def num_requests(self) -> int:
@@ -60,6 +64,8 @@ class RunBuilder:
     tpot: list[float] = field(default_factory=list)
     itl: list[np.ndarray] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    max_concurrency: int | None = None
+    infinite_rate: bool = False
 
     def add(
         self,
@@ -114,4 +120,6 @@ class RunBuilder:
             tpot_s=column(self.tpot, np.float64),
             itl_s=np.concatenate(self.itl) if self.itl else np.empty(0),
             notes=tuple(self.notes),
+            max_concurrency=self.max_concurrency,
+            infinite_rate=self.infinite_rate,
         )

@@ -160,6 +160,7 @@ def read_vllm_bench(path: Path, name: str) -> MeasuredRun:
         raise TraceError(f"{path}: the per-request lists differ in length ({lengths})")
     errors = doc.get("errors") if isinstance(doc.get("errors"), list) else [""] * n
     run = RunBuilder(name, str(path), "vllm-bench")
+    run.max_concurrency, run.infinite_rate = _client_limits(doc, path)
     failed = 0
     for i in range(n):
         where = f"{path}: request {i}"
@@ -181,6 +182,16 @@ def read_vllm_bench(path: Path, name: str) -> MeasuredRun:
     if failed:
         run.notes.append(f"{failed} failed request(s) in the benchmark left out")
     return _rebased(run.build())
+
+
+def _client_limits(doc: dict[str, Any], path: Path) -> tuple[int | None, bool]:
+    """`max_concurrency` (null: none) and whether `request_rate` was "inf", as
+    vllm/benchmarks/serve.py writes them into the result."""
+    limit = doc.get("max_concurrency")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise TraceError(f"{path}: max_concurrency must be null or a whole number >= 1 (got {limit!r})")
+    rate = doc.get("request_rate")
+    return limit, rate == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))
 
 
 def _rebased(run: MeasuredRun) -> MeasuredRun:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from sim.errors import ConfigError, TraceError
-from sim.replay.compare import Row, Side, compare
+from sim.replay.client_limit import ClientLimit, client_limit
+from sim.replay.compare import MIN_REQUESTS_FOR_TAILS, SMALL_RUN_SEEDS, Row, Side, compare
 from sim.replay.measured import MeasuredRun
 from sim.replay.readers import read_run, run_name_from_path
 from sim.replay.settings import EngineSettings, Meta, read_meta, to_overrides
-from sim.replay.simulate import Simulated, compose, measured_side, override_key, run_simulation
+from sim.replay.simulate import SIM_DIR, Simulated, compose, measured_side, override_key, run_simulation
 
 META_FILE = "meta.json"
+SEEDS_DIR = "sim_seeds"  # a small run's other seeds
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class ReplayResult:
     overrides: tuple[str, ...]  # as composed, engine settings then the user's
     user_overrides: tuple[str, ...]
     notes: tuple[str, ...]
+    client: ClientLimit | None  # the measured client's concurrency limit, when it had one
     measured: Side
     simulated: Simulated
     rows: list[Row]
@@ -83,9 +87,13 @@ def replay(
     file_format: str = "auto",
     cli_settings: EngineSettings | None = None,
     overrides: Sequence[str] = (),
+    max_concurrency: int | None = None,
 ) -> ReplayResult:
-    """Read the run, simulate it with its settings, and compare the two."""
+    """Read the run, simulate it with its settings, and compare the two. `max_concurrency`:
+    the client's limit on requests in flight (`vllm bench serve --max-concurrency`), when the
+    file and meta.json do not say it."""
     run = read_run(source.path, file_format, source.run_name)
+    client = _client(run, source, max_concurrency)
     settings = source.meta.settings if source.meta is not None else EngineSettings()
     if cli_settings is not None:
         settings = settings.merged(cli_settings)
@@ -103,14 +111,46 @@ def replay(
     setting_overrides, unmapped = to_overrides(settings)
     notes += unmapped
     cfg = compose(setting_overrides, overrides)
-    simulated = run_simulation(cfg, run, out_dir)
+    user_keys = {override_key(o) for o in overrides}
+    small = run.num_requests < MIN_REQUESTS_FOR_TAILS and "seed" not in user_keys
+    base_seed = int(cfg.seed)
+    seeds = [copy.deepcopy(cfg) for _ in range(SMALL_RUN_SEEDS - 1)] if small else []
+    simulated = run_simulation(cfg, run, out_dir, client)
+    sides = [simulated.side]
+    for k, seed_cfg in enumerate(seeds, start=1):
+        seed_cfg.seed = base_seed + k
+        sides.append(run_simulation(seed_cfg, run, out_dir / SEEDS_DIR / f"seed_{base_seed + k}", client).side)
+    if seeds:
+        notes.append(
+            f"fewer than {MIN_REQUESTS_FOR_TAILS} requests: simulated with seeds {base_seed}-{base_seed + len(seeds)};"
+            f" each figure is their median, [lowest, highest] beside it (seed {base_seed}'s outputs in"
+            f" {SIM_DIR}/, the others in {SEEDS_DIR}/)"
+        )
     if simulated.num_rejected or simulated.num_unfinished:
         notes.append(
             f"the simulator rejected {simulated.num_rejected} and left {simulated.num_unfinished} request(s)"
             " unfinished; the measured run served them all"
         )
     measured = measured_side(run)
-    rows = compare(measured, simulated.side)
-    user_keys = {override_key(o) for o in overrides}
+    rows = compare(measured, sides)
     used = tuple(o for o in setting_overrides if override_key(o) not in user_keys)
-    return ReplayResult(run, settings, used + tuple(overrides), tuple(overrides), tuple(notes), measured, simulated, rows, out_dir)
+    return ReplayResult(run, settings, used + tuple(overrides), tuple(overrides), tuple(notes), client, measured,
+                        simulated, rows, out_dir)  # fmt: skip
+
+
+def _client(run: MeasuredRun, source: RunInput, max_concurrency: int | None) -> ClientLimit | None:
+    """The client's limit: the command line, else the run file, else meta.json's runs[] entry."""
+    if max_concurrency is not None:
+        limit, where = max_concurrency, "command line"
+    elif run.max_concurrency is not None:
+        limit, where = run.max_concurrency, f"{run.file_format} file"
+    else:
+        entry = source.meta.runs.get(source.run_name, {}) if source.meta is not None else {}
+        limit, where = entry.get("max_concurrency"), META_FILE
+        if limit is None:
+            return None
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise TraceError(f"{source.meta.path}: runs[{source.run_name}].max_concurrency must be a whole number >= 1 (got {limit!r})")
+    if limit < 1:
+        raise ConfigError(f"--max-concurrency must be at least 1 request (got {limit})")
+    return client_limit(run, limit, where)

@@ -52,15 +52,23 @@ def format_table(result: ReplayResult) -> str:
     )
     lines = [head, _wrapped("settings", "; ".join(_settings_used(result))),
              _wrapped("simulated", " ".join(result.overrides))]
+    if result.client is not None:
+        lines.append(_wrapped("client", result.client.description))
     lines += [_wrapped("note", note) for note in result.notes]
     if run.num_requests < MIN_REQUESTS_FOR_TAILS:
         lines.append(f"note         fewer than {MIN_REQUESTS_FOR_TAILS} requests: latencies compared at mean and p50 only")
     width = max(len(row_label(r.metric, r.stat)) for r in result.rows)
-    lines.append(f"{'metric':<{width}}  {'measured':>11}  {'simulated':>11}  {'error':>8}")
+    ranged = any(r.simulated_low is not None for r in result.rows)
+    lines.append(f"{'metric':<{width}}  {'measured':>11}  {'simulated':>11}  {'error':>8}"
+                 + (f"  {'simulated over the seeds':>24}" if ranged else ""))  # fmt: skip
     for r in result.rows:
+        span = ""
+        if r.simulated_low is not None and r.simulated_high is not None:
+            low, high = _value(r.metric, r.simulated_low), _value(r.metric, r.simulated_high)
+            span = f"  {f'[{low}, {high}]':>24}"
         lines.append(
             f"{row_label(r.metric, r.stat):<{width}}  {_value(r.metric, r.measured):>11}"
-            f"  {_value(r.metric, r.simulated):>11}  {_error(r.error):>8}"
+            f"  {_value(r.metric, r.simulated):>11}  {_error(r.error):>8}{span}"
         )
     return "\n".join(lines)
 
@@ -110,6 +118,11 @@ def comparison_dict(result: ReplayResult) -> dict[str, Any]:
         "settings": {k: {"value": v, "source": result.settings.sources.get(k, "command line")}
                      for k, v in result.settings.known().items()},
         "overrides": list(result.overrides),
+        "client": None if result.client is None else {
+            "max_concurrency": result.client.max_concurrency,
+            "source": result.client.source,
+            "requests_that_waited_for_a_slot": result.client.num_waited,
+        },
         "notes": list(result.notes),
         "definitions": {
             "ttft": "first token - send",

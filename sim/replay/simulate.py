@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.config.build import build_run_spec, resolved_config
 from sim.errors import ConfigError
+from sim.replay.client_limit import ClientLimit
 from sim.replay.compare import Side, distribution, throughput
 from sim.replay.measured import MeasuredRun
 from sim.run import simulate
@@ -62,20 +63,24 @@ def compose(settings_overrides: Sequence[str], user_overrides: Sequence[str]) ->
         raise ConfigError(f"cannot compose the config from {' '.join(overrides)}: {first}") from None
 
 
-def write_trace(run: MeasuredRun, path: Path) -> None:
-    """The requests as the simulator's generic CSV trace, in send order."""
+def write_trace(run: MeasuredRun, path: Path, due_s: np.ndarray | None = None) -> None:
+    """The requests as the simulator's generic CSV trace, in send order; each arrives at its
+    send time, or at `due_s` (a concurrency-limited run, sim.replay.client_limit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    times = run.send_s if due_s is None else due_s
     with path.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["arrival_s", "prompt_tokens", "output_tokens"])
-        for t, p, o in zip(run.send_s.tolist(), run.prompt_tokens.tolist(), run.output_tokens.tolist()):
+        for t, p, o in zip(times.tolist(), run.prompt_tokens.tolist(), run.output_tokens.tolist()):
             out.writerow([repr(t), p, o])
 
 
-def replay_config(cfg: DictConfig, run: MeasuredRun, trace_path: Path) -> DictConfig:
+def replay_config(cfg: DictConfig, run: MeasuredRun, trace_path: Path,
+                  max_concurrency: int | None = None) -> DictConfig:  # fmt: skip
     """Point the composed config's workload at the run, quietly."""
     w = cfg.workload
     try:
+        w.max_concurrency = max_concurrency
         w.name = f"replay_{run.name}"
         w.arrival = "trace"
         w.trace = str(trace_path)
@@ -97,11 +102,13 @@ def replay_config(cfg: DictConfig, run: MeasuredRun, trace_path: Path) -> DictCo
     return cfg
 
 
-def run_simulation(cfg: DictConfig, run: MeasuredRun, out_dir: Path) -> Simulated:
-    """Simulate the run into `out_dir/sim` and read the outputs back."""
+def run_simulation(cfg: DictConfig, run: MeasuredRun, out_dir: Path,
+                   limit: ClientLimit | None = None) -> Simulated:  # fmt: skip
+    """Simulate the run into `out_dir/sim` and read the outputs back; under `limit`, the
+    requests arrive when due and the simulated client keeps its limit on requests in flight."""
     trace_path = out_dir / TRACE_FILE
-    write_trace(run, trace_path)
-    cfg = replay_config(cfg, run, trace_path.resolve())
+    write_trace(run, trace_path, None if limit is None else limit.due_s)
+    cfg = replay_config(cfg, run, trace_path.resolve(), None if limit is None else limit.max_concurrency)
     spec = build_run_spec(cfg)
     sim_dir = out_dir / SIM_DIR
     sim_dir.mkdir(parents=True, exist_ok=True)
