@@ -39,6 +39,7 @@ MAX_DISK_ENTRIES = 256  # oldest entries are removed beyond this
 _FORMAT = b"sim-compose-cache-1"
 _MODE_OVERRIDES = ("hydra.mode=RUN", "hydra.mode=MULTIRUN")
 
+_schema_digests: dict[Any, bytes] = {}  # schema class -> digest of its fields (_schema_digest)
 _original_load: Any = None  # Hydra's load_configuration, once install() wrapped it
 _memory: dict[str, bytes] = {}  # key -> pickled entry, for this process
 
@@ -191,7 +192,17 @@ def _hash_store(h: Any, repo: dict, prefix: str = "") -> None:
             h.update(f"{prefix}{name}\0".encode() + pickle.dumps(node, protocol=4))
             content = getattr(node, "node", None)
             if isinstance(content, DictConfig):
-                _hash_schema(h, OmegaConf.get_type(content), set())
+                h.update(_schema_digest(OmegaConf.get_type(content)))
+
+
+def _schema_digest(cls: Any) -> bytes:
+    """`_hash_schema` of `cls`, once per process (classes do not change while it runs)."""
+    digest = _schema_digests.get(cls)
+    if digest is None:
+        h = hashlib.sha256()
+        _hash_schema(h, cls, set())
+        digest = _schema_digests[cls] = h.digest()
+    return digest
 
 
 def _hash_schema(h: Any, cls: Any, seen: set) -> None:
