@@ -282,30 +282,24 @@ def test_unsplittable_tp_is_a_config_error():
 # --- MoE ----------------------------------------------------------------------------------------
 
 
-def _moe_weight_bytes(m: int) -> float:
-    """Expert weight bytes of TINY_MOE at m tokens: w13 (1024 -> 2*2048) and w2 (2048 -> 1024)."""
-    active = 8 * (1 - (1 - 2 / 8) ** m)
-    return active * (2 * 2048 * 1024 + 1024 * 2048) * 2
-
-
-def _moe_mlp_bytes(m: int) -> float:
-    rows = 2 * m
-    router = 8 * 1024 * 2 + m * 1024 * 2 + m * 8 * 2
-    activations = rows * 1024 * 2 + rows * 4096 * 2 + rows * 2048 * 2 + rows * 1024 * 2
-    return router + _moe_weight_bytes(m) + activations
+def make_moe(tp: int = 1):
+    """TINY_MOE as a run prices it: MoE layers go to the staged model (sim.cost.moe)."""
+    return build_cost_model(TINY_MOE, H100_LIKE, BF16, tp, CostConfig())
 
 
 def test_moe_reads_only_the_experts_hit():
     assert expected_active_experts(8, 2, 1) == pytest.approx(2.0)
     assert expected_active_experts(8, 2, 4096) == pytest.approx(8.0)
-    model = make(TINY_MOE)
-    for m in (1, 4096):
-        cost = model.step_cost(decode(m, 10))
-        assert op(cost, "mlp").bytes == pytest.approx(_moe_mlp_bytes(m))
-        rows = 2 * m
-        expert_flops = 2 * rows * 4096 * 1024 + 2 * rows * 1024 * 2048
-        assert op(cost, "mlp").flops == pytest.approx(2 * m * 8 * 1024 + expert_flops)
-    assert _moe_weight_bytes(1) < _moe_weight_bytes(4096) / 3
+    model = make_moe()
+    one, many = (op(model.step_cost(decode(m, 10)), "mlp").bytes for m in (1, 4096))
+    # One token hits 2 of the 8 experts: its expert weights are a quarter of 4096 tokens'.
+    expert_weights = (2 * 2048 * 1024 + 1024 * 2048) * 2
+    assert one < 2.5 * expert_weights < 8 * expert_weights < many
+
+
+def test_the_plain_model_refuses_moe_and_mla_models():
+    with pytest.raises(ValueError, match="StagedCostModel"):
+        make(TINY_MOE)
 
 
 # --- precision ----------------------------------------------------------------------------------
@@ -363,11 +357,12 @@ def test_build_cost_model_uses_the_config_and_records_provenance():
 
 
 def test_memoised_parts_give_identical_costs():
-    model = make(TINY_MOE, tp=2)
     batches = [decode(7, 300), prefill(64, 16), decode(7, 900)]
-    first = [model.step_cost(b) for b in batches]
-    assert [make(TINY_MOE, tp=2).step_cost(b) for b in batches] == first
-    assert [model.step_cost(b) for b in batches] == first
+    for build in (lambda: make(TINY, tp=2), lambda: make_moe(tp=2)):
+        model = build()
+        first = [model.step_cost(b) for b in batches]
+        assert [build().step_cost(b) for b in batches] == first
+        assert [model.step_cost(b) for b in batches] == first
 
 
 # --- monotonicity -------------------------------------------------------------------------------
@@ -382,7 +377,7 @@ def test_memoised_parts_give_identical_costs():
     tp=st.sampled_from([1, 2, 4]),
 )
 def test_more_decode_context_never_makes_a_step_cheaper(num_seqs, context, extra, moe, tp):
-    model = make(TINY_MOE if moe else TINY, tp=tp)
+    model = make_moe(tp) if moe else make(TINY, tp=tp)
     base = BatchSummary(num_decode_seqs=num_seqs, decode_context_tokens=num_seqs * context)
     more = BatchSummary(
         num_decode_seqs=num_seqs, decode_context_tokens=num_seqs * context + extra
@@ -398,7 +393,7 @@ def test_more_decode_context_never_makes_a_step_cheaper(num_seqs, context, extra
     moe=st.booleans(),
 )
 def test_a_longer_prefill_chunk_never_makes_a_step_cheaper(q, extra, p, moe):
-    model = make(TINY_MOE if moe else TINY)
+    model = make_moe() if moe else make(TINY)
     assert model.step_cost(prefill(q + extra, p)).time_s >= model.step_cost(prefill(q, p)).time_s
 
 

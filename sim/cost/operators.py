@@ -203,9 +203,11 @@ def o_proj(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
 
 
 def mlp(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
-    """Gated MLP: gate and up fused into one column-parallel GEMM, then the down projection."""
+    """Gated MLP: gate and up fused into one column-parallel GEMM, then the down projection.
+    An MoE layer's experts are priced by `sim.cost.moe` (vLLM's fused_moe, measured), in the
+    staged model."""
     if s.num_experts:
-        return _moe(s, f, m)
+        raise ValueError("MoE layers are priced by sim.cost.moe (StagedCostModel), not as a dense MLP")
     i = s.intermediate
     dq = f.dequant_ops_per_weight
     return (
@@ -224,33 +226,6 @@ def expected_active_experts(num_experts: int, top_k: int, num_tokens: int) -> fl
     if num_tokens <= 0 or num_experts <= 0:
         return 0.0
     return num_experts * (1.0 - (1.0 - top_k / num_experts) ** num_tokens)
-
-
-def _moe(s: LayerShapes, f: TensorFormats, m: int) -> tuple[Gemm, ...]:
-    """Router, then vLLM's fused MoE: every expert sharded over TP (no expert parallelism),
-    `m * top_k` token rows in total, weights read only for the experts that are hit."""
-    h, i = s.hidden, s.intermediate
-    rows = m * s.top_k
-    active = expected_active_experts(s.num_experts, s.top_k, m)
-    rows_per_expert = max(1, round(rows / active))
-    wb, ib, dt = f.weight_bytes, f.input_bytes, f.gemm_dtype
-    tiles = -(-rows_per_expert // DEQUANT_TILE_M)
-    dq = f.dequant_ops_per_weight * tiles * active
-    w13 = Gemm(
-        rows_per_expert, 2 * i, h, dt,
-        flops=2.0 * rows * 2 * i * h,
-        bytes=active * 2 * i * h * wb + rows * h * ib + rows * 2 * i * ACT_BYTES,
-        dequant_ops=dq * 2 * i * h,
-    )  # fmt: skip
-    w2 = Gemm(
-        rows_per_expert, h, i, dt,
-        flops=2.0 * rows * h * i,
-        bytes=active * h * i * wb + rows * i * ib + rows * h * ACT_BYTES,
-        dequant_ops=dq * h * i,
-    )  # fmt: skip
-    router_dtype = UNQUANTIZED_DTYPE  # ReplicatedLinear: the whole router on every GPU
-    router = dense_gemm(m, s.num_experts, h, router_dtype, DTYPE_BYTES[router_dtype], ACT_BYTES)
-    return (router, w13, w2)
 
 
 def lm_head(s: LayerShapes, num_seqs: int) -> tuple[Gemm, ...]:

@@ -124,6 +124,8 @@ class RooflineCostModel:
             raise ConfigError(f"cost.step_overhead_ms must be >= 0, got {step_overhead_s * 1e3}")
         if hardware.memory_bandwidth <= 0.0:
             raise ConfigError(f"hardware {hardware.name} needs a memory bandwidth > 0")
+        if needs_staged_model(model, None):  # a caller's mistake: build_cost_model routes these
+            raise ValueError(f"{model.name}: MoE and MLA models are priced by StagedCostModel (build_cost_model)")
         self.model = model
         self.hardware = hardware
         self.precision = precision
