@@ -337,6 +337,7 @@ def _assumptions(spec: RunSpec, cost_model: Any, engine_costs: EngineCosts) -> d
         "engine_time_source": engine_costs.source,
         "engine_time_fit_error": engine_costs.fit_error or "none: not fitted",
         "scheduler_defaults": spec.defaults_source,
+        "kv_block_size": spec.block_size_source or f"{spec.block_size} (scheduler.block_size)",
     }
 
 

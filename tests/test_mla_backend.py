@@ -14,7 +14,8 @@ from sim.config.schema import CostConfig
 from sim.cost.batch import BatchSummary
 from sim.cost.cost_spec import CostSpec
 from sim.cost.mla import absorb_gemms
-from sim.cost.mla_backend import ASSUMED_MLA, MLA_BACKENDS, resolve_mla_backend
+from sim.config.build import build_run_spec
+from sim.cost.mla_backend import ASSUMED_MLA, MLA_BACKENDS, kv_block_size, resolve_mla_backend
 from sim.cost.profiles import build_efficiency
 from sim.cost.roofline import build_cost_model
 from sim.cost.staged import StagedCostModel
@@ -151,3 +152,35 @@ def test_an_unknown_backend_name_is_one_error_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cost.mla_backend='flash_mla' is not an MLA backend")
+
+
+@pytest.mark.parametrize(
+    "gpu, choice, requested, expected",
+    [
+        ("h200", "auto", 16, 64),  # FlashMLA runs on Hopper: 64, whatever backend then runs
+        ("h100_sxm", "auto", 128, 128),  # already a multiple of 64
+        ("h200", "flash_attn_mla", 16, 16),  # a set FLASH_ATTN_MLA forces nothing
+        ("h200", "flashmla", 32, 64),
+        ("b200", "auto", 16, 64),  # FLASHINFER_MLA for qk_nope_head_dim 128
+        ("b200", "auto", 32, 32),  # FLASHINFER_MLA keeps 32
+        ("b200", "cutlass_mla", 64, 128),
+        ("a100_80gb", "auto", 16, 16),  # TRITON_MLA
+        ("mi300x", "auto", 16, 16),  # ROCm: not the CUDA platform's rule
+    ],
+)
+def test_the_kv_block_size_is_the_one_vllm_forces_for_mla(gpu, choice, requested, expected):
+    size, why = kv_block_size(requested, hardware(gpu), choice, qk_nope_head_dim=128)
+    assert size == expected
+    assert (why == "") == (size == requested)
+    assert kv_block_size(16, hardware("b200"), "auto", qk_nope_head_dim=64)[0] == 128  # CUTLASS_MLA
+
+
+def test_an_mla_run_pages_its_cache_in_the_forced_blocks_and_says_so():
+    base = ["model=deepseek_v3", "hardware=h200", "precision=fp8", "parallel=tp8"]
+    spec = build_run_spec(compose_config(base))
+    assert spec.block_size == 64 and spec.memory.block_size == 64
+    assert "vLLM forces it on h200" in spec.block_size_source
+    dense = build_run_spec(compose_config(["model=llama3_8b", "hardware=h200"]))
+    assert dense.block_size == 16 and dense.block_size_source == ""
+    kept = build_run_spec(compose_config([*base, "cost.mla_backend=triton_mla"]))
+    assert kept.block_size == 16

@@ -21,7 +21,7 @@ from sim.config.checks import verify_kv_cache, verify_scheduler_config
 from sim.config.speculative import SpeculativeSpec, speculative_spec
 from sim.config.vllm_defaults import batch_limits
 from sim.cost.cost_spec import CostSpec
-from sim.cost.mla_backend import check_mla_backend_name
+from sim.cost.mla_backend import check_mla_backend_name, kv_block_size
 from sim.cost.drafter import plan_with_drafter
 from sim.core.scheduler import SchedulerConfig
 from sim.errors import ConfigError
@@ -65,6 +65,7 @@ class RunSpec:
     progress: bool
     async_scheduling: bool = True
     defaults_source: str = ""  # where the batch limits came from
+    block_size_source: str = ""  # why the KV block size differs from scheduler.block_size ("": it does not)
     horizon_s: float | None = None  # stop at this simulated time; None: when all requests end
     max_waiting_requests: int | None = None  # per replica; None: unbounded
     timeline_interval_s: float = 1.0  # bin width of timeline.parquet; 0: not written
@@ -154,6 +155,9 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         hardware, sch.max_num_seqs, sch.max_num_batched_tokens, max_model_len,
         sch.enable_chunked_prefill,
     )  # fmt: skip
+    block_size, block_size_why = sch.block_size, ""
+    if model.is_mla:  # the block size vLLM's MLA backend forces (sim.cost.mla_backend)
+        block_size, block_size_why = kv_block_size(sch.block_size, hardware, cfg.cost.mla_backend, model.qk_nope_head_dim)
     # DIVERGENCE: DP attention ranks share one scheduler here, with dp x the per-rank batch
     # limits and KV blocks (vLLM runs a scheduler per rank); see sim.cost.staged.
     dp = layout.dp
@@ -172,7 +176,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         hardware,
         precision,
         par.tp,
-        block_size=sch.block_size,
+        block_size=block_size,
         gpu_memory_utilization=sch.gpu_memory_utilization,
         max_num_batched_tokens=limits.max_num_batched_tokens,
         max_num_seqs=limits.max_num_seqs,
@@ -202,7 +206,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         tp=par.tp,
         num_replicas=par.replicas,
         max_gpus_per_node=hardware.max_gpus_per_node,
-        block_size=sch.block_size,
+        block_size=block_size,
         block_bytes=memory.block_bytes,
         num_layers=model.num_hidden_layers,
         max_num_seqs=limits.max_num_seqs,
@@ -223,11 +227,20 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
             max_num_batched_tokens=sch.max_num_batched_tokens, max_model_len=max_model_len,
             enable_chunked_prefill=sch.enable_chunked_prefill,
             long_prefill_token_threshold=sch.long_prefill_token_threshold,
-            block_size=sch.block_size, gpu_memory_utilization=sch.gpu_memory_utilization,
+            block_size=block_size, gpu_memory_utilization=sch.gpu_memory_utilization,
             num_gpu_blocks_override=sch.num_gpu_blocks_override,
             memory=memory, scheduler=engine_scheduler_config, defaults_source=limits.source,
         ),
     )  # fmt: skip
+    if model.is_mla:
+        for pool in deployment.pools:
+            pool_size, _ = kv_block_size(sch.block_size, pool.hardware, cfg.cost.mla_backend, model.qk_nope_head_dim)
+            if pool_size != block_size:
+                raise ConfigError(
+                    f"deployment.pools.{pool.name} ({pool.hardware.name}) would page {model.name}'s latent"
+                    f" cache in {pool_size}-token blocks and {hardware.name} in {block_size} (the sizes vLLM"
+                    " forces for their MLA backends); set scheduler.block_size=128, which both keep"
+                )
     if not deployment.classic:
         if layout.pp > 1 or layout.dp > 1:
             raise ConfigError(
@@ -261,10 +274,11 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         num_replicas=par.replicas,
         router=par.router,
         scheduler=engine_scheduler_config,
-        block_size=sch.block_size,
+        block_size=block_size,
         enable_prefix_caching=sch.enable_prefix_caching,
         async_scheduling=sch.async_scheduling,
         defaults_source=limits.source,
+        block_size_source=block_size_why,
         memory=memory,
         workload=workload,
         cost=cost,

@@ -20,9 +20,16 @@ priced on the FlashAttention decode-attention curve with one latent KV head, ass
 DIVERGENCE: FLASH_ATTN_MLA, FLASHMLA, FLASHINFER_MLA and CUTLASS_MLA are not measured; their
 decode is the FlashAttention pricing capped at the measured Triton kernel (an upper bound on
 their time, see `mla_decode_provenance`).
+The KV block size follows the same function (`kv_block_size`): an MLA model's block size is
+forced to 64 when FlashMLA is usable (compute capability 9.x or 10.x; on Hopper whatever
+backend the priorities then pick), to 64 for FLASHINFER_MLA (32 is also kept) and to 128 for
+CUTLASS_MLA, unless the requested size is already a multiple; TRITON_MLA and a forced
+FLASH_ATTN_MLA keep it. So DeepSeek on an H100 or H200 pages its latent cache in 64-token
+blocks, as vLLM logs "Forcing kv cache block size to 64 for FlashMLA backend".
+
 DIVERGENCE: a backend is checked against vLLM's compute-capability and KV-cache-dtype rules
-only; its other validations (FlashMLA built into the wheel, block sizes, DCP) are taken to
-pass, and the KV block size vLLM forces for FlashMLA / FlashInfer-MLA is not applied.
+only; its other validations (FlashMLA built into the wheel, DCP) are taken to pass, and ROCm's
+own block-size rules (ROCM_AITER_MLA's block size of 1) are not applied.
 """
 
 from __future__ import annotations
@@ -110,6 +117,36 @@ def resolve_mla_backend(
         return MlaBackend(name, f"auto: vLLM's choice on {where}, qk_nope_head_dim {qk_nope_head_dim}")
     name = next(b for b in _PRIORITIES if _invalid(b, major, kv_cache_dtype) is None)
     return MlaBackend(name, f"auto: vLLM's choice on {where}, {kv_cache_dtype} KV cache")
+
+
+def kv_block_size(requested: int, hardware: HardwareSpec, choice: str, qk_nope_head_dim: int) -> tuple[int, str]:
+    """The KV block size vLLM 0.24.0 runs an MLA model with, and why (empty: as requested).
+
+    `vllm/platforms/cuda.py` `check_and_update_config`: with no backend set, Blackwell forces
+    FLASHINFER_MLA (qk_nope_head_dim 128) or CUTLASS_MLA, and any GPU where FlashMLA's dense
+    kernel runs (9.x, 10.x) takes the FlashMLA rule; a set backend takes its own rule."""
+    major = _CAPABILITY.get(hardware.generation or "")
+    if major is None:  # ROCm or an unknown GPU: TRITON_MLA, any block size
+        return requested, ""
+    if choice == "auto":
+        rule = ("flashinfer_mla" if qk_nope_head_dim == 128 else "cutlass_mla") if major == 10 else (
+            "flashmla" if major == 9 else "")  # fmt: skip
+    else:
+        rule = choice if choice in ("flashmla", "flashinfer_mla", "cutlass_mla") else ""
+    if rule == "flashmla" and requested % 64:
+        size = 64
+    elif rule == "flashinfer_mla" and requested != 32 and requested % 64:
+        size = 64
+    elif rule == "cutlass_mla" and requested % 128:
+        size = 128
+    else:
+        return requested, ""
+    reason = "FlashMLA's kernel runs there" if choice == "auto" and rule == "flashmla" else f"{rule.upper()}"
+    why = (
+        f"{size}, not scheduler.block_size={requested}: vLLM forces it on {hardware.name} for an MLA"
+        f" model ({reason}; vllm/platforms/cuda.py check_and_update_config)"
+    )
+    return size, why
 
 
 ASSUMED_MLA = (
