@@ -243,3 +243,18 @@ def test_due_times_tell_waiting_requests_from_timed_ones():
     pair = run([(0.0, 1.0), (0.0, 1.0), (1.001, 1.0), (1.002, 1.0)])
     due, waited = due_times(pair, 2)
     assert waited == 2 and list(due) == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_run_that_looks_concurrency_limited_gets_a_hint(tmp_path, capsys):
+    from sim.replay.client_limit import limit_hint
+    from sim.replay.measured import RunBuilder
+
+    assert main([str(B1), "--out", str(tmp_path / "out"), "--no-plot", "seed=0"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "never had more than 1 request(s) in flight, and 2 were sent within 5 ms of an answer" in flat
+    assert "replay it with --max-concurrency 1" in flat
+    # Open-loop sends that happen to follow answers now and then get no hint.
+    b = RunBuilder("t", "t.csv", "csv")
+    for i in range(40):
+        b.add(0.1 * i, 100, 10, e2e_s=0.35)
+    assert limit_hint(b.build()) is None

@@ -57,6 +57,35 @@ def client_limit(run: MeasuredRun, max_concurrency: int, source: str) -> ClientL
     return ClientLimit(max_concurrency, source, due, waited)
 
 
+def max_in_flight(run: MeasuredRun) -> int:
+    """The most requests the measured run had in flight at once (0 without end times)."""
+    if not np.isfinite(run.e2e_s).all():
+        return 0
+    events = sorted([(float(t), 1) for t in run.send_s] + [(float(t), -1) for t in run.send_s + run.e2e_s])
+    level = peak = 0
+    for _, step in events:  # a finish at t frees its slot before a send at t
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def limit_hint(run: MeasuredRun) -> str | None:
+    """A note when the run looks concurrency-limited but no limit was given: it never had more
+    than N in flight, and at least a tenth of its requests (two or more) went out within
+    SLOT_REACTION_S of an answer while the other N - 1 slots were taken."""
+    peak = max_in_flight(run)
+    if peak < 1 or peak >= run.num_requests:
+        return None
+    _, waited = due_times(run, peak)
+    if waited < max(2, run.num_requests // 10):
+        return None
+    return (
+        f"the measured run never had more than {peak:,} request(s) in flight, and {waited:,} were sent"
+        f" within {SLOT_REACTION_S * 1e3:.0f} ms of an answer: if its client kept at most {peak:,} in"
+        f" flight (vllm bench serve --max-concurrency), replay it with --max-concurrency {peak}"
+    )
+
+
 def due_times(run: MeasuredRun, limit: int, infinite_rate: bool = False) -> tuple[np.ndarray, int]:
     """Each request's due time (non-decreasing, in send order) and how many waited for a slot."""
     send = run.send_s

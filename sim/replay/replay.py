@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from sim.errors import ConfigError, TraceError
-from sim.replay.client_limit import ClientLimit, client_limit
+from sim.replay.client_limit import ClientLimit, client_limit, limit_hint
 from sim.replay.compare import MIN_REQUESTS_FOR_TAILS, SMALL_RUN_SEEDS, Row, Side, compare
 from sim.replay.measured import MeasuredRun
 from sim.replay.readers import read_run, run_name_from_path
@@ -104,6 +104,10 @@ def replay(
                 f" or keep a {META_FILE} with it next to the run file"
             )
     notes = list(run.notes)
+    if client is None:
+        hint = limit_hint(run)
+        if hint is not None:
+            notes.append(hint)
     if source.meta is not None and source.run_name in source.meta.runs:
         expected = source.meta.runs[source.run_name].get("n")
         if isinstance(expected, int) and expected != run.num_requests:
