@@ -67,3 +67,22 @@ def test_a_replay_fit_recovers_from_a_bad_start(tmp_path):
     assert fit.error_after < 1.5 * reference
     assert "fitted by replay" in fit.costs.source
     assert isinstance(fit.costs, EngineCosts)
+
+
+def test_a_replay_fit_replays_the_client_limit_it_is_given(tmp_path, monkeypatch):
+    import importlib
+
+    replay_module = importlib.import_module("sim.replay.replay")  # the package exports a function of that name
+    limits = []
+    real = replay_module.replay
+
+    def spy(*args, **kwargs):
+        limits.append(kwargs.get("max_concurrency"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(replay_module, "replay", spy)
+    out = tmp_path / "engine.json"
+    assert engine_main(["--replay", str(DATA / "requests_b1.jsonl.gz"), "--hardware", "h200",
+                        "--max-concurrency", "1", "--max-evaluations", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert limits and set(limits) == {1}
+    assert json.loads(out.read_text())["engine"]["source"]

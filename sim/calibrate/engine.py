@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="with --replay: a config override for every replay (repeatable)")
     p.add_argument("--max-evaluations", type=int, default=40, help="with --replay: replays of the run set")
+    p.add_argument("--max-concurrency", type=int, metavar="N",
+                   help="with --replay: the runs' client kept at most N requests in flight (as python -m sim.replay)")
     args = p.parse_args(argv)
     if args.replay:
         return _replay_main(args)
@@ -119,7 +121,8 @@ def _replay_main(args: argparse.Namespace) -> int:
 
         def replay_fn(source, profile: Path, out_dir: Path):
             overrides = [*args.set, f"cost.engine_profile={profile}"]
-            return replay(source, out_dir, cli_settings=settings, overrides=overrides).rows
+            return replay(source, out_dir, cli_settings=settings, overrides=overrides,
+                          max_concurrency=args.max_concurrency).rows
 
         fitted = fit_from_replays(sources, base, replay_fn, args.max_evaluations)
     except SimError as err:
