@@ -84,7 +84,9 @@ def session_folders(root: Path, scratch: Path) -> list[Path]:
     return sorted({p.parent for base in search for p in base.rglob("meta.json")})
 
 
-def replay_all(root: Path, out: Path, overrides: list[str], plots: bool) -> list[Cell]:
+def replay_all(root: Path, out: Path, overrides: list[str], plots: bool,
+               stalls: list[str] | None = None) -> list[Cell]:  # fmt: skip
+    """Every run's cells; `stalls` collects a line per run with pauses after the engine."""
     cells: list[Cell] = []
     seen: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="validate-e2e-") as tmp:
@@ -113,8 +115,22 @@ def replay_all(root: Path, out: Path, overrides: list[str], plots: bool) -> list
                         continue
                     r = rows[(metric, stat)]
                     cells.append(Cell(label, heading, r.measured, r.simulated, r.error))
+                if stalls is not None and result.stalls is not None:
+                    stalls.append(_stall_line(label, result))
                 print(f"replayed {label}: {result.run.num_requests} requests", file=sys.stderr)
     return cells
+
+
+def _stall_line(label: str, result) -> str:
+    """A run's pauses after the engine, and its ITL p99 without them against the simulator's."""
+    found = result.stalls
+    without = float(np.percentile(found.itl_without_s, 99))
+    sim = result.simulated.side.latency["itl"]["p99"]
+    error = f", {sim / without - 1:+.1%}" if sim else ""
+    sim_text = f"{sim * 1e3:.1f}" if sim else "n/a"
+    spans = ", ".join(f"{(s.end_s - s.start_s) * 1e3:.0f} ms at {s.start_s:.1f} s" for s in found.stalls)
+    return (f"{label}: {len(found.stalls)} ({spans}); ITL p99 without them {without * 1e3:.1f} ms,"
+            f" sim {sim_text}{error}")
 
 
 def _fmt(column: str, value: float | None) -> str:
@@ -197,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("outputs/validate_e2e"))
     p.add_argument("--plots", action="store_true", help="also write each run's cdf.png")
     args = p.parse_intermixed_args(argv)
+    stalls: list[str] = []
     try:
-        cells = replay_all(args.root, args.out, args.overrides, args.plots)
+        cells = replay_all(args.root, args.out, args.overrides, args.plots, stalls)
     except SimError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -208,12 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(plain(sum_head, sum_body))
     print("\n".join(verdict))
+    stall_head = ("pauses after the engine in the measured runs (sim.replay.stalls; not modelled, the"
+                  " table above keeps every gap):")  # fmt: skip
+    if stalls:
+        print("\n" + stall_head + "\n" + "\n".join(f"  {line}" for line in stalls))
     args.out.mkdir(parents=True, exist_ok=True)
     md = args.out / "validate_e2e.md"
     md.write_text("\n\n".join([
         markdown(*pivot(cells)),
         markdown(sum_head, sum_body),
         "\n".join(f"- {v}" for v in verdict),
+        *([stall_head + "\n\n" + "\n".join(f"- {line}" for line in stalls)] if stalls else []),
         markdown(head, body, left=2),
     ]) + "\n")
     (args.out / "validate_e2e.json").write_text(

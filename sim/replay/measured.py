@@ -35,6 +35,8 @@ class MeasuredRun:
     # the file says (`vllm bench serve` JSON: `max_concurrency`, `request_rate`).
     max_concurrency: int | None = None
     infinite_rate: bool = False
+    # Each request's gaps between consecutive tokens, in send order (empty where not measured).
+    request_gaps_s: tuple[np.ndarray, ...] = ()
 
     @property
     def num_requests(self) -> int:
@@ -63,6 +65,7 @@ class RunBuilder:
     e2e: list[float] = field(default_factory=list)
     tpot: list[float] = field(default_factory=list)
     itl: list[np.ndarray] = field(default_factory=list)
+    gaps: list[np.ndarray] = field(default_factory=list)  # per request, in the order added
     notes: list[str] = field(default_factory=list)
     max_concurrency: int | None = None
     infinite_rate: bool = False
@@ -84,8 +87,10 @@ class RunBuilder:
         self.ttft.append(ttft_s)
         self.e2e.append(e2e_s)
         self.tpot.append(tpot_s)
-        if itl_s is not None and itl_s.size:
-            self.itl.append(itl_s)
+        gaps = itl_s if itl_s is not None else np.empty(0)
+        self.gaps.append(gaps)
+        if gaps.size:
+            self.itl.append(gaps)
 
     def add_token_times(self, send_s: float, prompt_tokens: int, output_tokens: int, tok: np.ndarray) -> None:
         """A request whose every token arrival is known (`tok`, same clock as `send_s`)."""
@@ -122,4 +127,5 @@ class RunBuilder:
             notes=tuple(self.notes),
             max_concurrency=self.max_concurrency,
             infinite_rate=self.infinite_rate,
+            request_gaps_s=tuple(self.gaps[i] for i in order),
         )

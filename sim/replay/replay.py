@@ -13,6 +13,7 @@ from sim.replay.compare import MIN_REQUESTS_FOR_TAILS, SMALL_RUN_SEEDS, Row, Sid
 from sim.replay.measured import MeasuredRun
 from sim.replay.readers import read_run, run_name_from_path
 from sim.replay.settings import EngineSettings, Meta, read_meta, to_overrides
+from sim.replay.stalls import OutputStalls, find_output_stalls
 from sim.replay.simulate import SIM_DIR, Simulated, compose, measured_side, override_key, run_simulation
 
 META_FILE = "meta.json"
@@ -34,6 +35,7 @@ class ReplayResult:
     user_overrides: tuple[str, ...]
     notes: tuple[str, ...]
     client: ClientLimit | None  # the measured client's concurrency limit, when it had one
+    stalls: OutputStalls | None  # pauses after the engine in the measured run (not modelled)
     measured: Side
     simulated: Simulated
     rows: list[Row]
@@ -104,6 +106,9 @@ def replay(
                 f" or keep a {META_FILE} with it next to the run file"
             )
     notes = list(run.notes)
+    stalls = find_output_stalls(run)
+    if stalls is not None:
+        notes.append(stalls.note)
     if client is None:
         hint = limit_hint(run)
         if hint is not None:
@@ -138,8 +143,8 @@ def replay(
     measured = measured_side(run)
     rows = compare(measured, sides)
     used = tuple(o for o in setting_overrides if override_key(o) not in user_keys)
-    return ReplayResult(run, settings, used + tuple(overrides), tuple(overrides), tuple(notes), client, measured,
-                        simulated, rows, out_dir)  # fmt: skip
+    return ReplayResult(run, settings, used + tuple(overrides), tuple(overrides), tuple(notes), client, stalls,
+                        measured, simulated, rows, out_dir)  # fmt: skip
 
 
 def _client(run: MeasuredRun, source: RunInput, max_concurrency: int | None) -> ClientLimit | None:

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from sim.replay.compare import MIN_REQUESTS_FOR_TAILS
+from sim.replay.compare import MIN_REQUESTS_FOR_TAILS, distribution
 from sim.replay.replay import ReplayResult
 
 COMPARISON_FILE = "comparison.json"
@@ -122,6 +122,11 @@ def comparison_dict(result: ReplayResult) -> dict[str, Any]:
             "max_concurrency": result.client.max_concurrency,
             "source": result.client.source,
             "requests_that_waited_for_a_slot": result.client.num_waited,
+        },
+        "output_stalls": None if result.stalls is None else {
+            "stalls": [{"start_s": s.start_s, "end_s": s.end_s, "requests": s.num_requests,
+                        "in_flight": s.num_in_flight} for s in result.stalls.stalls],  # fmt: skip
+            "itl_without_stalls": distribution(result.stalls.itl_without_s),
         },
         "notes": list(result.notes),
         "definitions": {
