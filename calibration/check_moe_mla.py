@@ -68,34 +68,35 @@ def moe_rows(hardware, eff, kernels, name: str = "h200_fused_moe.csv") -> list[t
     return out
 
 
+def _mla_row(hardware, profile, kernels, name: str, measured_ms: str, heads: int, batch: int,
+             cached_tokens: int) -> tuple[str, float, float, float]:  # fmt: skip
+    """One measured MLA decode against the model and the old pricing; `cached_tokens`: the
+    batch's context before the new tokens, as a step's batch summary gives it."""
+    formats = TensorFormats.resolve(PRECISIONS["bf16"], hardware)
+    eff = build_efficiency(hardware, _cost_spec(profile), heads, 1)
+    s = MlaShapes(hidden=7168, heads=heads, kv_lora_rank=512, q_lora_rank=1536, nope=128, rope=64, v_dim=128)
+    flops, nbytes = MlaAttentionCoefficients.from_shapes(s, formats).decode(batch, cached_tokens)
+    model = kernels.mla_decode_time(flops, nbytes, batch).time_s
+    flat = eff.attention_decode(flops, nbytes, batch, cached_tokens, "bf16").time_s
+    return name, float(measured_ms) * 1e-3, model, flat
+
+
 def mla_rows(hardware, profile, kernels) -> list[tuple[str, float, float, float]]:
     out = []
-    formats = TensorFormats.resolve(PRECISIONS["bf16"], hardware)
     for r in csv.DictReader((DATA / "h200_mla_triton.csv").open()):
         heads, batch, context = int(r["heads"]), int(r["batch"]), int(r["context"])
-        eff = build_efficiency(hardware, _cost_spec(profile), heads, 1)
-        s = MlaShapes(hidden=7168, heads=heads, kv_lora_rank=512, q_lora_rank=1536, nope=128, rope=64, v_dim=128)
-        flops, nbytes = MlaAttentionCoefficients.from_shapes(s, formats).decode(batch, batch * (context - 1))
-        model = kernels.mla_decode_time(flops, nbytes, batch).time_s
-        flat = eff.attention_decode(flops, nbytes, batch, batch * (context - 1), "bf16").time_s
-        out.append((f"mla heads={heads} batch={batch} context={context}", float(r["ms_attention"]) * 1e-3, model, flat))
+        name = f"mla heads={heads} batch={batch} context={context}"
+        out.append(_mla_row(hardware, profile, kernels, name, r["ms_attention"], heads, batch, batch * (context - 1)))
     return out
 
 
 def mla_mixed_rows(hardware, profile, kernels) -> list[tuple[str, float, float, float]]:
-    """Batches of mixed context lengths, priced from their total context as a step's batch
-    summary gives it."""
+    """Batches of mixed context lengths, priced from their total context."""
     out = []
-    formats = TensorFormats.resolve(PRECISIONS["bf16"], hardware)
     for r in csv.DictReader((DATA / "h200_mla_triton_mixed.csv").open()):
         heads, batch, total = int(r["heads"]), int(r["batch"]), int(r["total_context"])
-        eff = build_efficiency(hardware, _cost_spec(profile), heads, 1)
-        s = MlaShapes(hidden=7168, heads=heads, kv_lora_rank=512, q_lora_rank=1536, nope=128, rope=64, v_dim=128)
-        flops, nbytes = MlaAttentionCoefficients.from_shapes(s, formats).decode(batch, total - batch)
-        model = kernels.mla_decode_time(flops, nbytes, batch).time_s
-        flat = eff.attention_decode(flops, nbytes, batch, total - batch, "bf16").time_s
         name = f"mla heads={heads} batch={batch} longest={r['max_context']}"
-        out.append((name, float(r["ms_attention"]) * 1e-3, model, flat))
+        out.append(_mla_row(hardware, profile, kernels, name, r["ms_attention"], heads, batch, total - batch))
     return out
 
 
