@@ -46,7 +46,34 @@ def start_traffic(
         env.process(arrival_process(env, workload, make_request, replicas, router, recorder))
 
 
-class LimitedSender:
+class _Sender:
+    """A client that hears back from the engines: where it sends, and the finish hook of
+    every entry point (`Replica.on_finish`, the P/D proxy's) pointing at `_on_finish`."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        make_request: Callable[[RequestSpec], Request],
+        replicas: list[Replica],
+        router: Router,
+        recorder: Recorder,
+    ) -> None:
+        self.env = env
+        self.make_request = make_request
+        self.replicas = replicas
+        self.router = router
+        self.recorder = recorder
+        for replica in replicas:
+            replica.on_finish = self._on_finish
+
+    def _dispatch(self, spec: RequestSpec) -> None:
+        dispatch(self.make_request(spec), self.replicas, self.router, self.recorder)
+
+    def _on_finish(self, request: Request) -> None:
+        raise NotImplementedError
+
+
+class LimitedSender(_Sender):
     """Open-loop arrivals through a client that keeps at most `limit` requests in flight.
 
     Behaviour matched: `vllm bench serve --max-concurrency` (vLLM 0.24.0,
@@ -66,16 +93,10 @@ class LimitedSender:
         recorder: Recorder,
         limit: int,
     ) -> None:
-        self.env = env
-        self.make_request = make_request
-        self.replicas = replicas
-        self.router = router
-        self.recorder = recorder
+        super().__init__(env, make_request, replicas, router, recorder)
         self.limit = limit
         self.in_flight = 0
         self._slot: simpy.Event | None = None  # what the sender waits on while all slots are taken
-        for replica in replicas:
-            replica.on_finish = self._on_finish
 
     def send(self, specs: Iterable[RequestSpec]):
         env = self.env
@@ -89,7 +110,7 @@ class LimitedSender:
             if spec.arrival_s != env.now:  # it waited for a slot: it is sent now
                 spec = replace(spec, arrival_s=env.now)
             self.in_flight += 1  # before dispatch: a refusal frees the slot at once
-            dispatch(self.make_request(spec), self.replicas, self.router, self.recorder)
+            self._dispatch(spec)
 
     def _on_finish(self, request: Request) -> None:
         self.in_flight -= 1
@@ -99,7 +120,7 @@ class LimitedSender:
             slot.succeed()
 
 
-class Clients:
+class Clients(_Sender):
     """Users that wait for answers: `concurrency` closed-loop users, or one conversation per
     arrival of an open-loop process. Each turn is sent after the previous answer plus a think
     time; no request is sent at or after the workload's `duration_s`."""
@@ -113,19 +134,13 @@ class Clients:
         router: Router,
         recorder: Recorder,
     ) -> None:
-        self.env = env
         self.source = source
-        self.make_request = make_request
-        self.replicas = replicas
-        self.router = router
-        self.recorder = recorder
         self._answers: dict[int, simpy.Event] = {}  # request_id -> event its sender waits on
         self._request_ids = itertools.count()
         # Fires when any request finishes: a rejected user with no think time retries then,
         # so a full queue cannot make it retry forever at one instant.
         self._progress = env.event()
-        for replica in replicas:
-            replica.on_finish = self._on_finish
+        super().__init__(env, make_request, replicas, router, recorder)
 
     def start(self) -> None:
         if self.source.closed_loop:
@@ -208,7 +223,7 @@ class Clients:
     def _send(self, spec: RequestSpec) -> simpy.Event:
         answer = self.env.event()
         self._answers[spec.request_id] = answer  # before dispatch: a rejection answers at once
-        dispatch(self.make_request(spec), self.replicas, self.router, self.recorder)
+        self._dispatch(spec)
         return answer
 
     def _on_finish(self, request: Request) -> None:
