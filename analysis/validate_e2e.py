@@ -124,12 +124,11 @@ def replay_all(root: Path, out: Path, overrides: list[str], plots: bool,
 def _stall_line(label: str, result) -> str:
     """A run's pauses after the engine, and its ITL p99 without them against the simulator's."""
     found = result.stalls
-    without = float(np.percentile(found.itl_without_s, 99))
+    without = found.itl_p99_without_s
     sim = result.simulated.side.latency["itl"]["p99"]
-    error = f", {sim / without - 1:+.1%}" if sim else ""
+    error = f", {sim / without - 1:+.1%}" if sim and without > 0 else ""
     sim_text = f"{sim * 1e3:.1f}" if sim else "n/a"
-    spans = ", ".join(f"{(s.end_s - s.start_s) * 1e3:.0f} ms at {s.start_s:.1f} s" for s in found.stalls)
-    return (f"{label}: {len(found.stalls)} ({spans}); ITL p99 without them {without * 1e3:.1f} ms,"
+    return (f"{label}: {len(found.stalls)} ({found.spans}); ITL p99 without them {without * 1e3:.1f} ms,"
             f" sim {sim_text}{error}")
 
 

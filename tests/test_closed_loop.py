@@ -13,6 +13,7 @@ from sim.clients import MAX_INSTANT_REFUSALS
 from sim.config.build import build_run_spec, resolved_config
 from sim.config.workload_schema import workload_spec
 from sim.errors import ConfigError
+from sim.replay.client_limit import peak_in_flight
 from sim.run import simulate
 from sim.workload import SessionSource, build_workload
 from conftest import compose_config
@@ -32,14 +33,8 @@ def run(tmp_path: Path, overrides: list[str]):
 
 
 def max_in_flight(rows: list[dict]) -> int:
-    """Most requests between arrival and finish at once (a finish at t frees its slot before
-    an arrival at t, which is how a closed-loop user with no think time reuses it)."""
-    events = sorted([(r["arrival_s"], 1) for r in rows] + [(r["finish_s"], -1) for r in rows])
-    level = peak = 0
-    for _, delta in events:
-        level += delta
-        peak = max(peak, level)
-    return peak
+    """Most requests between arrival and finish at once."""
+    return peak_in_flight([r["arrival_s"] for r in rows], [r["finish_s"] for r in rows])
 
 
 def test_closed_loop_keeps_exactly_concurrency_requests_in_flight(tmp_path):

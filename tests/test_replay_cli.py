@@ -189,7 +189,7 @@ def test_a_small_run_is_the_median_of_several_seeds(tmp_path, capsys):
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     ttfts = []
     for seed in range(SMALL_RUN_SEEDS):
-        folder = out / "sim" if seed == 0 else out / "sim_seeds" / f"seed_{seed}" / "sim"
+        folder = out / "sim" if seed == 0 else out / "sim_seeds" / f"seed_{seed}"
         ttfts.append(float(np.median(pq.read_table(folder / "requests.parquet").column("ttft_s").to_numpy())))
     ttft = next(r for r in rows if r["metric"] == "ttft" and r["stat"] == "p50")
     assert ttft["simulated"] == pytest.approx(float(np.median(ttfts)))

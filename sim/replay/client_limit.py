@@ -57,16 +57,21 @@ def client_limit(run: MeasuredRun, max_concurrency: int, source: str) -> ClientL
     return ClientLimit(max_concurrency, source, due, waited)
 
 
+def peak_in_flight(starts_s: np.ndarray, ends_s: np.ndarray) -> int:
+    """The most intervals [start, end) open at once: a request ending at t frees its slot
+    before one starting at t takes it (a closed-loop user with no think time)."""
+    level = peak = 0
+    for _, step in sorted([(float(t), 1) for t in starts_s] + [(float(t), -1) for t in ends_s]):
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
 def max_in_flight(run: MeasuredRun) -> int:
     """The most requests the measured run had in flight at once (0 without end times)."""
     if not np.isfinite(run.e2e_s).all():
         return 0
-    events = sorted([(float(t), 1) for t in run.send_s] + [(float(t), -1) for t in run.send_s + run.e2e_s])
-    level = peak = 0
-    for _, step in events:  # a finish at t frees its slot before a send at t
-        level += step
-        peak = max(peak, level)
-    return peak
+    return peak_in_flight(run.send_s, run.send_s + run.e2e_s)
 
 
 def limit_hint(run: MeasuredRun) -> str | None:

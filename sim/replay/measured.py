@@ -29,7 +29,6 @@ class MeasuredRun:
     ttft_s: np.ndarray
     e2e_s: np.ndarray
     tpot_s: np.ndarray
-    itl_s: np.ndarray  # pooled gaps; empty when the file has no per-token times
     notes: tuple[str, ...] = field(default=())
     # The client's limit on requests in flight, and whether it sent at an infinite rate, when
     # the file says (`vllm bench serve` JSON: `max_concurrency`, `request_rate`).
@@ -37,6 +36,12 @@ class MeasuredRun:
     infinite_rate: bool = False
     # Each request's gaps between consecutive tokens, in send order (empty where not measured).
     request_gaps_s: tuple[np.ndarray, ...] = ()
+
+    @property
+    def itl_s(self) -> np.ndarray:
+        """Every request's gaps, pooled; empty when the file has no per-token times."""
+        gaps = [g for g in self.request_gaps_s if g.size]
+        return np.concatenate(gaps) if gaps else np.empty(0)
 
     @property
     def num_requests(self) -> int:
@@ -64,7 +69,6 @@ class RunBuilder:
     ttft: list[float] = field(default_factory=list)
     e2e: list[float] = field(default_factory=list)
     tpot: list[float] = field(default_factory=list)
-    itl: list[np.ndarray] = field(default_factory=list)
     gaps: list[np.ndarray] = field(default_factory=list)  # per request, in the order added
     notes: list[str] = field(default_factory=list)
     max_concurrency: int | None = None
@@ -87,10 +91,7 @@ class RunBuilder:
         self.ttft.append(ttft_s)
         self.e2e.append(e2e_s)
         self.tpot.append(tpot_s)
-        gaps = itl_s if itl_s is not None else np.empty(0)
-        self.gaps.append(gaps)
-        if gaps.size:
-            self.itl.append(gaps)
+        self.gaps.append(itl_s if itl_s is not None else np.empty(0))
 
     def add_token_times(self, send_s: float, prompt_tokens: int, output_tokens: int, tok: np.ndarray) -> None:
         """A request whose every token arrival is known (`tok`, same clock as `send_s`)."""
@@ -123,7 +124,6 @@ class RunBuilder:
             ttft_s=column(self.ttft, np.float64),
             e2e_s=column(self.e2e, np.float64),
             tpot_s=column(self.tpot, np.float64),
-            itl_s=np.concatenate(self.itl) if self.itl else np.empty(0),
             notes=tuple(self.notes),
             max_concurrency=self.max_concurrency,
             infinite_rate=self.infinite_rate,

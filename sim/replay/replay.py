@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,10 +13,9 @@ from sim.replay.measured import MeasuredRun
 from sim.replay.readers import read_run, run_name_from_path
 from sim.replay.settings import EngineSettings, Meta, read_meta, to_overrides
 from sim.replay.stalls import OutputStalls, find_output_stalls
-from sim.replay.simulate import SIM_DIR, Simulated, compose, measured_side, override_key, run_simulation
+from sim.replay.simulate import SEEDS_DIR, SIM_DIR, Simulated, compose, measured_side, override_key, run_simulation
 
 META_FILE = "meta.json"
-SEEDS_DIR = "sim_seeds"  # a small run's other seeds
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +121,11 @@ def replay(
     user_keys = {override_key(o) for o in overrides}
     small = run.num_requests < MIN_REQUESTS_FOR_TAILS and "seed" not in user_keys
     base_seed = int(cfg.seed)
-    seeds = [copy.deepcopy(cfg) for _ in range(SMALL_RUN_SEEDS - 1)] if small else []
-    simulated = run_simulation(cfg, run, out_dir, client)
-    sides = [simulated.side]
-    for k, seed_cfg in enumerate(seeds, start=1):
-        seed_cfg.seed = base_seed + k
-        sides.append(run_simulation(seed_cfg, run, out_dir / SEEDS_DIR / f"seed_{base_seed + k}", client).side)
-    if seeds:
+    runs = run_simulation(cfg, run, out_dir, client, SMALL_RUN_SEEDS if small else 1)
+    simulated, sides = runs[0], [r.side for r in runs]
+    if small:
         notes.append(
-            f"fewer than {MIN_REQUESTS_FOR_TAILS} requests: simulated with seeds {base_seed}-{base_seed + len(seeds)};"
+            f"fewer than {MIN_REQUESTS_FOR_TAILS} requests: simulated with seeds {base_seed}-{base_seed + len(runs) - 1};"
             f" each figure is their median, [lowest, highest] beside it (seed {base_seed}'s outputs in"
             f" {SIM_DIR}/, the others in {SEEDS_DIR}/)"
         )

@@ -13,6 +13,7 @@ shift; the comparison file records arrivals on the run's own clock).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from sim.sweep.probe import compose_config
 
 TRACE_FILE = "replayed_requests.csv"
 SIM_DIR = "sim"
+SEEDS_DIR = "sim_seeds"  # a small run's other seeds
 REQUEST_COLUMNS = ["status", "arrival_s", "finish_s", "output_tokens_generated", "ttft_s", "tpot_s", "e2e_s"]
 
 
@@ -102,18 +104,25 @@ def replay_config(cfg: DictConfig, run: MeasuredRun, trace_path: Path,
     return cfg
 
 
-def run_simulation(cfg: DictConfig, run: MeasuredRun, out_dir: Path,
-                   limit: ClientLimit | None = None) -> Simulated:  # fmt: skip
-    """Simulate the run into `out_dir/sim` and read the outputs back; under `limit`, the
-    requests arrive when due and the simulated client keeps its limit on requests in flight."""
+def run_simulation(cfg: DictConfig, run: MeasuredRun, out_dir: Path, limit: ClientLimit | None = None,
+                   num_seeds: int = 1) -> list[Simulated]:  # fmt: skip
+    """Simulate the run with `num_seeds` seeds from the config's own, the first into
+    `out_dir/sim`, the others into `out_dir/sim_seeds/seed_<seed>`, and read the outputs back.
+    Under `limit` the requests arrive when due and the simulated client keeps its limit on
+    requests in flight."""
     trace_path = out_dir / TRACE_FILE
     write_trace(run, trace_path, None if limit is None else limit.due_s)
     cfg = replay_config(cfg, run, trace_path.resolve(), None if limit is None else limit.max_concurrency)
     spec = build_run_spec(cfg)
-    sim_dir = out_dir / SIM_DIR
-    sim_dir.mkdir(parents=True, exist_ok=True)
-    simulate(spec, sim_dir, resolved_config(cfg))
-    return read_simulated(sim_dir, offset_s=float(run.send_s.min()))
+    base_seed = spec.seed
+    out = []
+    for seed in range(base_seed, base_seed + num_seeds):
+        cfg.seed = seed
+        sim_dir = out_dir / SIM_DIR if seed == base_seed else out_dir / SEEDS_DIR / f"seed_{seed}"
+        sim_dir.mkdir(parents=True, exist_ok=True)
+        simulate(dataclasses.replace(spec, seed=seed), sim_dir, resolved_config(cfg))
+        out.append(read_simulated(sim_dir, offset_s=float(run.send_s.min())))
+    return out
 
 
 def read_simulated(sim_dir: Path, offset_s: float = 0.0) -> Simulated:

@@ -51,18 +51,25 @@ class OutputStalls:
     itl_without_s: np.ndarray  # pooled gaps with the stalls' gaps and bursts left out
 
     @property
+    def spans(self) -> str:
+        return ", ".join(f"{(s.end_s - s.start_s) * 1e3:,.0f} ms at {s.start_s:,.1f} s" for s in self.stalls)
+
+    @property
+    def itl_p99_without_s(self) -> float:
+        return float(np.percentile(self.itl_without_s, 99)) if self.itl_without_s.size else float("nan")
+
+    @property
     def note(self) -> str:
-        spans = ", ".join(f"{(s.end_s - s.start_s) * 1e3:,.0f} ms at {s.start_s:,.1f} s" for s in self.stalls)
-        p99 = float(np.percentile(self.itl_without_s, 99)) * 1e3 if self.itl_without_s.size else float("nan")
         return (
-            f"{len(self.stalls)} pause(s) after the engine ({spans}): most requests in flight got no token,"
-            " then their queued tokens in a burst, so the engine kept running while the output path or the"
-            f" client was paused, which is not modelled; without those gaps the measured ITL p99 is {p99:,.1f} ms"
+            f"{len(self.stalls)} pause(s) after the engine ({self.spans}): most requests in flight got no"
+            " token, then their queued tokens in a burst, so the engine kept running while the output path or"
+            " the client was paused, which is not modelled; without those gaps the measured ITL p99 is"
+            f" {self.itl_p99_without_s * 1e3:,.1f} ms"
         )
 
 
-def _pauses(first_s: float, gaps: np.ndarray) -> list[tuple[float, float, int]]:
-    """(start, end, number of burst gaps) of each pause one request saw."""
+def _pauses(first_s: float, gaps: np.ndarray) -> list[tuple[float, float, int, int]]:
+    """(start, end, index of the pause's gap, number of burst gaps) of each pause one request saw."""
     if gaps.size <= BURST_TOKENS or not np.isfinite(first_s):
         return []
     median = float(np.median(gaps))
@@ -76,7 +83,7 @@ def _pauses(first_s: float, gaps: np.ndarray) -> list[tuple[float, float, int]]:
         while i + 1 + n < gaps.size and short[i + 1 + n]:
             n += 1
         if n >= BURST_TOKENS and gaps[i : i + 1 + n].sum() <= CATCH_UP * (n + 1) * median:
-            found.append((float(times[i]), float(times[i + 1]), n))
+            found.append((float(times[i]), float(times[i + 1]), int(i), n))
     return found
 
 
@@ -86,29 +93,28 @@ def find_output_stalls(run: MeasuredRun) -> OutputStalls | None:
     if not gaps_by_request or not any(g.size for g in gaps_by_request):
         return None
     first = run.send_s + run.ttft_s
+    last = run.send_s + run.e2e_s
     seen = sorted(
-        (start, end, r, n)
+        (start, end, r, i, n)
         for r, gaps in enumerate(gaps_by_request)
-        for start, end, n in _pauses(float(first[r]), gaps)
+        for start, end, i, n in _pauses(float(first[r]), gaps)
     )
     if not seen:
         return None
-    last = first + np.array([g.sum() for g in gaps_by_request])
     stalls: list[Stall] = []
     drop = [np.zeros(g.size, dtype=bool) for g in gaps_by_request]
-    group: list[tuple[float, float, int, int]] = []
+    group: list[tuple[float, float, int, int, int]] = []
     reach = -np.inf
-    for pause in [*seen, (np.inf, np.inf, -1, 0)]:
+    for pause in [*seen, (np.inf, np.inf, -1, 0, 0)]:
         if group and pause[0] > reach:  # overlaps none of the group: the group is complete
             start = float(np.median([p[0] for p in group]))
             end = float(np.median([p[1] for p in group]))
-            in_flight = int(np.sum((first <= (start + end) / 2) & (last >= (start + end) / 2)))
+            mid = (start + end) / 2
+            in_flight = int(np.sum((first <= mid) & (last >= mid)))
             requests = {p[2] for p in group}
             if len(requests) >= max(MIN_REQUESTS, MIN_SHARE * in_flight):
                 stalls.append(Stall(start, end, len(requests), in_flight))
-                for p_start, _, r, n in group:
-                    times = first[r] + np.concatenate(([0.0], np.cumsum(gaps_by_request[r])))
-                    i = int(np.searchsorted(times, p_start))  # the gap that starts at the pause
+                for _, _, r, i, n in group:  # the pause's gap and its burst
                     drop[r][i : i + 1 + n] = True
             group, reach = [], -np.inf
         group.append(pause)
