@@ -17,15 +17,9 @@ figure: run it on an idle machine, and more than once.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
-from harness import compose_scenario
-
-from sim.config.build import build_run_spec, resolved_config
-from sim.run import simulate
+from harness import compose_scenario, time_runs
 
 
 def step_cpu_us(scenario: str, batch: int, tokens: int, caching: bool, repeat: int) -> tuple[float, int]:
@@ -37,16 +31,9 @@ def step_cpu_us(scenario: str, batch: int, tokens: int, caching: bool, repeat: i
         f"scheduler.enable_prefix_caching={str(caching).lower()}", "output.write_steps=false",
         "output.timeline_interval_s=0",
     ])  # fmt: skip
-    spec = build_run_spec(cfg)
-    best, steps = float("inf"), 0
-    for _ in range(repeat):
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.process_time()
-            result = simulate(spec, Path(tmp), resolved_config(cfg))
-            cpu = time.process_time() - start
-        steps = result.manifest["engine_steps"]
-        best = min(best, cpu / steps * 1e6)
-    return best, steps
+    timing = time_runs(cfg, repeat, time_build=False)
+    steps = timing.result.manifest["engine_steps"]
+    return min(timing.cpus_s) / steps * 1e6, steps
 
 
 def main() -> None:
