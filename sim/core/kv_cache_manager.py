@@ -117,23 +117,24 @@ class KVCacheManager:
             # The check of _cache_full_blocks first, inlined: most calls publish nothing.
             num_tokens_to_cache = min(num_computed_tokens + num_new_tokens, request.num_tokens)
             num_full_blocks = num_tokens_to_cache // self.block_size
-            if num_full_blocks > self._num_cached_blocks.get(request.request_id, 0):
-                self._cache_full_blocks(request, num_full_blocks)
+            start = self._num_cached_blocks.get(request.request_id, 0)
+            if num_full_blocks > start:
+                self._cache_full_blocks(request, start, num_full_blocks)
         return True
 
     def cache_blocks(self, request: Request, num_computed_tokens: int) -> None:
         """Publish the request's full blocks up to `num_computed_tokens` in the prefix cache
         (vLLM's `KVCacheManager.cache_blocks`, used once a connector's load has landed)."""
         if self.enable_caching:
-            self._cache_full_blocks(request, num_computed_tokens // self.block_size)
+            start = self._num_cached_blocks.get(request.request_id, 0)
+            num_full_blocks = num_computed_tokens // self.block_size
+            if num_full_blocks > start:
+                self._cache_full_blocks(request, start, num_full_blocks)
 
-    def _cache_full_blocks(self, request: Request, num_full_blocks: int) -> None:
-        """Publish the request's blocks from the first not yet published up to
-        `num_full_blocks` under their hashes (`_block_hash`, built for the whole range)."""
+    def _cache_full_blocks(self, request: Request, start: int, num_full_blocks: int) -> None:
+        """Publish the request's blocks `start` (the first not yet published) up to
+        `num_full_blocks` (> start) under their hashes (`_block_hash`, built for the range)."""
         request_id = request.request_id
-        start = self._num_cached_blocks.get(request_id, 0)
-        if num_full_blocks <= start:
-            return
         declared = request.block_hashes
         num_declared = len(declared)
         if num_full_blocks == start + 1:  # a decode filled its last block: one to publish

@@ -207,8 +207,8 @@ class Scheduler:
         # fills one ((num_computed + 1) % block_size == 0): one test,
         # (num_computed + slot_shift) % block_size < slot_window, covers both cases.
         slot_shift, slot_window = (1, 2) if caching else (0, 1)
-        # The first try without the preemption loop's call: allocation almost always succeeds
-        # (a failed allocate_slots changes nothing, so _allocate_or_preempt may try again).
+        # Allocation almost always succeeds; only a failed one (which changes nothing) enters
+        # the preemption loop.
         allocate_slots = kv.allocate_slots
 
         # A for-loop over `running` stays correct while preemption pops its tail: iteration
@@ -241,7 +241,8 @@ class Scheduler:
                         or caching
                         and num_tokens // block_size != request.spec_slots_num_tokens // block_size
                     ):
-                        if not self._allocate_or_preempt(request, num_new + lookahead, preempted):
+                        n = num_new + lookahead
+                        if not (allocate_slots(request, n) or self._preempt_until_fits(request, n, preempted)):
                             break
                         request.spec_slots_num_tokens = num_tokens
                     token_budget -= num_new
@@ -262,7 +263,7 @@ class Scheduler:
                 # caching) publishes a block only when it fills one: otherwise allocate_slots
                 # would change nothing.
                 if (num_computed + slot_shift) % block_size < slot_window and not (
-                    allocate_slots(request, 1) or self._allocate_or_preempt(request, 1, preempted)
+                    allocate_slots(request, 1) or self._preempt_until_fits(request, 1, preempted)
                 ):
                     break
                 token_budget -= 1
@@ -279,7 +280,7 @@ class Scheduler:
                 continue
             needs_blocks = num_computed + num_new > len(request.block_ids) * block_size
             if (caching or needs_blocks) and not (
-                allocate_slots(request, num_new) or self._allocate_or_preempt(request, num_new, preempted)
+                allocate_slots(request, num_new) or self._preempt_until_fits(request, num_new, preempted)
             ):
                 break
             token_budget -= num_new
@@ -319,20 +320,21 @@ class Scheduler:
             self.connector.build_connector_meta(output)
         return output
 
-    def _allocate_or_preempt(
+    def _preempt_until_fits(
         self, request: Request, num_new: int, preempted: list[Request]
     ) -> bool:
-        """Slots for `num_new` more tokens, preempting the newest running requests until they
-        fit; False when the request had to preempt itself."""
-        kv = self.kv_cache_manager
+        """After `allocate_slots` failed: preempt the newest running requests until `num_new`
+        more tokens fit; False when the request had to preempt itself."""
+        allocate_slots = self.kv_cache_manager.allocate_slots
         running = self.running
-        while not kv.allocate_slots(request, num_new):
+        while True:
             victim = running.pop()
             self._preempt(victim)
             preempted.append(victim)
             if victim is request:
                 return False
-        return True
+            if allocate_slots(request, num_new):
+                return True
 
     def _schedule_waiting(
         self,
