@@ -184,3 +184,15 @@ def test_an_mla_run_pages_its_cache_in_the_forced_blocks_and_says_so():
     assert dense.block_size == 16 and dense.block_size_source == ""
     kept = build_run_spec(compose_config([*base, "cost.mla_backend=triton_mla"]))
     assert kept.block_size == 16
+
+
+def test_pools_whose_gpus_force_different_mla_block_sizes_are_refused():
+    base = ["model=deepseek_v3", "precision=fp8", "hardware=h200", "parallel=tp8", "deployment=pd_1p3d_h100",
+            "deployment.pools.prefill.hardware=h200", "deployment.pools.prefill.tp=8",
+            "deployment.pools.decode.hardware=h200", "deployment.pools.decode.tp=8",
+            "scheduler.max_model_len=16384"]  # fmt: skip
+    assert build_run_spec(compose_config(base)).block_size == 64  # both pools on H200
+    with pytest.raises(ConfigError, match=r"deployment.pools.decode \(mi300x\) would page .* 16-token blocks"):
+        build_run_spec(compose_config([*base, "deployment.pools.decode.hardware=mi300x"]))
+    with pytest.raises(ConfigError, match="not an MLA backend"):  # the name first, before any block size
+        build_run_spec(compose_config([*base, "cost.mla_backend=flashmlaa"]))

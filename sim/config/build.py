@@ -155,9 +155,15 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         hardware, sch.max_num_seqs, sch.max_num_batched_tokens, max_model_len,
         sch.enable_chunked_prefill,
     )  # fmt: skip
+    check_mla_backend_name(cfg.cost.mla_backend)
     block_size, block_size_why = sch.block_size, ""
-    if model.is_mla:  # the block size vLLM's MLA backend forces (sim.cost.mla_backend)
-        block_size, block_size_why = kv_block_size(sch.block_size, hardware, cfg.cost.mla_backend, model.qk_nope_head_dim)
+
+    def block_size_on(gpu: HardwareSpec) -> tuple[int, str]:
+        """The block size vLLM's MLA backend forces on `gpu` (sim.cost.mla_backend)."""
+        return kv_block_size(sch.block_size, gpu, cfg.cost.mla_backend, model.qk_nope_head_dim)
+
+    if model.is_mla:
+        block_size, block_size_why = block_size_on(hardware)
     # DIVERGENCE: DP attention ranks share one scheduler here, with dp x the per-rank batch
     # limits and KV blocks (vLLM runs a scheduler per rank); see sim.cost.staged.
     dp = layout.dp
@@ -230,17 +236,9 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
             block_size=block_size, gpu_memory_utilization=sch.gpu_memory_utilization,
             num_gpu_blocks_override=sch.num_gpu_blocks_override,
             memory=memory, scheduler=engine_scheduler_config, defaults_source=limits.source,
+            block_size_on=(lambda gpu: block_size_on(gpu)[0]) if model.is_mla else None,
         ),
     )  # fmt: skip
-    if model.is_mla:
-        for pool in deployment.pools:
-            pool_size, _ = kv_block_size(sch.block_size, pool.hardware, cfg.cost.mla_backend, model.qk_nope_head_dim)
-            if pool_size != block_size:
-                raise ConfigError(
-                    f"deployment.pools.{pool.name} ({pool.hardware.name}) would page {model.name}'s latent"
-                    f" cache in {pool_size}-token blocks and {hardware.name} in {block_size} (the sizes vLLM"
-                    " forces for their MLA backends); set scheduler.block_size=128, which both keep"
-                )
     if not deployment.classic:
         if layout.pp > 1 or layout.dp > 1:
             raise ConfigError(
@@ -260,7 +258,6 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
                 " single engine of parallel.* only; use deployment=colocated, or kv_offload=none"
             )
     cost = CostSpec(**OmegaConf.to_container(cfg.cost, resolve=True))
-    check_mla_backend_name(cost.mla_backend)
     workload = workload_spec(cfg.workload)
     validate(workload)
     return RunSpec(

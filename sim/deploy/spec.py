@@ -8,7 +8,7 @@ the run-wide model, hardware, precision and scheduler settings, and the `deploym
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sim.catalog import hardware_spec_from_config, load_catalog_entry, precision_spec_from_config
 from sim.config.checks import verify_kv_cache, verify_scheduler_config
@@ -111,6 +111,9 @@ class EngineDefaults:
     memory: MemoryPlan | None = None
     scheduler: SchedulerConfig | None = None
     defaults_source: str = ""
+    # The KV block size a pool on another GPU would run (an MLA model's is forced per GPU by
+    # vLLM's backend rules); None: block_size on every GPU.
+    block_size_on: Callable[[HardwareSpec], int] | None = None
 
 
 def build_deployment(dep: Mapping[str, Any], base: EngineDefaults) -> DeploymentSpec:
@@ -183,6 +186,14 @@ def _build_pool(
         precision = _load(
             f"{key}.precision", "precision", name_, lambda c: precision_spec_from_config(c, hardware)
         )
+    if base.block_size_on is not None and hardware is not base.hardware:
+        pool_block_size = base.block_size_on(hardware)
+        if pool_block_size != base.block_size:
+            raise ConfigError(
+                f"{key} ({hardware.name}) would page {base.model.name}'s latent cache in"
+                f" {pool_block_size}-token blocks and {base.hardware.name} in {base.block_size} (the sizes"
+                " vLLM forces for their MLA backends); set scheduler.block_size=128, which both keep"
+            )
     if tp > hardware.max_gpus_per_node:
         raise ConfigError(
             f"{key}.tp={tp} exceeds the {hardware.max_gpus_per_node} GPUs of one {hardware.name}"
