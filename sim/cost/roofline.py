@@ -19,7 +19,7 @@ remains per call is the attention arithmetic and the result's allocation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import OP_CLASSES, ZERO_OP, OpCost, StepCost
@@ -68,13 +68,15 @@ ACT_BYTES_ALLREDUCE = 2.0  # the residual stream is reduced in bf16
 
 
 def price_gemms(
-    efficiency: EfficiencyModel, gemms: tuple[Gemm, ...], inv_vector_flops: float
-) -> tuple[float, float, KernelTime]:
-    """FLOPs, bytes and summed kernel time of GEMMs each priced as its own kernel; weight
+    efficiency: EfficiencyModel, gemms: tuple[Gemm, ...], inv_vector_flops: float,
+    kernels: Sequence[KernelTime] | None = None,
+) -> tuple[float, float, KernelTime]:  # fmt: skip
+    """FLOPs, bytes and summed kernel time of GEMMs each priced as its own kernel (by the
+    efficiency model's GEMM curve, or `kernels`, one time per GEMM priced elsewhere); weight
     widening (`dequant_ops`) runs on the CUDA cores, serial with the MMA work."""
     flops = nbytes = compute_s = memory_s = time_s = 0.0
-    for g in gemms:
-        kernel = efficiency.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes)
+    for i, g in enumerate(gemms):
+        kernel = kernels[i] if kernels is not None else efficiency.gemm(g.m, g.n, g.k, g.dtype, g.flops, g.bytes)
         flops += g.flops
         nbytes += g.bytes
         compute_s += kernel.compute_s

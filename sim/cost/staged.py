@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Sequence
 
 from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import OP_CLASSES, ZERO_OP, OpCost, StepCost
@@ -40,7 +41,7 @@ from sim.cost.mla import (
     mla_o_proj,
     mla_qkv_proj,
 )
-from sim.cost.moe import MoeShapes, fused_moe_launches, moe_elementwise_rows, routed_experts, router, shared_experts
+from sim.cost.moe import MoeShapes, fused_moe_launches, moe_elementwise_rows, router, shared_experts
 from sim.cost.mla_backend import mla_decode_provenance, mla_statement, resolve_mla_backend
 from sim.cost.moe_mla_fits import moe_mla_kernels
 from sim.cost.operators import (
@@ -223,8 +224,8 @@ class StagedCostModel:
             totals = [_add(a, b) for a, b in zip(totals, stage)]
         return tuple(totals), tuple(stage_s)
 
-    def _price_gemms(self, gemms: tuple[Gemm, ...]) -> OpCost:
-        flops, nbytes, k = price_gemms(self.efficiency, gemms, self._inv_vector_flops)
+    def _price_gemms(self, gemms: tuple[Gemm, ...], kernels: Sequence[KernelTime] | None = None) -> OpCost:
+        flops, nbytes, k = price_gemms(self.efficiency, gemms, self._inv_vector_flops, kernels)
         return OpCost(k.time_s, flops, nbytes, k.compute_s, k.memory_s)
 
     def _routed_experts(self, group_tokens: int, rank_tokens: int) -> OpCost:
@@ -232,19 +233,11 @@ class StagedCostModel:
         m, f = self.moe, self.formats
         assert m is not None and self.moe_mla is not None
         launches = fused_moe_launches(m, f, group_tokens, rank_tokens, self.hardware.name)
+        gemms = tuple(launch.gemm for launch in launches)
         times = [self.moe_mla.grouped_gemm_time(launch) for launch in launches]
-        if not launches or any(t is None for t in times):
-            return self._price_gemms(routed_experts(m, f, group_tokens, rank_tokens))
-        flops = nbytes = compute_s = memory_s = time_s = 0.0
-        for launch, k in zip(launches, times):
-            g = launch.gemm
-            dequant_s = g.dequant_ops * self._inv_vector_flops  # weight-only formats widen on CUDA cores
-            flops += g.flops
-            nbytes += g.bytes
-            compute_s += k.compute_s + dequant_s
-            memory_s += k.memory_s
-            time_s += k.time_s + dequant_s
-        return OpCost(time_s, flops, nbytes, compute_s, memory_s)
+        if any(t is None for t in times):  # no fused_moe curve: dense GEMMs
+            return self._price_gemms(gemms)
+        return self._price_gemms(gemms, times)
 
     def _elementwise(self, work: Work, rows: int) -> OpCost:
         k: KernelTime = self.efficiency.elementwise(work.flops, work.bytes, rows)
