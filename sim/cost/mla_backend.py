@@ -89,6 +89,12 @@ def check_mla_backend_name(choice: str) -> None:
         raise ConfigError(f"cost.mla_backend={choice!r} is not an MLA backend; use one of {', '.join(MLA_BACKENDS)}")
 
 
+def _blackwell_backend(qk_nope_head_dim: int) -> str:
+    """What `check_and_update_config` forces on compute capability 10.x: FlashInfer's MLA
+    kernel takes qk_nope_head_dim 128 only."""
+    return "flashinfer_mla" if qk_nope_head_dim == 128 else "cutlass_mla"
+
+
 def resolve_mla_backend(
     choice: str, hardware: HardwareSpec, kv_cache_dtype: str, qk_nope_head_dim: int
 ) -> MlaBackend:
@@ -113,7 +119,7 @@ def resolve_mla_backend(
     if major is None:
         return MlaBackend("triton_mla", f"auto: vLLM's choice on {where}, without VLLM_ROCM_USE_AITER")
     if major == 10:  # check_and_update_config forces these on Blackwell
-        name = "flashinfer_mla" if qk_nope_head_dim == 128 else "cutlass_mla"
+        name = _blackwell_backend(qk_nope_head_dim)
         return MlaBackend(name, f"auto: vLLM's choice on {where}, qk_nope_head_dim {qk_nope_head_dim}")
     name = next(b for b in _PRIORITIES if _invalid(b, major, kv_cache_dtype) is None)
     return MlaBackend(name, f"auto: vLLM's choice on {where}, {kv_cache_dtype} KV cache")
@@ -129,8 +135,7 @@ def kv_block_size(requested: int, hardware: HardwareSpec, choice: str, qk_nope_h
     if major is None:  # ROCm or an unknown GPU: TRITON_MLA, any block size
         return requested, ""
     if choice == "auto":
-        rule = ("flashinfer_mla" if qk_nope_head_dim == 128 else "cutlass_mla") if major == 10 else (
-            "flashmla" if major == 9 else "")  # fmt: skip
+        rule = _blackwell_backend(qk_nope_head_dim) if major == 10 else ("flashmla" if major == 9 else "")
     else:
         rule = choice if choice in ("flashmla", "flashinfer_mla", "cutlass_mla") else ""
     if rule == "flashmla" and requested % 64:

@@ -213,7 +213,7 @@ def evaluate_sizing(job: tuple[PlanTask, dict[str, Any]]) -> dict[str, Any]:
     """Phase 2: simulate the target rate on the replicas it needs (every seed), adding or
     removing replicas as sim.sweep.capacity does, and price the deployment at goodput."""
     task, row = job
-    cfg, _spec = _compose(task)
+    cfg = compose_candidate(task.base_overrides, task.candidate)  # checked in phase 1
     probes = _Probes(task, replica_counts(cfg))
     try:
         sizing = size_for_target(
