@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from sim.core.request import Request, RequestStatus
 
@@ -138,24 +138,11 @@ class WaitingQueue:
                 yield ref
 
     def remove_finished(self) -> None:
-        """Drop the finished requests (preempted ones whose in-flight token was their last),
-        keeping the order of the others; packed entries are never finished."""
-        self.remove_if(lambda r: r.status == RequestStatus.FINISHED)
-
-    def remove_if(self, predicate: Callable[[Request], bool]) -> None:
-        """Drop the object entries for which `predicate` holds (packed ones are not asked)."""
-        self._front = deque(r for r in self._front if not predicate(r))
-        refs = self._refs
-        drop = [k for k in range(self._head, len(refs)) if isinstance(refs[k], Request) and predicate(refs[k])]  # type: ignore[arg-type]
-        if not drop:
-            return
-        keep = sorted(set(range(self._head, len(refs))) - set(drop))
-        wide, narrow = self._wide, self._narrow
-        self._wide = array("q", [wide[5 * k + j] for k in keep for j in range(5)])
-        self._narrow = array("i", [narrow[2 * k + j] for k in keep for j in range(2)])
-        self._arrival_s = array("d", [self._arrival_s[k] for k in keep])
-        self._refs = [refs[k] for k in keep]
-        self._head = 0
+        """Drop the finished requests, keeping the order of the others. Only a preempted
+        request can finish in the queue (the token of a step in flight was its last), and a
+        preempted request goes back at the front: the packed rows and the objects behind them
+        (appended, never preempted) are not scanned."""
+        self._front = deque(r for r in self._front if r.status != RequestStatus.FINISHED)
 
     @property
     def num_packed(self) -> int:
