@@ -113,8 +113,10 @@ def test_an_assumed_backend_is_capped_at_the_measured_triton_kernel():
 
 def test_provenance_says_measured_for_triton_and_assumed_for_the_others():
     src = staged("triton_mla").provenance()["attention_decode_mla"]
-    assert src.startswith("TRITON_MLA (set, hopper") and "): measured" in src
-    assert "transferred from h200" in staged("triton_mla", "h100_sxm").provenance()["attention_decode_mla"]
+    assert src.startswith("TRITON_MLA (set, hopper") and "): priced on a split-KV Triton kernel of its design: measured" in src
+    transferred = staged("triton_mla", "h100_sxm")
+    assert "transferred from h200" in transferred.provenance()["attention_decode_mla"]
+    assert "transferred from h200" in transferred.assumptions()["mla_attention"]  # not "measured"
     auto = staged("auto")
     src = auto.provenance()["attention_decode_mla"]
     assert src.startswith("FLASH_ATTN_MLA (auto") and f"): {ASSUMED_MLA}" in src

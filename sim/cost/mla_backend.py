@@ -161,10 +161,12 @@ ASSUMED_MLA = (
 UNCAPPED_MLA = "assumed, not measured: priced on the FlashAttention decode curve (one latent KV head)"
 
 
-def mla_decode_provenance(backend: MlaBackend, curve_provenance: str, capped: bool) -> str:
+def mla_decode_provenance(backend: MlaBackend, curve_provenance: str, capped: bool, brief: bool = False) -> str:
     """`efficiency_source.attention_decode_mla`: the backend, how it was chosen, measured or assumed.
     `curve_provenance` says where the TRITON_MLA curve came from (sim.cost.moe_mla_fits);
-    `capped`: that curve prices this run (it exists and the latent cache is bf16).
+    `capped`: that curve prices this run (it exists and the latent cache is bf16); `brief`:
+    the summary's `assumptions.mla_attention` and the printed `mla decode` line, which name
+    the curve's source only when it prices the backend itself.
 
     A backend other than TRITON_MLA is priced on the FlashAttention curve, but never above the
     measured Triton kernel: vLLM ranks it before TRITON_MLA, and FA3-MLA, FlashMLA and the
@@ -175,18 +177,5 @@ def mla_decode_provenance(backend: MlaBackend, curve_provenance: str, capped: bo
     if not capped:  # no TRITON_MLA curve, or an fp8 latent cache it does not cover
         return f"{head}: {UNCAPPED_MLA}"
     if not backend.measured:
-        return f"{head}: {ASSUMED_MLA} (the TRITON_MLA curve: {curve_provenance})"
-    return f"{head}: {curve_provenance}"
-
-
-def mla_statement(backend: MlaBackend, capped: bool) -> str:
-    """The summary's `assumptions.mla_attention` (and the printed `mla decode` line); `capped`:
-    a TRITON_MLA curve (measured or transferred) prices this run's bf16 latent cache."""
-    if not capped:
-        return f"{backend.vllm_name} ({backend.why}): {UNCAPPED_MLA}"
-    if backend.measured:
-        return (
-            f"{backend.vllm_name} ({backend.why}): priced on a split-KV Triton kernel of its design, measured"
-            " on H200 (here: efficiency_source.attention_decode_mla)"
-        )
-    return f"{backend.vllm_name} ({backend.why}): {ASSUMED_MLA}"
+        return f"{head}: {ASSUMED_MLA}" + ("" if brief else f" (the TRITON_MLA curve: {curve_provenance})")
+    return f"{head}: priced on a split-KV Triton kernel of its design: {curve_provenance}"

@@ -42,7 +42,7 @@ from sim.cost.mla import (
     mla_qkv_proj,
 )
 from sim.cost.moe import MoeShapes, fused_moe_launches, moe_elementwise_rows, router, shared_experts
-from sim.cost.mla_backend import mla_decode_provenance, mla_statement, resolve_mla_backend
+from sim.cost.mla_backend import mla_decode_provenance, resolve_mla_backend
 from sim.cost.moe_mla_fits import moe_mla_kernels
 from sim.cost.operators import (
     ACT_BYTES,
@@ -323,10 +323,13 @@ class StagedCostModel:
         if self.mla is None:
             extra.pop("attention_decode_mla", None)
         else:
-            extra["attention_decode_mla"] = mla_decode_provenance(
-                self.mla_backend, extra["attention_decode_mla"], self._mla_on_curve()
-            )
+            extra["attention_decode_mla"] = self._mla_statement(brief=False)
         return {**self.efficiency.provenance(), **extra}
+
+    def _mla_statement(self, brief: bool = True) -> str:
+        assert self.moe_mla is not None
+        curve = self.moe_mla.provenance["attention_decode_mla"]
+        return mla_decode_provenance(self.mla_backend, curve, self._mla_on_curve(), brief)
 
     def assumptions(self) -> dict[str, object]:
         from sim.cost.parallel_assumptions import parallel_assumptions
@@ -341,5 +344,5 @@ class StagedCostModel:
             "efficiency_source": self.provenance(),
             "calibration_clocks": clocks,
             **parallel_assumptions(self.model, self.hardware, self.parallel),
-            **({"mla_attention": mla_statement(self.mla_backend, self._mla_on_curve())} if self.mla else {}),
+            **({"mla_attention": self._mla_statement()} if self.mla else {}),
         }
