@@ -9,7 +9,6 @@ stays the one place where a workload field is declared and documented. Past
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import typing
 from typing import Any, List, Mapping, Optional
 
@@ -72,13 +71,14 @@ def workload_spec(cfg: WorkloadSpec | DictConfig | Mapping[str, Any]) -> Workloa
 
     Merging onto the structured schema first means a misspelt key or a wrong type is caught
     here, with the key's name, rather than silently ignored. The check costs tens of
-    milliseconds and a run makes it more than once on one config, so a config checked before
-    (the same values, the same types) is answered from a memo.
+    milliseconds, and a spec built in code is checked again wherever it enters (build_workload,
+    build_requests), so a config checked before (the same values, the same types) is answered
+    from a memo. The spec is frozen all the way down, so the memo hands out the one object.
     """
     key = _memo_key(cfg)
     checked = _CHECKED.get(key) if key is not None else None
     if checked is not None:
-        return pickle.loads(checked)
+        return checked
     try:
         source = _recast(cfg, _SCHEMA_OF, list) if isinstance(cfg, WorkloadSpec) else cfg
         merged = OmegaConf.merge(OmegaConf.structured(WorkloadConfig), source)
@@ -87,9 +87,9 @@ def workload_spec(cfg: WorkloadSpec | DictConfig | Mapping[str, Any]) -> Workloa
         raise ConfigError(f"workload config: {exc}") from exc
     if len(_CHECKED) >= _MAX_CHECKED:
         _CHECKED.clear()
-    _CHECKED[repr(spec)] = pickle.dumps(spec)  # a spec that passed passes again unchanged
+    _CHECKED[repr(spec)] = spec  # a spec that passed passes again unchanged
     if key is not None:
-        _CHECKED[key] = _CHECKED[repr(spec)]
+        _CHECKED[key] = spec
     return spec
 
 
@@ -106,5 +106,5 @@ def _memo_key(cfg: object) -> Optional[str]:
     return None
 
 
-_CHECKED: dict[str, bytes] = {}  # memo key -> the checked spec, pickled
+_CHECKED: dict[str, WorkloadSpec] = {}  # memo key -> the checked spec
 _MAX_CHECKED = 256
