@@ -36,8 +36,8 @@ from sim.calibrate.fit import FitError, _least_squares
 from sim.catalog import hardware_spec_from_config, load_catalog_entry
 from sim.cost.efficiency import tensor_peak_flops
 from sim.cost.mla import MlaAttentionCoefficients, MlaDecodeCurve, MlaShapes
-from sim.cost.moe import GroupedGemm, GroupedGemmCurve
-from sim.cost.operators import ACT_BYTES, Gemm, TensorFormats
+from sim.cost.moe import GroupedGemm, GroupedGemmCurve, expert_gemms
+from sim.cost.operators import TensorFormats
 from sim.errors import SimError
 from sim.hardware_spec import HardwareSpec
 from sim.precision import PrecisionSpec
@@ -71,11 +71,8 @@ def moe_samples(rows: Sequence[dict[str, str]]) -> list[MoeSample]:
         dtype, h, i = r["dtype"], int(r["hidden"]), int(r["width"])
         rows_, hit, padded = float(r["rows"]), float(r["hit"]), float(r["padded_rows"])
         blocks, b = (int(r["block_m"]), int(r["block_n"]), int(r["block_k"])), GEMM_BYTES[dtype]
-        for gemm, n, k, ms in (("w13", 2 * i, h, r["ms_w13"]), ("w2", h, i, r["ms_w2"])):
-            g = Gemm(
-                max(1, round(rows_ / max(hit, 1e-9))), n, k, dtype,
-                flops=2.0 * rows_ * n * k, bytes=hit * n * k * b + rows_ * k * b + rows_ * n * ACT_BYTES,
-            )  # fmt: skip
+        gemms = expert_gemms(rows_, hit, h, i, dtype, b, b)  # the cost model's own records
+        for gemm, g, ms in zip(("w13", "w2"), gemms, (r["ms_w13"], r["ms_w2"])):
             launch = GroupedGemm.of(g, padded, blocks, b)
             name = f"{r['shape']} {dtype} {gemm} T={r['tokens']}"
             out.append(MoeSample(name, dtype, launch, float(ms) * 1e-3))

@@ -93,20 +93,29 @@ def routed_experts(s: MoeShapes, f: TensorFormats, group_tokens: int, rank_token
     rows, hit = s.routed_rows(group_tokens, rank_tokens)
     if rows <= 0:
         return ()
-    h, i = s.hidden, s.expert_width
-    per_expert = max(1, round(rows / hit))
-    wb, ib, dt = f.weight_bytes, f.input_bytes, f.gemm_dtype
-    dq = f.dequant_ops_per_weight * -(-per_expert // DEQUANT_TILE_M) * hit
+    return expert_gemms(rows, hit, s.hidden, s.expert_width, f.gemm_dtype, f.weight_bytes, f.input_bytes,
+                        f.dequant_ops_per_weight)  # fmt: skip
+
+
+def expert_gemms(
+    rows: float, hit: float, hidden: int, width: int, dtype: str, weight_bytes: float,
+    input_bytes: float, dequant_ops_per_weight: float = 0.0,
+) -> tuple[Gemm, Gemm]:  # fmt: skip
+    """w13 and w2 over `rows` token rows spread on `hit` experts: each hit expert's weights
+    read once, the rows in and out (the fit of sim.calibrate.moe_mla_fit uses the same)."""
+    h, i = hidden, width
+    per_expert = max(1, round(rows / max(hit, 1e-9)))
+    dq = dequant_ops_per_weight * -(-per_expert // DEQUANT_TILE_M) * hit
     w13 = Gemm(
-        per_expert, 2 * i, h, dt,
+        per_expert, 2 * i, h, dtype,
         flops=2.0 * rows * 2 * i * h,
-        bytes=hit * 2 * i * h * wb + rows * h * ib + rows * 2 * i * ACT_BYTES,
+        bytes=hit * 2 * i * h * weight_bytes + rows * h * input_bytes + rows * 2 * i * ACT_BYTES,
         dequant_ops=dq * 2 * i * h,
     )  # fmt: skip
     w2 = Gemm(
-        per_expert, h, i, dt,
+        per_expert, h, i, dtype,
         flops=2.0 * rows * h * i,
-        bytes=hit * h * i * wb + rows * i * ib + rows * h * ACT_BYTES,
+        bytes=hit * h * i * weight_bytes + rows * i * input_bytes + rows * h * ACT_BYTES,
         dequant_ops=dq * h * i,
     )  # fmt: skip
     return (w13, w2)
