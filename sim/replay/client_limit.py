@@ -34,6 +34,11 @@ from sim.replay.measured import MeasuredRun
 SLOT_REACTION_S = 0.005
 
 
+def is_limit(value: object) -> bool:
+    """A concurrency limit as a file may state it: a whole number of requests, at least 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass(frozen=True, slots=True)
 class ClientLimit:
     """A replay's client: at most `max_concurrency` in flight, each request due at `due_s`."""

@@ -30,6 +30,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 
 from sim.errors import TraceError
+from sim.replay.client_limit import is_limit
 from sim.replay.measured import MeasuredRun, RunBuilder
 
 FORMATS = ("auto", "jsonl", "vllm-bench", "csv")
@@ -188,7 +189,7 @@ def _client_limits(doc: dict[str, Any], path: Path) -> tuple[int | None, bool]:
     """`max_concurrency` (null: none) and whether `request_rate` was "inf", as
     vllm/benchmarks/serve.py writes them into the result."""
     limit = doc.get("max_concurrency")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    if limit is not None and not is_limit(limit):
         raise TraceError(f"{path}: max_concurrency must be null or a whole number >= 1 (got {limit!r})")
     rate = doc.get("request_rate")
     return limit, rate == "inf" or (isinstance(rate, (int, float)) and math.isinf(rate))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from sim.errors import ConfigError, TraceError
-from sim.replay.client_limit import ClientLimit, client_limit, limit_hint
+from sim.replay.client_limit import ClientLimit, client_limit, is_limit, limit_hint
 from sim.replay.compare import MIN_REQUESTS_FOR_TAILS, SMALL_RUN_SEEDS, Row, Side, compare
 from sim.replay.measured import MeasuredRun
 from sim.replay.readers import read_run, run_name_from_path
@@ -152,7 +152,7 @@ def _client(run: MeasuredRun, source: RunInput, max_concurrency: int | None) -> 
         limit, where = entry.get("max_concurrency"), META_FILE
         if limit is None:
             return None
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        if not is_limit(limit):
             raise TraceError(f"{source.meta.path}: runs[{source.run_name}].max_concurrency must be a whole number >= 1 (got {limit!r})")
     if limit < 1:
         raise ConfigError(f"--max-concurrency must be at least 1 request (got {limit})")
