@@ -26,3 +26,26 @@ def test_parallel_layouts_keep_every_invariant(tmp_path, choices, deployment, wo
     spec, result = run_random(out, choices, deployment, workload)
     assert result.complete
     check_tables(out, spec, result)
+
+
+def test_a_step_that_only_preempts_is_followed_by_another(tmp_path):
+    """Found by the test above: with PP2, a CPU KV tier and 128 blocks of 4 tokens, a decode
+    that cannot grow preempts itself and nothing else runs that step (waiting requests are
+    admitted only in a step that preempted none, as in vLLM). The engine must schedule again,
+    not stop as if stuck."""
+    deployment = {
+        "kv_offload": "cpu", "kv_offload.cpu_size_gib": 0.05, "scheduler.block_size": 4,
+        "scheduler.max_model_len": 513, "scheduler.max_num_batched_tokens": 513,
+        "scheduler.enable_chunked_prefill": False, "scheduler.max_num_seqs": 2,
+        "scheduler.num_gpu_blocks_override": 129, "scheduler.enable_prefix_caching": True, "seed": 20339,
+    }  # fmt: skip
+    workload = {
+        "workload.concurrency": 1, "workload.turns.kind": "uniform", "workload.turns.low": 1,
+        "workload.turns.high": 3, "workload.arrival": "poisson", "workload.num_requests": 7,
+        "workload.rate": 1.0, "workload.prompt_tokens.kind": "fixed", "workload.prompt_tokens.value": 86,
+        "workload.output_tokens.kind": "fixed", "workload.output_tokens.value": 43,
+    }  # fmt: skip
+    out = tmp_path / "run"
+    spec, result = run_random(out, ("parallel.pp=2",), deployment, workload)
+    assert result.complete and result.summary["requests"]["preemptions"] > 0
+    check_tables(out, spec, result)
