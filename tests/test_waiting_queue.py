@@ -66,6 +66,7 @@ def test_same_order_states_and_identities_as_a_deque(ops, object_head):
     queue = WaitingQueue(object_head)
     reference: deque[Request] = deque()
     initial: dict[int, tuple] = {}  # request_id -> its state when it was appended
+    put_back: set[int] = set()  # request_ids put back at the front, as a preemption does
     next_id = 0
     hashes = (11, 12)
     for name, arg in ops:
@@ -78,6 +79,7 @@ def test_same_order_states_and_identities_as_a_deque(ops, object_head):
         elif name == "appendleft":
             r = started(next_id)
             next_id += 1
+            put_back.add(r.request_id)
             queue.appendleft(r)
             reference.appendleft(r)
         elif name == "popleft" and reference:
@@ -108,11 +110,13 @@ def test_same_order_states_and_identities_as_a_deque(ops, object_head):
                 reference.popleft()
             queue.extendleft(reversed(taken))
             reference.extendleft(reversed(taken))
-        elif name == "finish" and arg < len(reference):
-            # A request finishes while it sits in the queue (only objects can).
-            victim = queue[arg]
-            reference[arg] = victim
-            victim.status = RequestStatus.FINISHED
+        elif name == "finish":
+            # A request finishes while it sits in the queue. Only a preempted one can (the
+            # token of a step in flight was its last), and preemption puts it at the front.
+            preempted = [r for r in reference if r.request_id in put_back]
+            if arg >= len(preempted):
+                continue
+            preempted[arg].status = RequestStatus.FINISHED
             queue.remove_finished()
             reference = deque(r for r in reference if r.status != RequestStatus.FINISHED)
         assert len(queue) == len(reference) and bool(queue) == bool(reference)
