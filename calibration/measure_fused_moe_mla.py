@@ -27,12 +27,17 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import fused_moe_kernel as moe
 import mla_decode_kernel as mla
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for sim's table
+from sim.cost.fused_moe_configs import fused_moe_config  # noqa: E402  (torch-free, no deps)
 
 LAYERS = 8
 FP8 = torch.float8_e4m3fn
@@ -54,45 +59,10 @@ HOLDOUT_SHAPES = [
 ]
 HOLDOUT_TOKENS = [1, 4, 16, 64, 256, 1024, 4096]
 
-# vLLM's tuned H200 tables, M -> (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
-QWEN3_BF16_H200 = {
-    1: (16, 64, 64, 1, 4, 5), 2: (16, 64, 64, 1, 4, 4), 4: (16, 64, 128, 16, 4, 2),
-    8: (16, 64, 128, 1, 4, 3), 16: (16, 64, 256, 1, 4, 2), 24: (16, 64, 128, 1, 4, 4),
-    32: (16, 64, 128, 16, 4, 2), 48: (16, 128, 128, 16, 4, 3), 64: (16, 256, 128, 1, 8, 2),
-    96: (16, 128, 128, 1, 4, 2), 128: (16, 128, 128, 1, 4, 2), 256: (32, 256, 128, 16, 4, 2),
-    512: (64, 128, 64, 1, 4, 3), 1024: (128, 256, 64, 16, 8, 4), 1536: (128, 256, 64, 1, 8, 4),
-    2048: (128, 256, 64, 1, 8, 4), 3072: (128, 256, 64, 1, 8, 4), 4096: (128, 256, 64, 16, 8, 4),
-}  # fmt: skip
-DEEPSEEK_EP8_FP8_H200 = {
-    1: (16, 128, 128, 1, 4, 4), 2: (16, 128, 128, 1, 4, 3), 4: (16, 128, 128, 1, 8, 3),
-    8: (16, 128, 128, 1, 4, 3), 16: (16, 128, 128, 1, 4, 3), 24: (16, 128, 128, 1, 4, 3),
-    32: (16, 128, 128, 1, 4, 3), 48: (16, 128, 128, 1, 4, 4), 64: (64, 128, 128, 1, 4, 4),
-    96: (64, 128, 128, 1, 4, 4), 128: (64, 128, 128, 1, 4, 4), 256: (64, 128, 128, 64, 4, 4),
-    512: (64, 128, 128, 16, 4, 4), 1024: (64, 128, 128, 1, 4, 4), 1536: (64, 128, 128, 1, 4, 3),
-    2048: (64, 128, 128, 1, 4, 3), 3072: (64, 128, 128, 32, 4, 3), 4096: (64, 128, 128, 64, 4, 3),
-}  # fmt: skip
-DEEPSEEK_TP8_FP8_H200 = {  # E=256,N=256,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128,128]
-    1: (16, 128, 128, 16, 4, 4), 2: (16, 128, 128, 16, 4, 4), 4: (16, 128, 128, 64, 4, 4),
-    8: (16, 128, 128, 16, 4, 4), 16: (16, 128, 128, 16, 4, 3), 24: (16, 128, 128, 16, 4, 4),
-    32: (16, 128, 128, 16, 4, 5), 48: (16, 128, 128, 64, 4, 3), 64: (16, 128, 128, 64, 4, 3),
-    96: (16, 128, 128, 16, 4, 3), 128: (16, 128, 128, 32, 4, 3), 256: (16, 128, 128, 32, 4, 3),
-    512: (16, 128, 128, 16, 4, 3), 1024: (64, 128, 128, 32, 4, 4), 1536: (64, 128, 128, 32, 4, 4),
-    2048: (64, 128, 128, 32, 4, 4), 3072: (64, 128, 128, 32, 4, 4), 4096: (64, 128, 128, 16, 4, 3),
-}  # fmt: skip
-
-
-def vllm_config(name: str, dtype: str, tokens: int, local: int) -> tuple[int, ...]:
-    table = {
-        ("qwen3_30b_a3b", "bf16"): QWEN3_BF16_H200,
-        ("deepseek_v3_ep8", "fp8"): DEEPSEEK_EP8_FP8_H200,
-        ("deepseek_v3_tp8", "fp8"): DEEPSEEK_TP8_FP8_H200,
-    }.get((name, dtype))
-    if table:
-        return table[min(table, key=lambda m: abs(m - tokens))]
-    if dtype == "fp8":  # get_default_config, block-quantised W8A8
-        return (64, 128, 128, 32, 4, 3)
-    # get_default_config, bf16 without a tuned table (Triton's default num_warps 4, num_stages 3)
-    return (16, 32, 64, 1, 4, 3) if tokens <= local else (64, 64, 32, 8, 4, 3)
+def vllm_config(dtype: str, tokens: int, local: int, width: int) -> tuple[int, ...]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages) as vLLM picks them on an H200:
+    the simulator's own table (sim/cost/fused_moe_configs.py), so both use the same configs."""
+    return fused_moe_config("h200", tokens, local, width, dtype)
 
 
 def graph_ms(calls, replays: int = 10, warmup: int = 3) -> float:
@@ -148,7 +118,7 @@ def check_moe(writer, name, hidden, width, local, total, top_k, dtype, w13, s13,
     inter = torch.randn(tokens * top_k, width, device="cuda", dtype=torch.bfloat16)
     weights = torch.rand(tokens * top_k, device="cuda")
     for gemm, a, b, bs, rpt, wts in (("w13", x, w13[0], s13, top_k, None), ("w2", inter, w2[0], s2, 1, weights)):
-        cfg = vllm_config(name, dtype, tokens, local)
+        cfg = vllm_config(dtype, tokens, local, width)
         routing = moe.align(ids, local, cfg[0])
         a_in, a_s = (a, None) if dtype == "bf16" else quantize_blocks(a)
         b_s = None if bs is None else bs[0]
@@ -179,7 +149,7 @@ def measure_moe(path: str, checks, deadline: float, seed: int = 0, holdout: bool
                     if time.monotonic() > deadline:
                         print("moe: budget spent, stopping", flush=True)
                         return
-                    cfg = vllm_config(name, dtype, tokens, local)
+                    cfg = vllm_config(dtype, tokens, local, width)
                     if holdout and (2 * width) % cfg[1]:  # N must tile: DeepSeek TP8's w13 is 512 wide
                         raise ValueError(f"{name}: N={2 * width} does not tile by {cfg[1]}")
                     x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
