@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
+from sim.config.build import build_run_spec
 from sim.errors import ConfigError
 from sim.plan.__main__ import main
 from sim.plan.evaluate import compose_candidate
@@ -51,17 +52,26 @@ def test_pd_splits_are_ranked_beside_classic_candidates(tmp_path, capsys):
 
 
 def test_a_pd_group_scales_every_pool_together():
-    cand = Candidate("h100_sxm", "bf16", 4, pd=PdSplit(1, 3, 4, 2))
+    cand = Candidate("h100_sxm", "bf16", 4, pd=PdSplit(1, 3, 8, 4))
     cfg = compose_candidate(["+scenario=pd_llama70b_h100"], cand)
     assert OmegaConf.to_container(cfg.deployment.compare) == {}  # a probe runs one setup
     assert scaling_units(cfg) == 1 and replica_counts(cfg) == (1, 3)
     assert replica_counts(with_units(cfg, 3)) == (3, 9)
-    gpus, usd = unit_gpus_and_price(cfg)
-    assert gpus == 1 * 4 + 3 * 2 and usd == pytest.approx(gpus * float(cfg.hardware.price_per_hour_usd))
+    gpus, usd = unit_gpus_and_price(build_run_spec(cfg))
+    assert gpus == 1 * 8 + 3 * 4 and usd == pytest.approx(gpus * float(cfg.hardware.price_per_hour_usd))
     # A classic candidate of a P/D scenario runs parallel.* alone, not the scenario's pools.
     classic = compose_candidate(["+scenario=pd_llama70b_h100"], Candidate("h100_sxm", "bf16", 4))
     assert OmegaConf.to_container(classic.deployment.pools) == {}
-    assert replica_counts(with_units(classic, 3)) == (3,) and unit_gpus_and_price(classic)[0] == 4
+    assert replica_counts(with_units(classic, 3)) == (3,) and unit_gpus_and_price(build_run_spec(classic))[0] == 4
+
+
+def test_a_mixed_pool_is_priced_at_each_pools_own_gpu(compose_cfg):
+    """2x H100 TP4 + 2x H200 TP2: 12 GPUs, each pool at its own GPU's $/h."""
+    spec = build_run_spec(compose_cfg(["+scenario=mixed_pool_llama70b"]))
+    gpus, usd = unit_gpus_and_price(spec)
+    by_gpu = {p.hardware.name: p.hardware.price_per_hour_usd for p in spec.deployment.pools}
+    assert set(by_gpu) == {"h100_sxm", "h200"} and by_gpu["h100_sxm"] != by_gpu["h200"]
+    assert gpus == 2 * 4 + 2 * 2 and usd == pytest.approx(8 * by_gpu["h100_sxm"] + 4 * by_gpu["h200"])
 
 
 def test_tp8_and_dp8_ep8_for_deepseek_v3(tmp_path):

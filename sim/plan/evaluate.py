@@ -27,7 +27,7 @@ from sim.metrics.report import request_figures
 from sim.plan.source import cost_source
 from sim.plan.space import Candidate
 from sim.sweep.capacity import (
-    confirm_seed, replica_counts, search_seed, size_for_target, summarize_seeds,
+    confirm_seed, replica_counts, search_seed, size_for_target, summarize_seeds, unit_gpus_and_price,
 )  # fmt: skip
 from sim.sweep.probe import ProbeResult, Slo, compose_config, run_probe, tail, with_rate
 
@@ -163,9 +163,10 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     pools = spec.deployment.pools if spec.deployment and not spec.deployment.classic else ()
     decode = next((p for p in pools if p.role == "decode"), None)
     scheduler, memory = (decode.scheduler, decode.memory) if decode else (spec.scheduler, spec.memory)
+    unit_gpus, unit_usd_per_hour = unit_gpus_and_price(spec)
     row.update({
         "model": spec.model.name,
-        "gpus_per_replica": spec.deployment.num_gpus if pools else spec.gpus_per_replica,
+        "gpus_per_replica": unit_gpus,
         "max_num_seqs": scheduler.max_num_seqs,
         "max_num_batched_tokens": scheduler.max_num_batched_tokens,
         "enable_prefix_caching": spec.enable_prefix_caching,
@@ -200,11 +201,9 @@ def evaluate_capacity(task: PlanTask) -> dict[str, Any]:
     if capacity["capacity_rate"] is None:
         return {**row, "status": "misses_slo", "reason": _no_capacity(probes.points, task)}
     replicas = max(1, math.ceil(task.target_rate / capacity["capacity_rate"] - 1e-9))
-    price = spec.hardware.price_per_hour_usd or None  # both pools of a P/D group run on it
-    gpus = row["gpus_per_replica"]
     row.update({
-        "sizing": "estimated", "replicas": replicas, "gpus": replicas * gpus,
-        "usd_per_hour": price * replicas * gpus if price else None,
+        "sizing": "estimated", "replicas": replicas, "gpus": replicas * unit_gpus,
+        "usd_per_hour": unit_usd_per_hour * replicas or None,
     })  # fmt: skip
     return row
 

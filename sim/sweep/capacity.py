@@ -37,8 +37,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sim.catalog import load_catalog_entry
-from sim.config.build import build_run_spec
+from sim.config.build import RunSpec, build_run_spec
 from sim.config.overrides import check_overrides
 from sim.cost.roofline import build_cost_model
 from sim.errors import ConfigError, SimError
@@ -194,7 +193,7 @@ def size_for_target(
                 f"{replicas} replicas still miss the SLOs at {target_rate} req/s (capacity per"
                 f" replica {per_replica:.3g} req/s); check the router and the SLOs"
             )
-    gpus, usd_per_hour = unit_gpus_and_price(cfg)
+    gpus, usd_per_hour = unit_gpus_and_price(build_run_spec(cfg))
     return Sizing(target_rate, replicas, replicas * gpus, usd_per_hour * replicas or None, checks)
 
 
@@ -230,23 +229,16 @@ def with_units(cfg: DictConfig, n: int) -> DictConfig:
     return scaled
 
 
-def unit_gpus_and_price(cfg: DictConfig) -> tuple[int, float]:
+def unit_gpus_and_price(spec: RunSpec) -> tuple[int, float]:
     """GPUs and $/h of one unit of scaling: a replica of tp x pp x dp GPUs
     (sim.parallel.ParallelSpec.num_gpus), or the pools' replicas x TP, each at its own GPU's
     price (0 where unpriced)."""
-    pools = _pools(cfg)
-    if not pools:
-        par = cfg.parallel
-        gpus = int(par.tp) * int(par.get("pp", 1)) * int(par.get("dp", 1))
-        return gpus, float(cfg.hardware.price_per_hour_usd or 0.0) * gpus
-    gpus, usd = 0, 0.0
-    for pool in pools.values():
-        n = int(pool.get("tp", 1)) * int(pool.get("replicas", 1))
-        name = pool.get("hardware")
-        hardware = load_catalog_entry("hardware", str(name)) if name else cfg.hardware
-        gpus += n
-        usd += float(hardware.get("price_per_hour_usd") or 0.0) * n
-    return gpus, usd
+    deployment = spec.deployment
+    if deployment is None or deployment.classic:
+        gpus = spec.gpus_per_replica
+        return gpus, (spec.hardware.price_per_hour_usd or 0.0) * gpus
+    usd = sum((p.hardware.price_per_hour_usd or 0.0) * p.num_gpus for p in deployment.pools)
+    return deployment.num_gpus, usd
 
 
 def _with_replicas(cfg: DictConfig, replicas: int) -> DictConfig:
