@@ -12,7 +12,7 @@ import pytest
 from sim.errors import ConfigError
 from sim.plan.__main__ import contenders, holds_model, main
 from sim.plan.source import cost_source
-from sim.plan.space import Candidate, candidates, drop_candidate_keys, parse_list
+from sim.plan.space import Candidate, Layout, candidates, drop_candidate_keys, parse_list
 from sim.plan.table import rank, replicas_at_low_end
 
 SMALL = ["+scenario=llama8b_h100", "--target-rate", "30", "--ttft-p99", "2", "--tpot-p99", "0.1",
@@ -85,8 +85,8 @@ def test_bad_input_is_one_line(args, message):
 
 def test_the_default_hardware_is_every_gpu_that_holds_the_model():
     base = ["model=llama3_405b"]
-    assert not holds_model(base, "l40s", ["bf16"], [8])
-    assert holds_model(base, "h200", ["bf16"], [8])
+    assert not holds_model(base, "l40s", ["bf16"], [Layout(8)])
+    assert holds_model(base, "h200", ["bf16"], [Layout(8)])
 
 
 def test_cost_source_reads_a_richer_statement_when_there_is_one():
@@ -126,9 +126,9 @@ def test_the_candidate_space():
     assert parse_list("1-8", "tp", int) == [1, 2, 4, 8]
     with pytest.raises(ConfigError):
         parse_list("0,2", "tp", int)
-    space = candidates(["h100_sxm", "h200"], ["bf16", "fp8"], [2, 4], [None, 128])
+    space = candidates(["h100_sxm", "h200"], ["bf16", "fp8"], [Layout(2), Layout(4)], [None, 128])
     assert len(space) == 16 and Candidate("h200", "fp8", 4, 128) in space
-    staged = candidates(["h100_sxm"], ["bf16"], [8], [None], [1, 2])
+    staged = candidates(["h100_sxm"], ["bf16"], [Layout(8), Layout(8, pp=2)])
     assert [c.label for c in staged] == ["h100_sxm bf16 TP8", "h100_sxm bf16 TP8 PP2"]
     assert "parallel.pp=2" in staged[1].overrides()
     assert "scheduler.max_num_seqs=128" in Candidate("h200", "fp8", 4, 128).overrides()

@@ -133,7 +133,7 @@ def test_the_axes_parse():
     assert parse_pairs("1:1,2:1", "pd", "instance counts") == [(1, 1), (2, 1)]
     with pytest.raises(ConfigError):
         parse_pairs("0:1", "pd", "instance counts")
-    space = candidates(["h200"], ["fp8"], [], layouts=[Layout(8)], splits=[PdSplit(1, 2, 8, 8), PdSplit(1, 1, 4, 8)])
+    space = candidates(["h200"], ["fp8"], [Layout(8)], splits=[PdSplit(1, 2, 8, 8), PdSplit(1, 1, 4, 8)])
     assert [c.label for c in space] == ["h200 fp8 TP8", "h200 fp8 P/D 1:2 TP8", "h200 fp8 P/D 1:1 TP4:8"]
     pd = space[2]
     assert "parallel.tp=8" in pd.overrides()  # the run-wide engine holds the larger pool's TP

@@ -152,14 +152,14 @@ def plan(
         check_names(hardware, "hardware")
     else:
         catalog = list_catalog("hardware")
-        hardware = [h for h in catalog if holds_model(base, h, precisions, layouts=layouts)]
+        hardware = [h for h in catalog if holds_model(base, h, precisions, layouts)]
         left_out = [h for h in catalog if h not in hardware]
         if left_out:
             echo(f"left out (cannot hold {base_cfg.model.name} with {', '.join(lay.token for lay in layouts)}"
                  f" in {', '.join(precisions)}): {', '.join(left_out)}")
     layouts = check_layouts(layouts, base_cfg, hardware, echo)
     splits = splits_from_flags(args, layouts, base_cfg, echo)
-    space = candidates(hardware, precisions, [], seqs, layouts=layouts, splits=splits)
+    space = candidates(hardware, precisions, layouts, seqs, splits=splits)
     slo = Slo(ttft, tpot, warmup_fraction=args.warmup, quantile=q)
     tasks = [
         PlanTask(c, tuple(base), slo, e2e, target, tuple(range(args.seeds)), args.requests,

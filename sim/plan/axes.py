@@ -33,13 +33,10 @@ from sim.sweep.probe import with_rate
 DEFAULT_TP = "1,2,4,8"
 
 
-def holds_model(
-    base: Sequence[str], hardware: str, precisions: Sequence[str], tps: Sequence[int] = (), pp: int = 1,
-    layouts: Sequence[Layout] | None = None,
-) -> bool:
-    """Whether the model fits on `hardware` at some precision and some layout of the space
-    (by default the largest TP and PP), largest first."""
-    layouts = sorted(layouts or [Layout(max(tps), pp)], key=lambda lay: -lay.num_gpus)
+def holds_model(base: Sequence[str], hardware: str, precisions: Sequence[str], layouts: Sequence[Layout]) -> bool:
+    """Whether the model fits on `hardware` at some precision and some layout of the space,
+    largest first."""
+    layouts = sorted(layouts, key=lambda lay: -lay.num_gpus)
     for precision, lay in product(precisions, layouts):
         try:
             cand = Candidate(hardware, precision, lay.tp, pp=lay.pp, dp=lay.dp, ep=lay.ep)

@@ -183,16 +183,12 @@ def check_names(names: Sequence[str], group: str) -> None:
 
 
 def candidates(
-    hardware: Sequence[str], precisions: Sequence[str], tps: Sequence[int],
-    max_num_seqs: Sequence[int | None] = (None,), pps: Sequence[int] = (1,),
-    layouts: Sequence[Layout] | None = None, splits: Sequence[PdSplit] = (),
+    hardware: Sequence[str], precisions: Sequence[str], layouts: Sequence[Layout],
+    max_num_seqs: Sequence[int | None] = (None,), splits: Sequence[PdSplit] = (),
 ) -> list[Candidate]:
-    """Classic candidates (every layout, by default TP x PP), then the P/D splits, per GPU
-    and precision."""
+    """Classic candidates (every layout), then the P/D splits, per GPU and precision."""
     check_names(hardware, "hardware")
     check_names(precisions, "precision")
-    if layouts is None:
-        layouts = [Layout(t, pp) for t, pp in product(tps, pps or (1,))]
     seqs = max_num_seqs or (None,)
     classic = [
         Candidate(h, p, lay.tp, m, lay.pp, lay.dp, lay.ep)
