@@ -6,6 +6,7 @@
 #   bash calibration/run_device.sh h200fp8  # one H200: FP8 GEMMs, FP8-KV attention, FP8 steps
 #   bash calibration/run_device.sh h200fp8f16  # one H200: the fp16-product FP8 attention variant
 #   bash calibration/run_device.sh h200moemla  # one H200: fused_moe and TRITON_MLA Triton kernels
+#   bash calibration/run_device.sh h200memory  # one H200: CUDA's capacity, context, non-torch memory
 #   bash calibration/run_device.sh comm     # every GPU of an H200 host (2, 4 or 8): all-reduce at
 #                                           # TP 2..n, all-to-all at EP 2..n, send/recv 0->1
 # Writes the CSVs and log_<kind>.txt to $OUT (default calibration/data). Each sweep is bounded
@@ -72,6 +73,9 @@ case "$1" in
     (cd calibration && python3 measure_fused_moe_mla.py --out-dir "$OUT" --prefix h200 \
       --only moe_holdout --budget-s 240 2>&1 | tee -a "$log")
     ;;
+  h200memory)
+    python3 calibration/measure_memory.py --out-dir "$OUT" --prefix h200 2>&1 | tee -a "$log"
+    ;;
   comm)
     n=$(nvidia-smi -L | wc -l)
     sizes=$(python3 -c "print(','.join(str(2**k) for k in range(1, $n.bit_length()) if 2**k <= $n))")
@@ -83,7 +87,7 @@ case "$1" in
       --prefix "h200x$n" 2>&1 | tee -a "$log")
     ;;
   *)
-    echo "usage: $0 h100|h200|h200x4|h200fp8|h200fp8f16|h200moemla|comm" >&2
+    echo "usage: $0 h100|h200|h200x4|h200fp8|h200fp8f16|h200moemla|h200memory|comm" >&2
     exit 2
     ;;
 esac

@@ -319,6 +319,7 @@ def hardware_spec_from_config(cfg: HardwareConfig | DictConfig | Mapping[str, An
         generation=str(fields.get("generation") or ""),
         display_name=str(fields.get("display_name") or name),
         source=str(fields.get("source") or ""),
+        memory_source=str(fields.get("memory_source") or ""),
     )
 
 

@@ -12,7 +12,7 @@ class HardwareSpec:
     name: str
     peak_flops: dict[str, float]  # per compute dtype ("bf16", "fp8", "int8", "fp4"), FLOP/s
     vector_flops: float  # non-tensor fp32 FLOP/s
-    memory_bytes: float  # usable HBM capacity, bytes
+    memory_bytes: float  # HBM capacity as CUDA reports it, bytes
     memory_bandwidth: float  # bytes/s
     interconnect: str
     interconnect_bandwidth: float  # per GPU, one direction, bytes/s
@@ -29,6 +29,7 @@ class HardwareSpec:
     generation: str = ""
     display_name: str = ""
     source: str = field(default="", compare=False)
+    memory_source: str = field(default="", compare=False)  # where memory_bytes comes from
 
     def supports(self, dtype: str) -> bool:
         """Whether the matrix units have a rate for `dtype` (fp8 on Hopper, not on Ampere)."""

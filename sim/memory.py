@@ -1,17 +1,23 @@
 """How one GPU's memory splits between the weights, fixed reserves and the paged KV cache.
 
-vLLM v0.11 sizes its KV cache once, at start-up (vllm/v1/worker/gpu_worker.py,
-`determine_available_memory`, then vllm/v1/core/kv_cache_utils.py): it loads the weights, runs
-one dummy forward pass of `max_num_batched_tokens` tokens to measure the peak activation memory,
-and gives the KV cache whatever is left of `gpu_memory_utilization` of the GPU:
+vLLM 0.24.0 sizes its KV cache once, at start-up (`vllm/v1/worker/gpu_worker.py`,
+`determine_available_memory`, with `vllm/utils/mem_utils.py`, `memory_profiling`): it loads the
+weights, runs one profiling forward pass of `max_num_batched_tokens` tokens (and the sampler
+over `min(max_num_seqs, max_num_batched_tokens)` rows), and gives the KV cache what is left of
+`gpu_memory_utilization` of the capacity CUDA reports (`torch.cuda.mem_get_info`, less than
+nvidia-smi's total by the driver's reserve):
 
-    memory x gpu_memory_utilization          usable
-      - weights of this GPU's shard           (by precision and TP)
-      - activation reserve                    (peak of one forward pass, formula below)
-      - runtime reserve                       (CUDA context, cuBLAS, NCCL, CUDA graphs)
+    CUDA's capacity x gpu_memory_utilization   requested
+      - weights of this GPU's shard              (by precision and TP)
+      - torch peak of the profiling pass         (activation reserve, formula below)
+      - non-torch memory the pass added          (cuBLAS workspaces; NCCL and custom
+                                                  all-reduce buffers with TP > 1)
       = KV budget  ->  num_gpu_blocks = floor(KV budget / (block_size x KV bytes per token))
 
-Sizes in GB are 1e9 bytes, as on datasheets; capacities come from the driver in GiB.
+The CUDA context is in use before the baseline and is not subtracted; CUDA graphs are captured
+after the KV cache is sized, out of the (1 - gpu_memory_utilization) headroom (the H200 run of
+../shared/vllm logs "Available KV cache memory: 109.49 GiB", then "Graph capturing finished ...
+took 0.98 GiB"). Sizes in GB are 1e9 bytes, as on datasheets; capacities are in GiB.
 """
 
 from __future__ import annotations
@@ -30,17 +36,22 @@ from sim.precision import DTYPE_BYTES, MODEL_DTYPE, REFERENCE_PRECISIONS, Precis
 GB = 1e9
 GIB = 2**30
 
-# Runtime reserve: memory vLLM's workers hold besides weights, activations and KV cache.
-# - CUDA context plus cuBLAS/cuBLASLt workspaces: the ~0.5 GiB of "non-torch memory" vLLM's
-#   start-up log reports on an idle Hopper GPU.
-# - CUDA graphs: vLLM captures one graph per decode batch size (up to max_num_seqs); its log
-#   reports ~0.2-1 GiB for 7B-70B models. DIVERGENCE: vLLM v0.11 captures them after sizing the
-#   KV cache, out of the (1 - gpu_memory_utilization) headroom; we take them from the KV budget,
-#   so our cache is up to 0.5 GiB smaller (conservative).
-# - NCCL channel buffers and vLLM's custom all-reduce buffers, only with TP > 1.
-CUDA_CONTEXT_BYTES = 0.5 * GIB
-CUDA_GRAPHS_BYTES = 0.5 * GIB
-NCCL_BUFFERS_BYTES = 0.5 * GIB
+# Non-torch memory vLLM's profiling pass adds (its `non_torch_increase`):
+# - on one GPU, the cuBLAS/cuBLASLt workspaces and kernel buffers: 174,063,616 bytes measured on
+#   the H200 over Llama-3.1-8B's GEMMs at 8,192 tokens and FlashAttention (torch 2.11,
+#   calibration/measure_memory.py -> calibration/data/h200_memory.json); a published vLLM 0.11.0
+#   log on an H100 reports 0.13-0.14 GiB for four models at TP 1;
+# - with TP > 1, NCCL's and vLLM's custom all-reduce buffers: the same log reports 0.54-0.55 GiB
+#   at TP 2 (two models), 0.41 GiB more than at TP 1; assumed the same for larger groups, which
+#   no measurement here covers (llm-d-planner, docs/empirical-vllm-memory-results.md).
+NON_TORCH_BYTES = 174_063_616
+TP_COMM_BUFFERS_BYTES = 0.41 * GIB
+RESERVE_SOURCE = (
+    "KV budget as vLLM 0.24.0 sizes it: CUDA's capacity x gpu_memory_utilization - weights - torch"
+    " peak of the profiling pass (estimated from the widest tensors) - non-torch memory (0.16 GiB"
+    " measured on one H200; with TP > 1 0.41 GiB more for NCCL and custom all-reduce, from a"
+    " published vLLM 0.11.0 log at TP 2, assumed for larger groups); CUDA graphs from the headroom"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +65,7 @@ class MemoryPlan:
     block_size: int
     gpu_memory_utilization: float
     max_model_len: int
-    memory_bytes: float  # HBM capacity of one GPU as the driver reports it
+    memory_bytes: float  # HBM capacity of one GPU as CUDA reports it
     weight_bytes: float  # this GPU's shard of the weights
     activation_reserve_bytes: float
     runtime_reserve_bytes: float
@@ -63,6 +74,7 @@ class MemoryPlan:
     pp: int = 1  # pipeline stages: the figures above are the stage with the fewest blocks
     dp: int = 1  # data-parallel attention ranks: each holds num_gpu_blocks of its own
     binding_stage: int = 0
+    blocks_given: bool = False  # num_gpu_blocks set by scheduler.num_gpu_blocks_override
 
     @property
     def num_engine_blocks(self) -> int:
@@ -110,6 +122,7 @@ class MemoryPlan:
             "tp": self.tp,
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "memory_gb": self.memory_bytes / GB,
+            "memory_gib": self.memory_bytes / GIB,
             "usable_gb": self.usable_bytes / GB,
             "weights_gb": self.weight_bytes / GB,
             "activation_reserve_gb": self.activation_reserve_bytes / GB,
@@ -117,6 +130,7 @@ class MemoryPlan:
             "kv_cache_gb": self.kv_cache_bytes / GB,
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "block_size": self.block_size,
+            "blocks_given": self.blocks_given,
             "block_bytes": self.block_bytes,
             "num_gpu_blocks": self.num_gpu_blocks,
             **({"pp": self.pp, "binding_stage": self.binding_stage} if self.pp > 1 else {}),
@@ -192,9 +206,20 @@ def activation_reserve_bytes(
     return forward + logits
 
 
+def kv_memory_statement(plan: MemoryPlan, capacity_source: str) -> str:
+    """Where the KV cache's size comes from, for the summary's assumptions."""
+    if plan.blocks_given:
+        return f"{plan.num_gpu_blocks:,} KV blocks per GPU as given (scheduler.num_gpu_blocks_override)"
+    return (
+        f"{RESERVE_SOURCE}. GPU capacity {plan.memory_bytes / GIB:.2f} GiB as CUDA reports it:"
+        f" {capacity_source or 'source not given'}"
+    )
+
+
 def runtime_reserve_bytes(tp: int) -> float:
-    """CUDA context and graphs on every GPU; communication buffers only when TP > 1."""
-    return CUDA_CONTEXT_BYTES + CUDA_GRAPHS_BYTES + (NCCL_BUFFERS_BYTES if tp > 1 else 0.0)
+    """The non-torch memory of vLLM's profiling pass: kernel workspaces on every GPU, and
+    communication buffers when TP > 1."""
+    return NON_TORCH_BYTES + (TP_COMM_BUFFERS_BYTES if tp > 1 else 0.0)
 
 
 def valid_tp_sizes(model: ModelSpec, hardware: HardwareSpec) -> list[int]:
@@ -300,7 +325,7 @@ def _build_plan(request: _Request, precision: PrecisionSpec, tp: int) -> MemoryP
     )
     blocks = max(0, math.floor(plan.kv_budget_bytes / plan.block_bytes))
     if request.num_gpu_blocks_override is not None:
-        blocks = request.num_gpu_blocks_override
+        return dataclasses.replace(plan, num_gpu_blocks=request.num_gpu_blocks_override, blocks_given=True)
     return dataclasses.replace(plan, num_gpu_blocks=blocks)
 
 
@@ -345,7 +370,7 @@ def _build_staged_plan(request: _Request, precision: PrecisionSpec, layout: Para
         plans.append(dataclasses.replace(plan, num_gpu_blocks=blocks))
     plan = min(plans, key=lambda p: (p.num_gpu_blocks, p.kv_budget_bytes))
     if request.num_gpu_blocks_override is not None:
-        plan = dataclasses.replace(plan, num_gpu_blocks=request.num_gpu_blocks_override)
+        plan = dataclasses.replace(plan, num_gpu_blocks=request.num_gpu_blocks_override, blocks_given=True)
     return plan
 
 

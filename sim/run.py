@@ -26,6 +26,7 @@ from sim.deploy.compare import compare_runs
 from sim.deploy.figures import add_pool_figures, run_shape
 from sim.deploy.wiring import build_deployment_engines
 from sim.kv_offload.summary import hbm_only_figures, offload_summary
+from sim.memory import kv_memory_statement
 from sim.metrics.spec_summary import speculative_summary
 from sim.spec_compare import compare_speculative
 from sim.metrics.recorder import Recorder
@@ -296,6 +297,7 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
         "async_scheduling": spec.async_scheduling,
         **({"speculative": spec.speculative.describe()} if spec.speculative is not None else {}),
         "memory": spec.memory.describe(),
+        "memory_source": spec.hardware.memory_source,
         **_deployment_setup(spec),
     }
 
@@ -338,6 +340,7 @@ def _assumptions(spec: RunSpec, cost_model: Any, engine_costs: EngineCosts) -> d
         "engine_time_fit_error": engine_costs.fit_error or "none: not fitted",
         "scheduler_defaults": spec.defaults_source,
         "kv_block_size": spec.block_size_source or f"{spec.block_size} (scheduler.block_size)",
+        "kv_memory": kv_memory_statement(spec.memory, spec.hardware.memory_source),
     }
 
 

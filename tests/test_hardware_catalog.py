@@ -11,9 +11,11 @@ from sim.catalog import (
     hardware_spec_from_config,
     list_catalog,
     load_catalog_entry,
+    model_spec_from_config,
     precision_spec_from_config,
 )
 from sim.errors import ConfigError
+from sim.memory import kv_memory_statement, plan_memory
 from sim.hardware_spec import HardwareSpec
 from sim.precision import REFERENCE_PRECISIONS, PrecisionSpec
 
@@ -88,11 +90,30 @@ def test_driver_capacity_is_close_to_the_datasheet(name):
     assert cfg.memory_gib == pytest.approx(cfg.memory_gb, rel=0.10)
 
 
+@pytest.mark.parametrize("name", HARDWARE)
+def test_each_capacity_says_where_it_comes_from(name):
+    """memory_gib is the capacity CUDA reports; each entry says whether it was measured,
+    published, transferred from another GPU or assumed (nvidia-smi's larger total)."""
+    source = hardware(name).memory_source
+    assert source.split(":")[0].split(" ")[0] in ("measured", "published", "transferred", "assumed"), source
+
+
+def test_the_kv_memory_statement_names_the_capacity_and_the_reserves():
+    h200 = hardware("h200")
+    llama = model_spec_from_config(load_catalog_entry("model", "llama3_8b"))
+    knobs = dict(block_size=16, gpu_memory_utilization=0.9, max_num_batched_tokens=8192, max_num_seqs=1024)
+    plan = plan_memory(llama, h200, precision("bf16", "h200"), 1, max_model_len=8192, **knobs)
+    stated = kv_memory_statement(plan, h200.memory_source)
+    assert "139.80 GiB as CUDA reports it: measured" in stated and "non-torch" in stated
+    given = plan_memory(llama, h200, precision("bf16", "h200"), 1, max_model_len=8192, num_gpu_blocks_override=56057, **knobs)
+    assert kv_memory_statement(given, h200.memory_source).startswith("56,057 KV blocks per GPU as given")
+
+
 def test_units_are_converted_once_at_the_boundary():
     h100 = hardware("h100_sxm")
     assert h100.peak_flops["bf16"] == pytest.approx(989.4e12)
     assert h100.peak_flops["fp8"] == pytest.approx(1978.9e12)
-    assert h100.memory_bytes == pytest.approx(81559 * 2**20, rel=1e-4)  # nvidia-smi's 81559 MiB
+    assert h100.memory_bytes == pytest.approx(79.18 * 2**30, rel=1e-4)  # CUDA's capacity, not nvidia-smi's 81559 MiB
     assert h100.memory_bandwidth == pytest.approx(3.35e12)
     assert h100.interconnect_bandwidth == pytest.approx(450e9)  # NVLink 4, one direction
     assert h100.interconnect_latency_s == pytest.approx(6e-6)

@@ -63,7 +63,8 @@ class HardwareConfig:
     peak_tflops: Dict[str, float] = field(default_factory=dict)
     # non-tensor (vector) fp32 throughput, TFLOP/s, for element-wise work
     vector_tflops: float = 0.0
-    memory_gib: float = 0.0  # HBM capacity in GiB as the driver reports the device (GB on datasheets is 1e9)
+    memory_gib: float = 0.0  # HBM capacity in GiB as CUDA reports it (torch.cuda.mem_get_info; GB on datasheets is 1e9)
+    memory_source: str = ""  # where memory_gib comes from: measured, a published log, or nvidia-smi (assumed)
     memory_gb: float = 0.0  # datasheet capacity, 1e9 bytes
     memory_bandwidth_tbps: float = 0.0  # datasheet HBM bandwidth, 1e12 bytes/s
     interconnect: str = ""  # "nvlink4", "pcie5", "infinity_fabric", ...

@@ -100,6 +100,16 @@ def request_figures(requests_path: Path, summary: dict[str, Any]) -> dict[str, A
     return figures
 
 
+def _capacity_note(setup: dict[str, Any]) -> str:
+    """`; 139.8 GiB per GPU (measured)`: the capacity the KV cache was sized from, and whether it
+    was measured, published, transferred or assumed (the hardware entry's memory_source)."""
+    memory = setup.get("memory") or {}
+    if "memory_gib" not in memory or memory.get("blocks_given"):
+        return ""
+    kind = (setup.get("memory_source") or "source not given").split(":")[0]
+    return f"; sized from {memory['memory_gib']:.1f} GiB per GPU ({kind})"
+
+
 def format_summary(
     summary: dict[str, Any], overrides: Sequence[str] = (), extra: dict[str, Any] | None = None
 ) -> str:
@@ -166,7 +176,8 @@ def format_summary(
         f" memory bandwidth {_pct(util['memory_bound_time_share'])},"
         f" latency {_pct(util['latency_bound_time_share'])}  -> mostly {bound}-bound",
         f"KV cache     mean {_pct(kv['usage_mean'])}  max {_pct(kv['usage_max'])}"
-        f"  of {setup['num_gpu_blocks']:,} {setup['block_size']}-token blocks ({setup['kv_cache_tokens']:,} tokens)",
+        f"  of {setup['num_gpu_blocks']:,} {setup['block_size']}-token blocks ({setup['kv_cache_tokens']:,} tokens)"
+        + _capacity_note(setup),
     ]
     if setup.get("enable_prefix_caching"):
         lines.append(
