@@ -130,6 +130,7 @@ class StagedCostModel:
         self._inv_vector_flops = 1.0 / hardware.vector_flops if hardware.vector_flops > 0 else 0.0
         self._by_tokens: dict[int, tuple[tuple[OpCost, ...], tuple[float, ...]]] = {}
         self._by_seqs: dict[int, OpCost] = {}
+        self._absorb_by_seqs: dict[int, OpCost] = {}  # MLA decode's absorbed up-projections
         self._empty = StepCost(ops=(ZERO_OP,) * len(OP_CLASSES), gpu_time_s=0.0, overhead_s=step_overhead_s)
 
     def _stage_layers(self) -> tuple[tuple[int, int], ...]:
@@ -297,7 +298,9 @@ class StagedCostModel:
         context = math.ceil(batch.decode_context_tokens / self.dp)
         if self.mla is not None:
             flops, nbytes = self.mla_attention.decode(seqs, context)
-            absorb = self._price_gemms(absorb_gemms(self.mla, seqs))
+            absorb = self._absorb_by_seqs.get(seqs)
+            if absorb is None:
+                absorb = self._absorb_by_seqs[seqs] = self._price_gemms(absorb_gemms(self.mla, seqs))
             bf16 = self.formats.attention_dtype == "bf16"
             triton = self.moe_mla.mla_decode_time(flops, nbytes, seqs) if bf16 else None
             k = triton if self.mla_backend.measured else None
