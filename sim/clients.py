@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
@@ -46,7 +47,7 @@ def start_traffic(
         env.process(arrival_process(env, workload, make_request, replicas, router, recorder))
 
 
-class _Sender:
+class _Sender(ABC):
     """A client that hears back from the engines: where it sends, and the finish hook of
     every entry point (`Replica.on_finish`, the P/D proxy's) pointing at `_on_finish`."""
 
@@ -69,8 +70,9 @@ class _Sender:
     def _dispatch(self, spec: RequestSpec) -> None:
         dispatch(self.make_request(spec), self.replicas, self.router, self.recorder)
 
+    @abstractmethod
     def _on_finish(self, request: Request) -> None:
-        raise NotImplementedError
+        """A request sent here has finished or was refused."""
 
 
 class LimitedSender(_Sender):
