@@ -255,6 +255,33 @@ def test_a_tight_cache_preempts_and_still_accounts_for_everything(tmp_path):
     check_tables(tmp_path, spec, result)
 
 
+def test_a_request_admitted_by_chunks_gets_the_blocks_of_loaded_requests_behind_it(tmp_path):
+    """Found by the random runs: 16 usable blocks, three requests waiting behind the head with
+    their host-tier loads landed hold 14 of them. The head is admitted 17 tokens at a time
+    (long_prefill_token_threshold) but can never reach its 7 blocks, so it preempted itself at
+    every step, forever. Alone in the running list, it must take the loaded requests' blocks,
+    as an unadmittable head does. The horizon bounds the run that would never end."""
+    deployment = {
+        "kv_offload": "cpu_disk", "kv_offload.cpu_size_gib": 0.5, "kv_offload.disk_size_gib": 1.0,
+        "scheduler.block_size": 32, "scheduler.max_model_len": 340,
+        "scheduler.max_num_batched_tokens": 1000, "scheduler.max_num_seqs": 14,
+        "scheduler.num_gpu_blocks_override": 17, "scheduler.long_prefill_token_threshold": 17,
+        "scheduler.enable_prefix_caching": True, "scheduler.max_waiting_requests": 3,
+        "horizon_s": 60, "seed": 336481, "output.write_steps": True,
+    }  # fmt: skip
+    workload = {
+        "workload.arrival": "poisson", "workload.num_requests": 28, "workload.rate": 199.09634398858856,
+        "workload.cv": 2.0, "workload.prompt_tokens.kind": "uniform", "workload.prompt_tokens.low": 84,
+        "workload.prompt_tokens.high": 416, "workload.output_tokens.kind": "uniform",
+        "workload.output_tokens.low": 47, "workload.output_tokens.high": 57,
+    }  # fmt: skip
+    spec, result = run_random(tmp_path, (), deployment, workload)
+    counts = result.summary["requests"]
+    assert counts["unfinished"] == 0 and counts["finished"] + counts["rejected"] == 28
+    assert counts["preemptions"] > 0 and result.summary["kv_offload"]["loads"] > 0
+    check_tables(tmp_path, spec, result)
+
+
 @pytest.mark.parametrize("offload,policy", [("cpu", "lru"), ("cpu_disk", "lru"), ("cpu_disk", "arc")])
 def test_a_tight_cache_with_offload_reloads_and_conserves_blocks_across_tiers(tmp_path, offload, policy):
     """Preempted requests and later turns find their blocks on the host (or disk): loads

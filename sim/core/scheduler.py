@@ -328,6 +328,14 @@ class Scheduler:
         allocate_slots = self.kv_cache_manager.allocate_slots
         running = self.running
         while True:
+            if (
+                self.connector is not None
+                and len(running) == 1  # the request alone: nothing else runs to free blocks
+                and self._release_loaded_blocks(request)
+            ):
+                if allocate_slots(request, num_new):
+                    return True
+                continue  # nothing more to release: it preempts itself
             victim = running.pop()
             self._preempt(victim)
             preempted.append(victim)
@@ -417,12 +425,15 @@ class Scheduler:
         return token_budget
 
     def _release_loaded_blocks(self, head: Request) -> bool:
-        """Nothing runs, so nothing will free blocks, and the head of the queue cannot get
-        its blocks: free those of the waiting requests behind it whose loads have landed (they
-        look up and load again when their turn comes). Whether any were freed.
+        """Nothing else runs, so nothing will free blocks, and `head` cannot get its blocks
+        (the head of the queue cannot be admitted, or the one running request cannot grow):
+        free those of the waiting requests behind it whose loads have landed (they look up and
+        load again when their turn comes). Whether any were freed.
 
         DIVERGENCE: vLLM has no such release; with a cache small against its requests, loaded
-        requests behind a preempted one could hold every block, and its engine would stall."""
+        requests behind a preempted one could hold every block, and its engine would stall
+        (or, admitting a chunk of the head that can never grow to its end, preempt it again
+        and again)."""
         kv = self.kv_cache_manager
         released = False
         for request in self.waiting.objects():  # packed requests hold no blocks
