@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import random
 
-from sim.core.block_pool import BlockPool
+from sim.core.block_pool import PRIVATE, BlockPool
 from sim.core.kv_cache_manager import KVCacheManager
-from sim.core.request import Request
+from sim.core.request import Request, RequestStatus
 
 
 def _state(pool: BlockPool) -> tuple:
@@ -78,10 +78,17 @@ def test_decode_and_chunked_publication_agree():
             b.num_tokens = total + 1
             _grow(by_chunk, b, chunks)
             assert a.block_ids == b.block_ids
-            # Each full block under its identity: the declared hash, else one of the request's own.
-            expected = [declared[i] if i < len(declared) else (rid, i) for i in range(total // 4)]
-            assert [by_token.block_pool.block_hash[x] for x in a.block_ids[: total // 4]] == expected
+            # Each full block under its identity: the declared hash, else cached for the request
+            # alone until it is reset, and then under one of its own keys.
+            full = a.block_ids[: total // 4]
+            expected = [declared[i] if i < len(declared) else PRIVATE for i in range(total // 4)]
+            assert [by_token.block_pool.block_hash[x] for x in full] == expected
             if rng.random() < 0.5:  # finished or preempted: its blocks stay cached, tail first
+                if rng.random() < 0.5:
+                    a.status = b.status = RequestStatus.FINISHED
+                else:
+                    expected = [declared[i] if i < len(declared) else (rid, i) for i in range(total // 4)]
                 by_token.free(a)
                 by_chunk.free(b)
+                assert [by_token.block_pool.block_hash[x] for x in full] == expected
             assert _state(by_token.block_pool) == _state(by_chunk.block_pool)

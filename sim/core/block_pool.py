@@ -8,6 +8,12 @@ in the prefix cache until allocation evicts it, so eviction is LRU over freed bl
 
 We keep the queue in an `OrderedDict` (C-implemented doubly linked list): O(1) pop from the
 front, append, and removal of a cached block that a new request touches.
+
+A block whose hash only its own request can ever ask for (its outputs, or a prompt without
+declared hashes, before the request was ever reset) is marked `PRIVATE` instead of being
+entered in the hash map: no other request can hit it, and its request looks blocks up only
+after a reset, when the KV manager publishes them (`publish_private_blocks`). Until then a
+map entry would be written and deleted unread, for almost every block of a run.
 """
 
 from __future__ import annotations
@@ -16,6 +22,18 @@ from collections import OrderedDict
 from typing import Sequence
 
 NULL_BLOCK_ID = 0
+
+
+class _Private:
+    """The hash of a block cached for its own request only (see the module docstring)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PRIVATE"
+
+
+PRIVATE = _Private()
 
 
 class BlockPool:
@@ -72,6 +90,10 @@ class BlockPool:
             ref_cnt[block_id] = 1
             old_hash = block_hash[block_id]
             if old_hash is None:
+                continue
+            if old_hash is PRIVATE:  # in no map: dropping the mark evicts it
+                block_hash[block_id] = None
+                num_evicted += 1
                 continue
             if self._same_hash_blocks:  # duplicates exist somewhere: the general path
                 self._evict(block_id)
@@ -131,6 +153,27 @@ class BlockPool:
             block_hash[block_id] = new_hash
             if setdefault(new_hash, block_id) != block_id:
                 self._same_hash_blocks.setdefault(new_hash, []).append(block_id)
+
+    def cache_private_block(self, block_id: int) -> None:
+        """Mark a freshly computed full block as cached for its own request only."""
+        if self.block_hash[block_id] is None:
+            self.block_hash[block_id] = PRIVATE
+
+    def cache_private_blocks(self, block_ids: Sequence[int]) -> None:
+        """`cache_private_block` for each, in one loop."""
+        block_hash = self.block_hash
+        for block_id in block_ids:
+            if block_hash[block_id] is None:
+                block_hash[block_id] = PRIVATE
+
+    def publish_private_blocks(self, block_ids: Sequence[int], block_hashes: Sequence[object]) -> None:
+        """Enter private blocks in the hash map under their hashes (`cache_full_blocks`' rules),
+        in the order given: their request was reset and may look them up."""
+        block_hash = self.block_hash
+        for block_id in block_ids:
+            if block_hash[block_id] is PRIVATE:
+                block_hash[block_id] = None
+        self.cache_full_blocks(block_ids, block_hashes)
 
     def free_blocks(self, ordered_block_ids: list[int]) -> None:
         """Drop one reference each; blocks reaching zero join the back of the free queue in the

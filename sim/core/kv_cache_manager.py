@@ -16,6 +16,12 @@ later block (outputs, or a prompt without hashes) a key unique to the request. O
 hit only the blocks the workload declares shared; a preempted request, coming back, finds its
 own blocks that are still cached, outputs included, as vLLM's block hashes (which grow with
 the output) let it.
+
+Only its own request can ask for a block under a key unique to it, and only after it was reset
+(preempted, or its blocks released while it waited). So until then such blocks are cached
+privately (`BlockPool.cache_private_blocks`, no hash-map entry), and a reset publishes them
+under their keys before freeing them: the map holds then what it would hold had they been
+published at once, and every later block of that request is published at once.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from sim.core.block_pool import BlockPool, UncachedBlockPool
-from sim.core.request import Request
+from sim.core.request import Request, RequestStatus
 
 
 class KVCacheManager:
@@ -40,6 +46,8 @@ class KVCacheManager:
         )
         # request_id -> number of its leading blocks already published in the prefix cache
         self._num_cached_blocks: dict[int, int] = {}
+        # Requests reset at least once: their own blocks are published in the hash map.
+        self._published_own: set[int] = set()
 
     @property
     def num_usable_blocks(self) -> int:
@@ -133,27 +141,47 @@ class KVCacheManager:
 
     def _cache_full_blocks(self, request: Request, start: int, num_full_blocks: int) -> None:
         """Publish the request's blocks `start` (the first not yet published) up to
-        `num_full_blocks` (> start) under their hashes (`_block_hash`, built for the range)."""
+        `num_full_blocks` (> start): declared ones under their hashes, the request's own ones
+        privately or, once it was reset, under their keys (`_block_hash`)."""
         request_id = request.request_id
+        pool = self.block_pool
+        block_ids = request.block_ids
         declared = request.block_hashes
-        num_declared = len(declared)
+        private = request_id not in self._published_own
         if num_full_blocks == start + 1:  # a decode filled its last block: one to publish
-            self.block_pool.cache_block(
-                request.block_ids[start], declared[start] if start < num_declared else (request_id, start)
-            )
+            if start < len(declared):
+                pool.cache_block(block_ids[start], declared[start])
+            elif private:
+                pool.cache_private_block(block_ids[start])
+            else:
+                pool.cache_block(block_ids[start], (request_id, start))
             self._num_cached_blocks[request_id] = num_full_blocks
             return
-        if num_full_blocks <= num_declared:
-            hashes: Sequence[object] = declared[start:num_full_blocks]
-        else:
-            hashes = list(declared[start:])
-            hashes += [(request_id, index) for index in range(max(start, num_declared), num_full_blocks)]
-        self.block_pool.cache_full_blocks(request.block_ids[start:num_full_blocks], hashes)
+        first_own = min(max(start, len(declared)), num_full_blocks)
+        if first_own > start:
+            pool.cache_full_blocks(block_ids[start:first_own], declared[start:first_own])
+        if num_full_blocks > first_own:
+            if private:
+                pool.cache_private_blocks(block_ids[first_own:num_full_blocks])
+            else:
+                own = [(request_id, index) for index in range(first_own, num_full_blocks)]
+                pool.cache_full_blocks(block_ids[first_own:num_full_blocks], own)
         self._num_cached_blocks[request_id] = num_full_blocks
 
     def free(self, request: Request) -> None:
-        """Release a finished or preempted request's blocks, tail first."""
+        """Release a finished or reset request's blocks, tail first. A reset request may look
+        its own blocks up when it comes back: they are published first."""
+        request_id = request.request_id
+        if request.status == RequestStatus.FINISHED:
+            self._published_own.discard(request_id)
+        elif self.enable_caching and request_id not in self._published_own:
+            self._published_own.add(request_id)
+            first_own = len(request.block_hashes)
+            num_cached = self._num_cached_blocks.get(request_id, 0)
+            if num_cached > first_own:
+                own = [(request_id, index) for index in range(first_own, num_cached)]
+                self.block_pool.publish_private_blocks(request.block_ids[first_own:num_cached], own)
         if request.block_ids:
             self.block_pool.free_blocks(request.block_ids[::-1])
             request.block_ids = []
-        self._num_cached_blocks.pop(request.request_id, None)
+        self._num_cached_blocks.pop(request_id, None)
