@@ -44,9 +44,9 @@ import numpy as np
 from sim.cost.engine_costs import CUDAGRAPH_FULL, EngineCosts, cudagraph_mode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepTiming:
-    """One step's times (simulated seconds)."""
+    """One step's times (simulated seconds); built for every step, hence not frozen."""
 
     schedule_start_s: float
     launch_end_s: float  # schedule() and the launch done: the CPU is free

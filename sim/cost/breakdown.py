@@ -23,7 +23,10 @@ BOUND_LATENCY = "latency"  # communication or launch latency, neither roof
 BOUND_IDLE = "idle"  # nothing ran
 
 
-@dataclass(frozen=True, slots=True)
+# OpCost and StepCost are built for every step (hot state, so not frozen: a frozen dataclass
+# costs twice as much to build); cost models share them from their memos, so nothing may
+# change one once built.
+@dataclass(slots=True)
 class OpCost:
     """One operator class over all layers of one step, on one GPU of the TP group."""
 
@@ -45,7 +48,7 @@ class OpCost:
 ZERO_OP = OpCost()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepCost:
     """A step's price: `ops` is aligned with OP_CLASSES; GPU time excludes the CPU overhead.
 
