@@ -32,6 +32,17 @@ from sim.core.block_pool import BlockPool, UncachedBlockPool
 from sim.core.request import Request, RequestStatus
 
 
+def block_keys(request: Request, start: int, end: int) -> list[object]:
+    """Identities of the request's blocks `start` to `end - 1`: its declared hashes, then keys
+    unique to it. The one naming of a block, for the prefix cache and the offload tiers."""
+    declared = request.block_hashes
+    num_declared = len(declared)
+    if end <= num_declared:
+        return list(declared[start:end])
+    request_id = request.request_id
+    return [declared[i] if i < num_declared else (request_id, i) for i in range(start, end)]
+
+
 class KVCacheManager:
     def __init__(
         self, num_gpu_blocks: int, block_size: int, max_model_len: int, enable_caching: bool
@@ -64,11 +75,6 @@ class KVCacheManager:
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def _block_hash(self, request: Request, index: int) -> object:
-        if index < len(request.block_hashes):
-            return request.block_hashes[index]
-        return (request.request_id, index)
-
     def get_computed_blocks(self, request: Request) -> tuple[list[int], int]:
         """Cached leading blocks of a request that has computed nothing yet, and their tokens."""
         if not self.enable_caching:
@@ -78,8 +84,8 @@ class KVCacheManager:
             max_hit_blocks = min(max_hit_blocks, len(request.block_hashes))
         pool = self.block_pool
         hits: list[int] = []
-        for index in range(max_hit_blocks):
-            block_id = pool.get_cached_block(self._block_hash(request, index))
+        for block_hash in block_keys(request, 0, max_hit_blocks):
+            block_id = pool.get_cached_block(block_hash)
             if block_id is None:
                 break
             hits.append(block_id)
@@ -142,30 +148,25 @@ class KVCacheManager:
     def _cache_full_blocks(self, request: Request, start: int, num_full_blocks: int) -> None:
         """Publish the request's blocks `start` (the first not yet published) up to
         `num_full_blocks` (> start): declared ones under their hashes, the request's own ones
-        privately or, once it was reset, under their keys (`_block_hash`)."""
+        privately or, once it was reset, under their keys (`block_keys`)."""
         request_id = request.request_id
         pool = self.block_pool
         block_ids = request.block_ids
-        declared = request.block_hashes
+        num_declared = len(request.block_hashes)
         private = request_id not in self._published_own
         if num_full_blocks == start + 1:  # a decode filled its last block: one to publish
-            if start < len(declared):
-                pool.cache_block(block_ids[start], declared[start])
-            elif private:
+            if private and start >= num_declared:
                 pool.cache_private_block(block_ids[start])
             else:
-                pool.cache_block(block_ids[start], (request_id, start))
+                pool.cache_block(block_ids[start], block_keys(request, start, num_full_blocks)[0])
             self._num_cached_blocks[request_id] = num_full_blocks
             return
-        first_own = min(max(start, len(declared)), num_full_blocks)
-        if first_own > start:
-            pool.cache_full_blocks(block_ids[start:first_own], declared[start:first_own])
-        if num_full_blocks > first_own:
-            if private:
-                pool.cache_private_blocks(block_ids[first_own:num_full_blocks])
-            else:
-                own = [(request_id, index) for index in range(first_own, num_full_blocks)]
-                pool.cache_full_blocks(block_ids[first_own:num_full_blocks], own)
+        # Blocks from `first_private` on are the request's own, cached privately.
+        first_private = min(max(start, num_declared), num_full_blocks) if private else num_full_blocks
+        if first_private > start:
+            pool.cache_full_blocks(block_ids[start:first_private], block_keys(request, start, first_private))
+        if num_full_blocks > first_private:
+            pool.cache_private_blocks(block_ids[first_private:num_full_blocks])
         self._num_cached_blocks[request_id] = num_full_blocks
 
     def free(self, request: Request) -> None:
@@ -179,8 +180,9 @@ class KVCacheManager:
             first_own = len(request.block_hashes)
             num_cached = self._num_cached_blocks.get(request_id, 0)
             if num_cached > first_own:
-                own = [(request_id, index) for index in range(first_own, num_cached)]
-                self.block_pool.publish_private_blocks(request.block_ids[first_own:num_cached], own)
+                self.block_pool.publish_private_blocks(
+                    request.block_ids[first_own:num_cached], block_keys(request, first_own, num_cached)
+                )
         if request.block_ids:
             self.block_pool.free_blocks(request.block_ids[::-1])
             request.block_ids = []

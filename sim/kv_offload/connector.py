@@ -47,6 +47,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
+from sim.core.kv_cache_manager import block_keys
 from sim.core.request import Request
 from sim.core.scheduler import SchedulerOutput
 from sim.kv_offload.link import CopyQueue
@@ -96,16 +97,6 @@ class OffloadingConnector:
         # with the lookup that admitted it)
         self._lookup: dict[int, tuple[int, int]] = {}
 
-    # ---- identities -------------------------------------------------------------------------
-
-    @staticmethod
-    def _keys(request: Request, start: int, end: int) -> list[Hashable]:
-        """Block identities, as the KV manager names them (sim.core.kv_cache_manager)."""
-        declared = request.block_hashes
-        num_declared = len(declared)
-        rid = request.request_id
-        return [declared[i] if i < num_declared else (rid, i) for i in range(start, end)]
-
     # ---- scheduler side -------------------------------------------------------------------
 
     def get_num_new_matched_tokens(
@@ -124,7 +115,7 @@ class OffloadingConnector:
         if num_blocks - start < 1:
             return 0, False
         now = self._now()
-        keys = self._keys(request, 0, num_blocks)
+        keys = block_keys(request, 0, num_blocks)
         cpu, disk = self.cpu, self.disk
         cpu.touch(keys, now)
         if disk is not None:
@@ -198,7 +189,7 @@ class OffloadingConnector:
     def _store(self, request: Request, start: int, end: int, now: float) -> None:
         cpu = self.cpu
         spec = self.spec
-        keys = self._keys(request, start, end)
+        keys = block_keys(request, start, end)
         stored = cpu.prepare_store(keys, float("inf"), now)
         if stored is None:
             return  # no room now (every block busy): tried again next step, as vLLM does
@@ -224,7 +215,7 @@ class OffloadingConnector:
         rid = request.request_id
         num_stored = self._next_stored_block_idx.pop(rid, 0)
         if num_stored:
-            self.cpu.touch(self._keys(request, 0, num_stored), self._now())
+            self.cpu.touch(block_keys(request, 0, num_stored), self._now())
         self._match.pop(rid, None)
         self._lookup.pop(rid, None)
         stats = self.stats
