@@ -48,9 +48,10 @@ NON_TORCH_BYTES = 174_063_616
 TP_COMM_BUFFERS_BYTES = 0.41 * GIB
 RESERVE_SOURCE = (
     "KV budget as vLLM 0.24.0 sizes it: CUDA's capacity x gpu_memory_utilization - weights - torch"
-    " peak of the profiling pass (estimated from the widest tensors) - non-torch memory (0.16 GiB"
-    " measured on one H200; with TP > 1 0.41 GiB more for NCCL and custom all-reduce, from a"
-    " published vLLM 0.11.0 log at TP 2, assumed for larger groups); CUDA graphs from the headroom"
+    f" peak of the profiling pass (estimated from the widest tensors) - non-torch memory"
+    f" ({NON_TORCH_BYTES / GIB:.2f} GiB measured on one H200; with TP > 1"
+    f" {TP_COMM_BUFFERS_BYTES / GIB:.2f} GiB more for NCCL and custom all-reduce, from a published"
+    " vLLM 0.11.0 log at TP 2, assumed for larger groups); CUDA graphs from the headroom"
 )
 
 
