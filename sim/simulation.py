@@ -73,7 +73,6 @@ class Replica:
         self.async_scheduling = async_scheduling
         self.num_outstanding = 0
         self.num_steps = 0
-        self._preempted_only = False  # the last schedule() preempted requests and ran nothing
         # Told of every request that finishes or is rejected here (sim.clients: closed loops).
         self.on_finish: Callable[[Request], None] | None = None
         # Told of every request that reaches the engine core (the P/D proxy times the decode leg).
@@ -171,11 +170,6 @@ class Replica:
                         self._wakeup = None
                         self._poll_connector()
                     continue
-                if self._preempted_only:
-                    # The step only preempted: vLLM admits waiting requests in a step that
-                    # preempted none, so its busy loop schedules again (the next step may).
-                    yield env.timeout(cpu_free_s - now)
-                    continue
                 self._stuck(now)
             if launched is not None and len(in_flight) + 1 < depth:
                 in_flight.append(launched)  # the queue has room: schedule the next one at once
@@ -191,7 +185,6 @@ class Replica:
     def _schedule_and_launch(self, now: float) -> tuple[SchedulerOutput, StepCost, StepTiming] | None:
         output = self.scheduler.schedule(now)
         batch = output.batch
-        self._preempted_only = batch.num_tokens == 0 and bool(output.preempted)
         if batch.num_tokens == 0:
             return None
         spec = output.spec_batch

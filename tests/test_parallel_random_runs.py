@@ -34,8 +34,7 @@ def test_a_decode_that_cannot_grow_alone_does_not_stop_the_engine(tmp_path):
     loads landed hold the blocks. It preempted itself, and nothing ran that step (waiting
     requests are admitted only in a step that preempted none, as in vLLM), which once stopped
     the run as stuck. It now takes the loaded requests' blocks
-    (`Scheduler._release_loaded_blocks`); a step that only preempts is still followed by
-    another. The run must finish every request."""
+    (`Scheduler._release_loaded_blocks`). The run must finish every request."""
     deployment = {
         "kv_offload": "cpu", "kv_offload.cpu_size_gib": 0.05, "scheduler.block_size": 4,
         "scheduler.max_model_len": 513, "scheduler.max_num_batched_tokens": 513,
