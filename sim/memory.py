@@ -93,6 +93,14 @@ class MemoryPlan:
         return self.usable_bytes - reserved
 
     @property
+    def kv_room_bytes(self) -> float:
+        """The most a KV cache can take once weights, activations and the runtime are in: the
+        whole HBM, whatever gpu_memory_utilization says. A block-count override beyond it is
+        what vLLM fails to allocate at start-up."""
+        reserved = self.weight_bytes + self.activation_reserve_bytes + self.runtime_reserve_bytes
+        return self.memory_bytes - reserved
+
+    @property
     def block_bytes(self) -> int:
         return self.block_size * self.kv_bytes_per_token
 
@@ -295,9 +303,30 @@ def plan_memory(
     plan = _build_plan(request, precision, tp)
     if plan.kv_budget_bytes <= 0:
         raise DoesNotFitError(_weights_do_not_fit(request, precision, plan))
+    check_given_blocks_fit(plan)
     if plan.num_gpu_blocks < plan.blocks_per_full_seq:
         raise DoesNotFitError(_cache_too_small(request, precision, plan))
     return plan
+
+
+def check_given_blocks_fit(plan: MemoryPlan) -> None:
+    """A `scheduler.num_gpu_blocks_override` must fit in the GPU beside the weights: vLLM
+    0.24.0 takes the override as the block count (`vllm/v1/core/kv_cache_utils.py`,
+    `may_override_num_blocks`) and then allocates that many blocks, which fails when the
+    memory is not there. gpu_memory_utilization does not bound it; the HBM does."""
+    if not plan.blocks_given or plan.kv_cache_bytes <= plan.kv_room_bytes:
+        return
+    most = max(0, math.floor(plan.kv_room_bytes / plan.block_bytes))
+    raise DoesNotFitError(
+        f"scheduler.num_gpu_blocks_override={plan.num_gpu_blocks:,} asks for"
+        f" {plan.kv_cache_bytes / GB:.1f} GB of KV cache per GPU ({plan.block_bytes / 2**20:.2f} MiB"
+        f" per {plan.block_size}-token block of {plan.model_name} in {plan.precision_name} at"
+        f" TP={plan.tp}), but {plan.hardware_name} has {plan.kv_room_bytes / GB:.1f} GB left of"
+        f" its {plan.memory_bytes / GB:.1f} GB after the weights ({plan.weight_bytes / GB:.1f}),"
+        f" activations ({plan.activation_reserve_bytes / GB:.1f}) and runtime"
+        f" ({plan.runtime_reserve_bytes / GB:.1f}): vLLM could not allocate it. At most {most:,}"
+        " blocks fit; lower the override, or leave it unset to size the cache as vLLM does."
+    )
 
 
 def _build_plan(request: _Request, precision: PrecisionSpec, tp: int) -> MemoryPlan:

@@ -207,6 +207,29 @@ def test_the_block_override_replaces_the_count():
         plan("llama3_8b", num_gpu_blocks_override=100, max_model_len=1601)
 
 
+def test_an_override_may_use_the_memory_beyond_gpu_memory_utilization():
+    # vLLM allocates the blocks it is told to: the 10% left by gpu_memory_utilization=0.9 can
+    # hold them, and the plan says the count was given.
+    computed = plan("llama3_8b")
+    room = computed.kv_room_bytes
+    assert room == pytest.approx(computed.kv_budget_bytes + 0.1 * computed.memory_bytes)
+    most = math.floor(room / computed.block_bytes)
+    assert most > computed.num_gpu_blocks
+    given = plan("llama3_8b", num_gpu_blocks_override=most)
+    assert given.num_gpu_blocks == most and given.blocks_given
+
+
+def test_an_override_beyond_the_gpu_is_refused_with_the_count_that_fits():
+    # 70B in fp8 on one H100 (80 GB): about 71 GB of weights leave room for a few hundred blocks
+    # of 80 layers x 8 KV heads x 128 x 2 (K, V) x 2 bytes x 16 tokens = 5 MiB each.
+    computed = plan("llama3_70b", prec="fp8", max_model_len=1024)
+    assert computed.block_bytes == 80 * 8 * 128 * 2 * 2 * 16
+    most = math.floor(computed.kv_room_bytes / computed.block_bytes)
+    assert plan("llama3_70b", prec="fp8", max_model_len=1024, num_gpu_blocks_override=most).num_gpu_blocks == most
+    with pytest.raises(DoesNotFitError, match=f"num_gpu_blocks_override={most + 1:,} asks for .* At most {most:,} blocks fit"):
+        plan("llama3_70b", prec="fp8", max_model_len=1024, num_gpu_blocks_override=most + 1)
+
+
 LLAMA_8B_ON_H100 = (model("llama3_8b"), hardware("h100_sxm"), precision("bf16"))
 
 

@@ -79,11 +79,13 @@ def test_mooncake_hit_rate_equals_the_rate_the_trace_implies(tmp_path):
     trace = mooncake(n)
     expected = implied_cached_tokens(trace)
     # Enough blocks that every request could hold all its tokens at once: nothing is evicted.
+    # They need a GPU of that much memory (2 MiB a block, and 32 GiB for the rest), as vLLM
+    # would to allocate them.
     blocks = sum(-(-(p + o) // BLOCK) for p, o, _ in trace) + 1
     result, rows = run(tmp_path, [
         "workload=mooncake_conversation", f"workload.num_requests={n}", "model=llama3_8b",
         "hardware=h200", "scheduler.enable_prefix_caching=true",
-        f"scheduler.num_gpu_blocks_override={blocks}",
+        f"scheduler.num_gpu_blocks_override={blocks}", f"hardware.memory_gib={blocks * 2 / 1024 + 32:.0f}",
     ])
     kv = result.summary["kv_cache"]
     assert kv["evicted_blocks"] == 0
@@ -105,6 +107,7 @@ def test_sessions_hit_the_previous_turns_prompt_and_answer(tmp_path):
         "workload.prompt_tokens.high=300", "workload.output_tokens.kind=uniform",
         "workload.output_tokens.low=1", "workload.output_tokens.high=300",
         "scheduler.enable_prefix_caching=true", "scheduler.num_gpu_blocks_override=200000",
+        "hardware.memory_gib=512",  # what 200,000 blocks of 2 MiB take, as in vLLM
     ])
     assert result.summary["kv_cache"]["evicted_blocks"] == 0
     sessions = defaultdict(list)

@@ -27,7 +27,9 @@ def test_two_blocks_hold_one_sequence_of_one_block():
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (["scheduler.num_gpu_blocks_override=1000000000"], "1 replica(s) x 1,000,000,000 KV blocks"),
+    (["scheduler.num_gpu_blocks_override=1000000000"], "vLLM could not allocate it. At most 32,148 blocks fit"),
+    (["scheduler.num_gpu_blocks_override=40000000", "hardware.memory_gib=65536", "scheduler.block_size=1"],
+     "1 replica(s) x 40,000,000 KV blocks"),
     (["parallel.replicas=100000"], "100,000 replica(s)"),
     (["hardware.memory_gib=1e30"], "memory_gib=1e+30 is beyond any accelerator"),
 ])

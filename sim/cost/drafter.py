@@ -44,7 +44,7 @@ from sim.cost.batch import BatchSummary
 from sim.cost.breakdown import OP_CLASSES, OpCost, StepCost
 from sim.cost.roofline import RooflineCostModel
 from sim.errors import ConfigError, DoesNotFitError
-from sim.memory import MemoryPlan, kv_bytes_per_token, weight_bytes_per_gpu
+from sim.memory import MemoryPlan, check_given_blocks_fit, kv_bytes_per_token, weight_bytes_per_gpu
 from sim.model_spec import ModelSpec
 from sim.precision import PrecisionSpec
 
@@ -129,6 +129,7 @@ def plan_with_drafter(
     if num_gpu_blocks_override is not None:
         blocks = num_gpu_blocks_override
     grown = dataclasses.replace(grown, num_gpu_blocks=blocks)
+    check_given_blocks_fit(grown)
     if blocks < grown.blocks_per_full_seq:
         raise DoesNotFitError(
             f"with the {drafter.method} drafter ({drafter.model.name}) the KV cache of"
