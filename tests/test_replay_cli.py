@@ -65,6 +65,30 @@ def test_overrides_and_options_win_over_meta(tmp_path, capsys):
     assert comparison["settings"]["max_num_seqs"]["source"] == "command line"
 
 
+def test_another_engine_than_the_measured_one_gets_its_own_kv_block_count(tmp_path, capsys):
+    # meta.json's 56,057 blocks are Llama-3.1-8B's in bf16: for 70B in fp8 they would need
+    # 294 GB of one H200, so the replay sizes the cache for the engine asked for, and says so.
+    out = tmp_path / "out"
+    assert main([str(B1), "--out", str(out), "--no-plot", "--model", "llama3_70b", "--precision", "fp8"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "meta.json's 56,057 were profiled by the engine as measured, and model, precision differ" in flat
+    summary = json.loads((out / "sim" / "summary.json").read_text())
+    assert summary["setup"]["model"] == "llama3_70b"
+    assert 0 < summary["setup"]["num_gpu_blocks"] < 56057
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert "num_gpu_blocks" not in comparison["settings"]  # not known: the simulator's plan
+
+
+def test_a_block_count_given_for_another_engine_is_kept_or_refused(tmp_path, capsys):
+    # --num-gpu-blocks is the user's own: kept when it fits, one clear error when it does not.
+    args = [str(B1), "--no-plot", "--model", "llama3_70b", "--precision", "fp8"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--num-gpu-blocks", "9000"]) == 0
+    assert json.loads((tmp_path / "a" / "sim" / "summary.json").read_text())["setup"]["num_gpu_blocks"] == 9000
+    capsys.readouterr()
+    assert run_cli([*args, "--out", str(tmp_path / "b"), "--num-gpu-blocks", "56057"]) == 2
+    assert "vLLM could not allocate it. At most" in one_error_line(capsys)
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err

@@ -11,7 +11,7 @@ from sim.replay.client_limit import ClientLimit, client_limit, is_limit, limit_h
 from sim.replay.compare import MIN_REQUESTS_FOR_TAILS, SMALL_RUN_SEEDS, Row, Side, compare
 from sim.replay.measured import MeasuredRun
 from sim.replay.readers import read_run, run_name_from_path
-from sim.replay.settings import EngineSettings, Meta, read_meta, to_overrides
+from sim.replay.settings import EngineSettings, Meta, drop_stale_block_count, read_meta, to_overrides
 from sim.replay.stalls import OutputStalls, find_output_stalls
 from sim.replay.simulate import SEEDS_DIR, SIM_DIR, Simulated, compose, measured_side, override_key, run_simulation
 
@@ -94,9 +94,9 @@ def replay(
     file and meta.json do not say it."""
     run = read_run(source.path, file_format, source.run_name)
     client = _client(run, source, max_concurrency)
-    settings = source.meta.settings if source.meta is not None else EngineSettings()
-    if cli_settings is not None:
-        settings = settings.merged(cli_settings)
+    measured_settings = source.meta.settings if source.meta is not None else EngineSettings()
+    settings = measured_settings if cli_settings is None else measured_settings.merged(cli_settings)
+    settings, stale_blocks = drop_stale_block_count(measured_settings, settings, map(override_key, overrides))
     for required, flag in (("model", "--model"), ("hardware", "--hardware")):
         if getattr(settings, required) is None:
             raise ConfigError(
@@ -104,6 +104,8 @@ def replay(
                 f" or keep a {META_FILE} with it next to the run file"
             )
     notes = list(run.notes)
+    if stale_blocks is not None:
+        notes.append(stale_blocks)
     stalls = find_output_stalls(run)
     if stalls is not None:
         notes.append(stalls.note)

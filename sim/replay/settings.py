@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from omegaconf import OmegaConf
 
@@ -173,6 +173,45 @@ def _model_name(model: Any) -> str | None:
     matches = sorted((name for name, display in entries.items() if key.startswith(_norm(display))),
                      key=lambda name: -len(_norm(entries[name])))
     return matches[0] if matches else model  # unknown: Hydra's error lists the options
+
+
+# What the KV block count vLLM profiles at start-up depends on: the weights and KV bytes per
+# token (model, precision, TP, a drafter), the GPU, the block size, the memory fraction and the
+# activation peak of the profiling run (the batch limits). A measured count describes the engine
+# as it ran; once one of these differs it describes another engine.
+BLOCK_COUNT_INPUTS = (
+    "model", "hardware", "precision", "tp", "block_size", "gpu_memory_utilization",
+    "max_num_seqs", "max_num_batched_tokens",
+)  # fmt: skip
+BLOCK_COUNT_OVERRIDES = (
+    "model", "hardware", "precision", "parallel", "speculative", "scheduler.block_size",
+    "scheduler.gpu_memory_utilization", "scheduler.max_num_seqs", "scheduler.max_num_batched_tokens",
+)  # fmt: skip
+
+
+def drop_stale_block_count(
+    measured: EngineSettings, asked: EngineSettings, override_keys: Iterable[str]
+) -> tuple[EngineSettings, str | None]:
+    """`asked` without meta.json's KV block count when the engine asked for is not the one that
+    was measured (a setting of `BLOCK_COUNT_INPUTS` changed, or a Hydra override of one of
+    `BLOCK_COUNT_OVERRIDES` was given), and a note that says so; unchanged otherwise. A count
+    given on the command line is always kept."""
+    if asked.num_gpu_blocks is None or asked.sources.get("num_gpu_blocks") != "meta.json":
+        return asked, None
+    changed = [name for name in BLOCK_COUNT_INPUTS if getattr(asked, name) != getattr(measured, name)]
+    changed += sorted(
+        {key for key in override_keys for group in BLOCK_COUNT_OVERRIDES if key == group or key.startswith(group + ".")}
+    )
+    if not changed:
+        return asked, None
+    sources = {k: v for k, v in asked.sources.items() if k != "num_gpu_blocks"}
+    kept = dataclasses.replace(asked, num_gpu_blocks=None, sources=sources)
+    note = (
+        f"KV blocks: meta.json's {asked.num_gpu_blocks:,} were profiled by the engine as measured, and"
+        f" {', '.join(changed)} differ here, so the cache is sized as vLLM would size it for this"
+        " engine; pass --num-gpu-blocks N to fix the count"
+    )
+    return kept, note
 
 
 def scheduler_fields() -> set[str]:
