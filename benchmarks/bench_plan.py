@@ -45,8 +45,10 @@ def main() -> None:
     print(f"\ncandidates          {len(rows)} ({sum(r['status'] == 'ok' for r in rows)} with a capacity)")
     print(f"capacity probes     {probes:,} (sizing simulated for {sized} candidates)")
     print(f"wall time           {wall:,.1f} s with {args.jobs} workers")
-    print(f"probes/s            {probes / wall:,.2f} (wall); {cpu / max(probes, 1) * 1e3:,.0f} ms of CPU per probe"
-          " (events and steps are not reported by the plan's workers)")
+    events, steps = int(stats.get("events_simulated", 0)), int(stats.get("engine_steps", 0))
+    print(f"probes/s            {probes / wall:,.2f} (wall); {cpu / max(probes, 1) * 1e3:,.0f} ms of CPU per probe")
+    print(f"events simulated    {events:,} ({events / max(cpu, 1e-9):,.0f} per CPU second); {steps:,} engine"
+          f" steps, {cpu / max(steps, 1) * 1e6:,.1f} us of CPU each (set-up and outputs included)")
     print(f"CPU time            {cpu:,.1f} s in all (workers and this process) = {cpu / args.jobs:,.1f} s"
           f" per core (about the wall time on idle cores)")
     print(f"target (<{TARGET_S:.0f} s wall): {'met' if wall < TARGET_S else 'NOT met'}")

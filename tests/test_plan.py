@@ -60,10 +60,18 @@ def test_the_plan_prints_the_table_and_the_answer(tmp_path, capsys):
 
 def test_joblib_workers_give_the_rows_serial_gives(tmp_path):
     args = [*SMALL, "--precision", "bf16", "--seeds", "1", "--no-plot"]
-    assert main([*args, "--launcher", "serial", "-o", str(tmp_path / "a")]) == 0
-    assert main([*args, "--launcher", "joblib", "--jobs", "2", "-o", str(tmp_path / "b")]) == 0
+    serial: dict[str, float] = {}
+    workers: dict[str, float] = {}
+    assert main([*args, "--launcher", "serial", "-o", str(tmp_path / "a")], stats=serial) == 0
+    assert main([*args, "--launcher", "joblib", "--jobs", "2", "-o", str(tmp_path / "b")], stats=workers) == 0
     a = (tmp_path / "a" / "plan.parquet").read_bytes()
     assert a == (tmp_path / "b" / "plan.parquet").read_bytes()
+    # What the probes simulated comes back from the workers too (bench_plan's events/s):
+    # arrivals plus engine steps, the same in both.
+    rows = pq.read_table(tmp_path / "a" / "plan.parquet").to_pylist()
+    assert serial["engine_steps"] == workers["engine_steps"] > 0
+    assert serial["events_simulated"] == workers["events_simulated"] > serial["engine_steps"]
+    assert serial["events_simulated"] - serial["engine_steps"] >= sum(r["probes"] for r in rows) * 150
 
 
 @pytest.mark.parametrize("args, message", [

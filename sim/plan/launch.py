@@ -7,12 +7,14 @@ launcher and number of workers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Sequence
 
 from sim.errors import ConfigError
 from sim.progress import TaskProgress
+from sim.sweep.probe import TALLY, ProbeTally
 
 LAUNCHERS = ("joblib", "ray_local", "ray_cluster", "serial")
 
@@ -28,7 +30,8 @@ def run_tasks(
     stats: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """`work(task)` for every task, in parallel; rows in task order. `stats["cpu_s"]` adds up
-    the CPU time the work took in the workers (kept out of the rows: they stay reproducible)."""
+    the CPU time the work took in the workers (kept out of the rows: they stay reproducible),
+    `stats["events_simulated"]` and `stats["engine_steps"]` what its probes simulated."""
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher {launcher!r} is unknown; choose one of {', '.join(LAUNCHERS)}")
     if not tasks:
@@ -36,11 +39,13 @@ def run_tasks(
     bar = TaskProgress(len(tasks), label, enabled=progress)
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
 
-    def done(index: int, result: tuple[dict[str, Any], float]) -> None:
-        row, cpu_s = result
+    def done(index: int, result: tuple[dict[str, Any], float, ProbeTally]) -> None:
+        row, cpu_s, simulated = result
         rows[index] = row
         if stats is not None:
             stats["cpu_s"] = stats.get("cpu_s", 0.0) + cpu_s
+            stats["events_simulated"] = stats.get("events_simulated", 0) + simulated.events_simulated
+            stats["engine_steps"] = stats.get("engine_steps", 0) + simulated.engine_steps
         bar.advance(f"{row['candidate']}: {row['status']}")
 
     try:
@@ -68,10 +73,10 @@ def _joblib(tasks, jobs, work, done) -> None:
         done(index, result)
 
 
-def _indexed(work, index: int, task: Any) -> tuple[int, tuple[dict[str, Any], float]]:
-    start = time.process_time()
+def _indexed(work, index: int, task: Any) -> tuple[int, tuple[dict[str, Any], float, ProbeTally]]:
+    start, before = time.process_time(), dataclasses.replace(TALLY)
     row = work(task)
-    return index, (row, time.process_time() - start)
+    return index, (row, time.process_time() - start, TALLY.since(before))
 
 
 def _ray(tasks, launcher, work, done) -> None:

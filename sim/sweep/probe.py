@@ -76,6 +76,31 @@ class ProbeResult:
     simulate_s: float = 0.0  # wall time of the simulation itself, outputs included
 
 
+@dataclass
+class ProbeTally:
+    """What the probes of this process have simulated so far: a launcher reports the part of
+    each task (`sim.plan.launch`), so that a benchmark can print events/s and us per step."""
+
+    probes: int = 0
+    events_simulated: int = 0
+    engine_steps: int = 0
+
+    def add(self, result: ProbeResult) -> None:
+        self.probes += 1
+        self.events_simulated += result.events_simulated
+        self.engine_steps += result.engine_steps
+
+    def since(self, before: ProbeTally) -> ProbeTally:
+        return ProbeTally(
+            self.probes - before.probes,
+            self.events_simulated - before.events_simulated,
+            self.engine_steps - before.engine_steps,
+        )
+
+
+TALLY = ProbeTally()  # of this process: each worker keeps its own
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """configs/config.yaml plus the scenario overlays and `overrides`, as `python -m sim`."""
     register_schemas()
@@ -171,7 +196,7 @@ def run_probe(
     ttft, tpot, num_failed = slo_samples(requests, slo.warmup_fraction)
     ttft_q = tail(ttft, slo.quantile)
     tpot_q = tail(tpot, slo.quantile)
-    return ProbeResult(
+    probe_result = ProbeResult(
         rate=float(rate),
         seed=int(seed),
         num_checked=int(ttft.size),
@@ -185,6 +210,8 @@ def run_probe(
         engine_steps=int(result.manifest["engine_steps"]),
         simulate_s=float(result.manifest["wall_time_s"]),
     )
+    TALLY.add(probe_result)
+    return probe_result
 
 
 def slo_samples(
