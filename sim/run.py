@@ -280,6 +280,7 @@ def _setup(spec: RunSpec) -> dict[str, Any]:
         "model": spec.model.name,
         "hardware": spec.hardware.name,
         "precision": spec.precision.name,
+        "kv_cache_dtype": spec.precision.kv_cache_dtype,
         "tp": spec.tp,
         **({"layout": spec.parallel.describe()} if spec.parallel.num_gpus != spec.tp else {}),
         **({"pp": spec.parallel.pp} if spec.parallel.pp > 1 else {}),

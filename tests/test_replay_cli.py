@@ -89,6 +89,31 @@ def test_a_block_count_given_for_another_engine_is_kept_or_refused(tmp_path, cap
     assert "vLLM could not allocate it. At most" in one_error_line(capsys)
 
 
+def test_the_kv_cache_dtype_of_meta_json_is_replayed(tmp_path, capsys):
+    # A run measured with --kv-cache-dtype fp8: its meta.json says cache_dtype fp8_e4m3, and
+    # its block count (here twice the bf16 one) belongs to that engine, so it is kept.
+    meta = json.loads((DATA / "meta.json").read_text())
+    meta["cache"] |= {"cache_dtype": "fp8_e4m3", "num_gpu_blocks": 112_000}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    (tmp_path / B1.name).write_bytes(B1.read_bytes())
+    out = tmp_path / "out"
+    assert main([str(tmp_path / B1.name), "--out", str(out), "--no-plot"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "KV cache dtype fp8 (meta.json)" in flat and "KV blocks 112,000 (meta.json)" in flat
+    summary = json.loads((out / "sim" / "summary.json").read_text())
+    assert summary["setup"]["kv_cache_dtype"] == "fp8" and summary["setup"]["num_gpu_blocks"] == 112_000
+    assert summary["setup"]["memory"]["kv_bytes_per_token"] == 32 * 8 * 128 * 2 * 1  # K and V, one byte
+
+
+def test_another_kv_cache_dtype_on_the_command_line_resizes_the_cache(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(B1), "--out", str(out), "--no-plot", "--kv-cache-dtype", "fp8"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "KV cache dtype fp8 (command line)" in flat and "and kv_cache_dtype differs here" in flat
+    setup = json.loads((out / "sim" / "summary.json").read_text())["setup"]
+    assert setup["kv_cache_dtype"] == "fp8" and setup["num_gpu_blocks"] > 56057 * 1.9
+
+
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
@@ -104,6 +129,7 @@ def one_error_line(capsys) -> str:
         ([str(B1), "scheduler.max_num_seqs=lots"], "cannot compose the config"),
         ([str(B1), "nonsense"], "neither an option nor a key=value override"),
         ([str(B1), "--hardware", "tpu9"], "cannot compose the config"),
+        ([str(B1), "--kv-cache-dtype", "int4"], "kv_cache_dtype 'int4' (command line) is not one the simulator prices"),
     ],
 )
 def test_bad_input_is_one_error_line(tmp_path, capsys, args, needle):

@@ -176,7 +176,8 @@ def format_summary(
         f" memory bandwidth {_pct(util['memory_bound_time_share'])},"
         f" latency {_pct(util['latency_bound_time_share'])}  -> mostly {bound}-bound",
         f"KV cache     mean {_pct(kv['usage_mean'])}  max {_pct(kv['usage_max'])}"
-        f"  of {setup['num_gpu_blocks']:,} {setup['block_size']}-token blocks ({setup['kv_cache_tokens']:,} tokens)"
+        f"  of {setup['num_gpu_blocks']:,} {setup['block_size']}-token blocks ({setup['kv_cache_tokens']:,} tokens"
+        f"{' in ' + setup['kv_cache_dtype'] if 'kv_cache_dtype' in setup else ''})"
         + _capacity_note(setup),
     ]
     if setup.get("enable_prefix_caching"):

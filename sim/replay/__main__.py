@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--block-size", type=int)
     e.add_argument("--num-gpu-blocks", type=int, help="KV blocks vLLM reported (-> scheduler.num_gpu_blocks_override)")
     e.add_argument("--gpu-memory-utilization", type=float)
+    e.add_argument("--kv-cache-dtype", help="vLLM's --kv-cache-dtype: auto, fp8, fp8_e4m3, fp8_e5m2, bfloat16")
     e.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                    dest="enable_prefix_caching", help="vLLM's enable_prefix_caching")
     e.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 SETTING_ARGS = (
     "model", "hardware", "precision", "tp", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
     "block_size", "num_gpu_blocks", "gpu_memory_utilization", "enable_prefix_caching", "async_scheduling",
+    "kv_cache_dtype",
 )
 
 

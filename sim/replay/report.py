@@ -18,6 +18,7 @@ SETTING_LABELS = (
     ("max_model_len", "max_model_len"),
     ("block_size", "block_size"),
     ("num_gpu_blocks", "KV blocks"),
+    ("kv_cache_dtype", "KV cache dtype"),
     ("enable_prefix_caching", "prefix caching"),
     ("async_scheduling", "async scheduling"),
 )
@@ -78,13 +79,16 @@ def _wrapped(label: str, text: str) -> str:
                          break_on_hyphens=False)
 
 
+SIM_KEYS = {"num_gpu_blocks": "scheduler.num_gpu_blocks_override", "kv_cache_dtype": "precision.kv_cache_dtype"}
+
+
 def _settings_used(result: ReplayResult) -> list[str]:
     """What the simulation ran with (summary.json `setup`) and where each value came from."""
     setup = result.simulated.summary.get("setup", {})
     user_keys = {o.split("=", 1)[0].lstrip("+~") for o in result.user_overrides}
     out = []
     for key, label in SETTING_LABELS:
-        sim_key = "scheduler.num_gpu_blocks_override" if key == "num_gpu_blocks" else f"scheduler.{key}"
+        sim_key = SIM_KEYS.get(key, f"scheduler.{key}")
         if key not in setup:  # a setting this simulator does not model (see the notes)
             if key in result.settings.sources:
                 value = getattr(result.settings, key)

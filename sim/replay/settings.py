@@ -4,8 +4,8 @@ the simulator's config overrides.
 meta.json (as the measurement set writes it) holds `model`, `precision`, `gpu`, a `scheduler`
 block (`max_num_seqs`, `max_num_batched_tokens`, `max_model_len`, `enable_chunked_prefill`,
 `long_prefill_token_threshold`, `async_scheduling`, optionally `enable_prefix_caching`), a
-`cache` block (`block_size`, `num_gpu_blocks`, `gpu_memory_utilization`, optionally
-`enable_prefix_caching`) and `runs[]`, one entry per run with its `run` name and `n` requests.
+`cache` block (`block_size`, `num_gpu_blocks`, `gpu_memory_utilization`, `cache_dtype` (vLLM's
+--kv-cache-dtype), optionally `enable_prefix_caching`) and `runs[]`, one entry per run with its `run` name and `n` requests.
 Command-line values win over meta.json. A setting the simulator's schema does not have (for
 example `scheduler.async_scheduling` in a version that does not model it) is reported, not
 mapped.
@@ -40,6 +40,14 @@ SCHEDULER_KEYS = {
     "async_scheduling": "async_scheduling",
 }
 
+# vLLM's --kv-cache-dtype values -> the simulator's precision.kv_cache_dtype. "auto" is the
+# model's dtype; the fp8 variants all store one byte per element (e4m3 and e5m2 differ in
+# range only, and the simulator prices bytes and FLOPs).
+KV_CACHE_DTYPES = {
+    "auto": "auto", "bfloat16": "bf16", "bf16": "bf16", "float16": "bf16", "fp16": "bf16",
+    "fp8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8",
+}  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
@@ -59,6 +67,7 @@ class EngineSettings:
     num_gpu_blocks: int | None = None
     enable_prefix_caching: bool | None = None
     async_scheduling: bool | None = None
+    kv_cache_dtype: str | None = None  # vLLM's --kv-cache-dtype (cache_config.cache_dtype)
     sources: dict[str, str] = field(default_factory=dict)  # field -> where its value came from
 
     def merged(self, other: EngineSettings) -> EngineSettings:
@@ -114,6 +123,7 @@ def read_meta(path: Path) -> Meta:
         "block_size": cache.get("block_size"),
         "gpu_memory_utilization": cache.get("gpu_memory_utilization"),
         "num_gpu_blocks": cache.get("num_gpu_blocks"),
+        "kv_cache_dtype": cache.get("cache_dtype", cache.get("kv_cache_dtype")),
     }
     settings = EngineSettings(
         **values, sources={k: "meta.json" for k, v in values.items() if v is not None}
@@ -181,7 +191,7 @@ def _model_name(model: Any) -> str | None:
 # as it ran; once one of these differs it describes another engine.
 BLOCK_COUNT_INPUTS = (
     "model", "hardware", "precision", "tp", "block_size", "gpu_memory_utilization",
-    "max_num_seqs", "max_num_batched_tokens",
+    "max_num_seqs", "max_num_batched_tokens", "kv_cache_dtype",
 )  # fmt: skip
 BLOCK_COUNT_OVERRIDES = (
     "model", "hardware", "precision", "parallel", "speculative", "scheduler.block_size",
@@ -198,7 +208,7 @@ def drop_stale_block_count(
     given on the command line is always kept."""
     if asked.num_gpu_blocks is None or asked.sources.get("num_gpu_blocks") != "meta.json":
         return asked, None
-    changed = [name for name in BLOCK_COUNT_INPUTS if getattr(asked, name) != getattr(measured, name)]
+    changed = [name for name in BLOCK_COUNT_INPUTS if _same_as(name, asked) != _same_as(name, measured)]
     changed += sorted(
         {key for key in override_keys for group in BLOCK_COUNT_OVERRIDES if key == group or key.startswith(group + ".")}
     )
@@ -208,10 +218,18 @@ def drop_stale_block_count(
     kept = dataclasses.replace(asked, num_gpu_blocks=None, sources=sources)
     note = (
         f"KV blocks: meta.json's {asked.num_gpu_blocks:,} were profiled by the engine as measured, and"
-        f" {', '.join(changed)} differ here, so the cache is sized as vLLM would size it for this"
-        " engine; pass --num-gpu-blocks N to fix the count"
+        f" {', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'} here, so the cache is"
+        " sized as vLLM would size it for this engine; pass --num-gpu-blocks N to fix the count"
     )
     return kept, note
+
+
+def _same_as(name: str, settings: EngineSettings) -> Any:
+    """A setting's value for comparison: vLLM's spellings of one KV cache dtype are one value."""
+    value = getattr(settings, name)
+    if name == "kv_cache_dtype" and value is not None:
+        return KV_CACHE_DTYPES.get(str(value).lower(), value)
+    return value
 
 
 def scheduler_fields() -> set[str]:
@@ -228,6 +246,15 @@ def to_overrides(settings: EngineSettings) -> tuple[list[str], list[str]]:
             overrides.append(f"{option}={value}")
     if settings.tp is not None:
         overrides.append(f"parallel.tp={int(settings.tp)}")
+    if settings.kv_cache_dtype is not None:
+        dtype = KV_CACHE_DTYPES.get(str(settings.kv_cache_dtype).lower())
+        if dtype is None:
+            raise ConfigError(
+                f"kv_cache_dtype {settings.kv_cache_dtype!r} ({settings.sources.get('kv_cache_dtype', 'given')})"
+                f" is not one the simulator prices; use one of {', '.join(KV_CACHE_DTYPES)}"
+            )
+        if dtype != "auto":
+            overrides.append(f"precision.kv_cache_dtype={dtype}")
     have = scheduler_fields()
     for name, key in SCHEDULER_KEYS.items():
         value = getattr(settings, name)
