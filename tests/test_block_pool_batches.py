@@ -92,3 +92,69 @@ def test_decode_and_chunked_publication_agree():
                 by_chunk.free(b)
                 assert [by_token.block_pool.block_hash[x] for x in full] == expected
             assert _state(by_token.block_pool) == _state(by_chunk.block_pool)
+
+
+def _pool_state(kv: KVCacheManager) -> tuple:
+    pool = kv.block_pool
+    if isinstance(pool, BlockPool):
+        return _state(pool)
+    return (list(pool._free), pool.num_acquired_total, pool.num_released_total)
+
+
+def test_a_decode_slot_is_what_allocate_slots_gives_one_token():
+    """`allocate_decode_slot` (the scheduler's steady-decode path) against `allocate_slots(r, 1)`
+    on the same histories: shared declared blocks, evictions of published, private and
+    duplicate blocks, frees of finished and reset requests, a full pool, the max_model_len cap."""
+    rng = random.Random(11)
+    for caching in (True, False):
+        for _ in range(60):
+            general, lean = (KVCacheManager(30, 4, 48, caching) for _ in range(2))
+            live: dict[int, tuple[Request, Request]] = {}
+            for rid in range(40):
+                prompt = rng.randint(1, 20)
+                declared = tuple(rng.randint(0, 3) for _ in range(rng.randint(0, prompt // 4)))
+                pair = tuple(Request(rid, 0.0, prompt, 40, block_hashes=declared) for _ in range(2))
+                if all(kv.allocate_slots(r, prompt) for kv, r in zip((general, lean), pair)):
+                    for r in pair:
+                        r.num_computed_tokens, r.num_tokens = prompt, prompt + 1
+                    live[rid] = pair
+                for a, b in list(live.values()):
+                    if a.num_computed_tokens >= 47:  # at the cap: no further token
+                        continue
+                    ok = general.allocate_slots(a, 1)
+                    assert lean.allocate_decode_slot(b) == ok
+                    if ok:
+                        for r in (a, b):
+                            r.num_computed_tokens, r.num_tokens = r.num_tokens, r.num_tokens + 1
+                    assert a.block_ids == b.block_ids
+                    assert _pool_state(general) == _pool_state(lean)
+                for key in [k for k in live if rng.random() < 0.2]:  # finished or reset
+                    status = rng.choice([RequestStatus.FINISHED, RequestStatus.PREEMPTED])
+                    for kv, r in zip((general, lean), live.pop(key)):
+                        r.status = status
+                        kv.free(r)
+                assert _pool_state(general) == _pool_state(lean)
+
+
+def test_one_new_block_is_the_one_get_new_blocks_takes():
+    rng = random.Random(5)
+    for _ in range(100):
+        one, batched = BlockPool(20), BlockPool(20)
+        for _ in range(30):
+            if not one.get_num_free_blocks() or rng.random() < 0.3:
+                held = [b for b in range(1, 20) if one.ref_cnt[b]]
+                rng.shuffle(held)
+                one.free_blocks(held)
+                batched.free_blocks(held)
+                continue
+            block_id = one.get_new_block()
+            assert batched.get_new_blocks(1) == [block_id]
+            h = rng.choice([None, PRIVATE, 1, 2])  # duplicates of 1 and 2 arise
+            if h is PRIVATE:
+                one.cache_private_block(block_id)
+                batched.cache_private_block(block_id)
+            elif h is not None:
+                one.cache_block(block_id, h)
+                batched.cache_block(block_id, h)
+            assert _state(one) == _state(batched)
+        one.check_invariants()

@@ -106,6 +106,16 @@ class BlockPool:
         self.num_acquired_total += num_blocks
         return blocks
 
+    def get_new_block(self) -> int:
+        """One block from the front of the free queue, as `get_new_blocks(1)` takes it, without
+        its loop and list: a decode crossing into a new block, the pool's most frequent call."""
+        block_id = self.free_block_queue.popitem(last=False)[0]
+        self.ref_cnt[block_id] = 1
+        self.num_acquired_total += 1
+        if self.block_hash[block_id] is not None:
+            self._evict(block_id)
+        return block_id
+
     def _evict(self, block_id: int) -> None:
         block_hash = self.block_hash[block_id]
         self.block_hash[block_id] = None
@@ -239,6 +249,10 @@ class UncachedBlockPool:
         del free[-num_blocks:]
         self.num_acquired_total += num_blocks
         return blocks
+
+    def get_new_block(self) -> int:
+        self.num_acquired_total += 1
+        return self._free.pop()  # the block get_new_blocks(1) takes
 
     def free_blocks(self, ordered_block_ids: list[int]) -> None:
         self._free += ordered_block_ids

@@ -136,6 +136,29 @@ class KVCacheManager:
                 self._cache_full_blocks(request, start, num_full_blocks)
         return True
 
+    def allocate_decode_slot(self, request: Request) -> bool:
+        """`allocate_slots(request, 1)` for a steady decode (one new token, nothing computed or
+        loaded from elsewhere), which the scheduler calls when the token starts or fills a
+        block: the same blocks taken and published, through the single-block paths."""
+        block_size = self.block_size
+        num_computed_tokens = request.num_computed_tokens
+        block_ids = request.block_ids
+        num_new_blocks = -(-min(num_computed_tokens + 1, self.max_model_len) // block_size) - len(block_ids)
+        if num_new_blocks > 0:
+            pool = self.block_pool
+            if num_new_blocks > pool.get_num_free_blocks():
+                return False
+            if num_new_blocks == 1:
+                block_ids.append(pool.get_new_block())
+            else:
+                block_ids += pool.get_new_blocks(num_new_blocks)
+        if self.enable_caching:
+            num_full_blocks = min(num_computed_tokens + 1, request.num_tokens) // block_size
+            start = self._num_cached_blocks.get(request.request_id, 0)
+            if num_full_blocks > start:
+                self._cache_full_blocks(request, start, num_full_blocks)
+        return True
+
     def cache_blocks(self, request: Request, num_computed_tokens: int) -> None:
         """Publish the request's full blocks up to `num_computed_tokens` in the prefix cache
         (vLLM's `KVCacheManager.cache_blocks`, used once a connector's load has landed)."""

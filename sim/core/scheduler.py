@@ -210,6 +210,7 @@ class Scheduler:
         # Allocation almost always succeeds; only a failed one (which changes nothing) enters
         # the preemption loop.
         allocate_slots = kv.allocate_slots
+        allocate_decode_slot = kv.allocate_decode_slot
 
         # A for-loop over `running` stays correct while preemption pops its tail: iteration
         # stops at the shortened end, and everything before the current request is scheduled.
@@ -263,7 +264,7 @@ class Scheduler:
                 # caching) publishes a block only when it fills one: otherwise allocate_slots
                 # would change nothing.
                 if (num_computed + slot_shift) % block_size < slot_window and not (
-                    allocate_slots(request, 1) or self._preempt_until_fits(request, 1, preempted)
+                    allocate_decode_slot(request) or self._preempt_until_fits(request, 1, preempted)
                 ):
                     break
                 token_budget -= 1
