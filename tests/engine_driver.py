@@ -21,6 +21,7 @@ def make_scheduler(
     enable_chunked_prefill: bool = True,
     enable_caching: bool = False,
     long_prefill_token_threshold: int = 0,
+    scheduler_reserve_full_isl: bool = True,
     connector=None,
 ) -> Scheduler:
     kv = KVCacheManager(num_gpu_blocks, block_size, max_model_len, enable_caching)
@@ -30,6 +31,7 @@ def make_scheduler(
         max_model_len=max_model_len,
         enable_chunked_prefill=enable_chunked_prefill,
         long_prefill_token_threshold=long_prefill_token_threshold,
+        scheduler_reserve_full_isl=scheduler_reserve_full_isl,
     )
     return Scheduler(config, kv, connector)
 

@@ -27,15 +27,18 @@ def test_tokens_delivered_after_the_horizon_are_not_counted_as_generated(tmp_pat
 
 
 def test_a_pd_request_refused_by_decode_keeps_its_prefill_preemptions_in_the_count(tmp_path):
-    # Request 1 (234 + 4 tokens > max_model_len 237) is prefilled, preempted once on the
-    # prefill instance, then refused by the decode instance: the summary counts that preemption.
+    # Request 2 (prompt + 4 tokens > max_model_len 237) is prefilled beside another request
+    # (chunks of 8: both whole prompts fit when it is admitted, not once both have grown),
+    # preempted once on the prefill instance, then refused by the decode instance: the
+    # summary counts that preemption.
     items = ["+deployment.pools.p={role:prefill,replicas:1,tp:1}",
              "+deployment.pools.d={role:decode,replicas:2,tp:1}"]  # fmt: skip
     values = {
         "scheduler.block_size": 4, "scheduler.max_model_len": 237,
         "scheduler.max_num_batched_tokens": 16, "scheduler.max_num_seqs": 2,
+        "scheduler.long_prefill_token_threshold": 8,
         "scheduler.num_gpu_blocks_override": 62, "scheduler.enable_prefix_caching": False,
-        "seed": 0, "output.write_steps": True, "workload.arrival": "poisson",
+        "seed": 5, "output.write_steps": True, "workload.arrival": "poisson",
         "workload.num_requests": 3, "workload.rate": 3.0, "workload.cv": 2.0,
         "workload.prompt_tokens.kind": "uniform", "workload.prompt_tokens.low": 230,
         "workload.prompt_tokens.high": 235, "workload.output_tokens.kind": "uniform",

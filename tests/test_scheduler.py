@@ -203,3 +203,69 @@ def test_blocks_with_the_same_hash_are_all_kept():
     assert first in taken and second not in taken
     assert pool.get_cached_block(42) == second
     pool.check_invariants()
+
+
+def test_a_waiting_request_is_admitted_only_if_its_whole_prompt_fits():
+    # vLLM 0.24.0's scheduler_reserve_full_isl (on by default). A 17-token prompt holds 5 of
+    # the 9 usable blocks; B's 20-token prompt would get a first chunk of 4 tokens (1 block,
+    # long_prefill_token_threshold), which fits in the 4 free blocks, but all of it needs 5.
+    for reserve, admitted in ((True, False), (False, True)):
+        s = make_scheduler(num_gpu_blocks=10, long_prefill_token_threshold=4,
+                           scheduler_reserve_full_isl=reserve)  # fmt: skip
+        a, b = req(0, prompt=17, output=2), req(1, prompt=20, output=2)
+        s.add_request(a)
+        for i in range(5):  # A's prompt in chunks of 4, then its first token
+            step(s, i)
+        assert a.num_computed_tokens == 17 and s.kv_cache_manager.num_used_blocks == 5
+        s.add_request(b)
+        log = step(s, 5)
+        assert (1 in log.scheduled) is admitted
+        assert log.scheduled.get(1) == (4 if admitted else None)
+
+
+def test_a_finished_requests_block_without_a_hash_is_reused_first():
+    # vLLM 0.24.0 BlockPool.free_blocks: freed blocks without a hash go to the front of the
+    # free queue, those with one to the back (the tail of a request first), so a partial last
+    # block is reused before any cached one.
+    s = make_scheduler(num_gpu_blocks=10, enable_caching=True)
+    a = req(0, prompt=10, output=1)  # blocks 1-2 full (published), block 3 holds 2 tokens
+    s.add_request(a)
+    log = step(s, 0)
+    assert log.finished == [0]
+    pool = s.kv_cache_manager.block_pool
+    first, second, partial = 1, 2, 3
+    assert pool.block_hash[partial] is None and pool.block_hash[first] is not None
+    queue = list(pool.free_block_queue)
+    assert queue[0] == partial and queue[-2:] == [second, first]
+    assert queue[1:-2] == list(range(4, 10))  # the never-used blocks stay in between
+
+
+def test_under_async_scheduling_a_filled_block_is_published_when_its_step_is_applied():
+    # vLLM 0.24.0: allocate_slots publishes only blocks of known tokens; AsyncScheduler
+    # publishes the rest when a step's tokens arrive, for requests still running, up to the
+    # tokens computed less those in flight. A's prompt of 6 fills block 1; its decodes at
+    # positions 6 and 7 fill block 2 (tokens 4-7).
+    s = make_scheduler(num_gpu_blocks=10, enable_caching=True)
+    kv = s.kv_cache_manager
+    a = req(0, prompt=6, output=8)
+    s.add_request(a)
+    prefill = s.schedule(0.0)
+    s.update_from_output(prefill)  # A's first token: position 6 is known
+    first = s.schedule(1.0)  # decode at 6; its token 7 is sampled in flight
+    second = s.schedule(2.0)  # decode at 7 (token 7 still a placeholder) fills block 2
+    assert kv._num_cached_blocks[0] == 1  # only tokens 0-6 are known
+    s.update_from_output(first)  # token 7 arrives: 8 computed, 1 step in flight -> 7
+    assert kv._num_cached_blocks[0] == 1
+    s.update_from_output(second)  # the step that wrote position 7 has run: block 2
+    assert kv._num_cached_blocks[0] == 2
+
+    # A request preempted while its step is in flight publishes nothing when it lands.
+    s = make_scheduler(num_gpu_blocks=10, enable_caching=True)
+    kv = s.kv_cache_manager
+    b = req(1, prompt=7, output=8)
+    s.add_request(b)
+    s.update_from_output(s.schedule(0.0))
+    in_flight = s.schedule(1.0)  # decode at 7 fills block 2 (tokens 4-7)
+    s._preempt(s.running.pop())
+    s.update_from_output(in_flight)
+    assert 1 not in kv._num_cached_blocks  # freed at the preemption, nothing published after

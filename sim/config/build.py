@@ -224,6 +224,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
         max_model_len=max_model_len,
         enable_chunked_prefill=sch.enable_chunked_prefill,
         long_prefill_token_threshold=sch.long_prefill_token_threshold,
+        scheduler_reserve_full_isl=sch.scheduler_reserve_full_isl,
     )
     deployment = build_deployment(
         _deployment_fields(cfg.deployment),
@@ -233,6 +234,7 @@ def build_run_spec(cfg: DictConfig) -> RunSpec:
             max_num_batched_tokens=sch.max_num_batched_tokens, max_model_len=max_model_len,
             enable_chunked_prefill=sch.enable_chunked_prefill,
             long_prefill_token_threshold=sch.long_prefill_token_threshold,
+            scheduler_reserve_full_isl=sch.scheduler_reserve_full_isl,
             block_size=block_size, gpu_memory_utilization=sch.gpu_memory_utilization,
             num_gpu_blocks_override=sch.num_gpu_blocks_override,
             memory=memory, scheduler=engine_scheduler_config, defaults_source=limits.source,

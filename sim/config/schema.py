@@ -157,6 +157,9 @@ class SchedulerConfig:
     max_model_len: Optional[int] = None  # default: the model's max_position_embeddings
     enable_chunked_prefill: bool = True
     long_prefill_token_threshold: int = 0  # 0: a prefill chunk may take the whole budget
+    # vLLM 0.24.0's default: admit a waiting request only if its whole sequence so far fits in
+    # the free KV blocks, not just its first chunk.
+    scheduler_reserve_full_isl: bool = True
     block_size: int = 16
     gpu_memory_utilization: float = 0.9
     num_gpu_blocks_override: Optional[int] = None

@@ -1,10 +1,12 @@
 """Paged KV blocks: reference counts, an LRU free queue, and the prefix-cache hash map.
 
-Behaviour matched: vLLM `vllm/v1/core/block_pool.py` (as read on main at commit
-00024d31). Block 0 is the reserved null block and is never handed out, so a pool of N blocks
-has N - 1 usable ones. Free blocks wait in a queue: allocation takes from the front (the least
-recently freed), freeing appends at the back. A freed block keeps its hash and stays findable
-in the prefix cache until allocation evicts it, so eviction is LRU over freed blocks.
+Behaviour matched: vLLM 0.24.0 `vllm/v1/core/block_pool.py` (checked step by step against
+vLLM's own scheduler by tests/test_vllm_differential.py). Block 0 is the reserved null block
+and is never handed out, so a pool of N blocks has N - 1 usable ones. Free blocks wait in a
+queue: allocation takes from the front (the least recently freed); freeing appends a block
+with a hash at the back and puts one without (it can never be hit) at the front. A freed block
+keeps its hash and stays findable in the prefix cache until allocation evicts it, so eviction
+is LRU over freed blocks.
 
 We keep the queue in an `OrderedDict` (C-implemented doubly linked list): O(1) pop from the
 front, append, and removal of a cached block that a new request touches.
@@ -186,18 +188,27 @@ class BlockPool:
         self.cache_full_blocks(block_ids, block_hashes)
 
     def free_blocks(self, ordered_block_ids: list[int]) -> None:
-        """Drop one reference each; blocks reaching zero join the back of the free queue in the
-        order given (the caller passes a request's blocks tail first, so its last blocks are
-        evicted before its shared prefix)."""
+        """Drop one reference each; blocks reaching zero join the free queue in the order given
+        (the caller passes a request's blocks tail first, so its last blocks are evicted before
+        its shared prefix): a block with a hash at the back, one without (it can never be hit)
+        at the front, to be reused first (vLLM 0.24.0 `BlockPool.free_blocks`)."""
         ref_cnt = self.ref_cnt
+        block_hash = self.block_hash
         queue = self.free_block_queue
         num_released = 0
+        unhashed: list[int] = []
         for block_id in ordered_block_ids:
             count = ref_cnt[block_id] - 1
             ref_cnt[block_id] = count
             if not count:
-                queue[block_id] = None
+                if block_hash[block_id] is None:
+                    unhashed.append(block_id)
+                else:
+                    queue[block_id] = None
                 num_released += 1
+        for block_id in reversed(unhashed):  # the first given ends up at the very front
+            queue[block_id] = None
+            queue.move_to_end(block_id, last=False)
         self.num_released_total += num_released
 
     def check_invariants(self) -> None:

@@ -99,13 +99,19 @@ class KVCacheManager:
         new_computed_blocks: list[int] | None = None,
         num_external_computed_tokens: int = 0,
         delay_cache_blocks: bool = False,
+        full_sequence_must_fit: bool = False,
     ) -> bool:
         """Reserve slots for `num_new_tokens` more tokens; False if the blocks are not free.
 
         `num_external_computed_tokens` follow the local prefix hit and come from a KV connector
         (sim.core.kv_connector): they need slots like new tokens. While they load
         asynchronously (`delay_cache_blocks`), none of the request's blocks is published in the
-        prefix cache; `cache_blocks` publishes them once the load has landed."""
+        prefix cache; `cache_blocks` publishes them once the load has landed.
+
+        `full_sequence_must_fit`: the admission gate of vLLM 0.24.0 (`scheduler_reserve_full_isl`,
+        `vllm/v1/core/kv_cache_manager.py` `allocate_slots`): a waiting request gets its first
+        chunk only if the free blocks could hold its whole sequence so far, so that chunked
+        prefill does not admit more than the cache can finish."""
         pool = self.block_pool
         block_ids = request.block_ids
         num_computed_tokens = (
@@ -113,6 +119,8 @@ class KVCacheManager:
         )
         num_tokens_need_slot = min(num_computed_tokens + num_new_tokens, self.max_model_len)
         num_required_blocks = -(-num_tokens_need_slot // self.block_size)
+        if full_sequence_must_fit and not self._full_sequence_fits(request, new_computed_blocks):
+            return False
         if not new_computed_blocks:
             num_new_blocks = num_required_blocks - len(block_ids)
             if num_new_blocks > pool.get_num_free_blocks():
@@ -129,12 +137,26 @@ class KVCacheManager:
             block_ids += pool.get_new_blocks(num_new_blocks)
         if self.enable_caching and not delay_cache_blocks:
             # The check of _cache_full_blocks first, inlined: most calls publish nothing.
-            num_tokens_to_cache = min(num_computed_tokens + num_new_tokens, request.num_tokens)
+            # Up to the tokens known: an in-flight step's sampled token is not yet (vLLM's
+            # request.num_tokens leaves output placeholders out), so under async scheduling a
+            # decode's block is published one step after it fills.
+            num_tokens_to_cache = min(
+                num_computed_tokens + num_new_tokens, request.num_tokens - request.num_output_placeholders
+            )
             num_full_blocks = num_tokens_to_cache // self.block_size
             start = self._num_cached_blocks.get(request.request_id, 0)
             if num_full_blocks > start:
                 self._cache_full_blocks(request, start, num_full_blocks)
         return True
+
+    def _full_sequence_fits(self, request: Request, new_computed_blocks: list[int] | None) -> bool:
+        pool = self.block_pool
+        hits = new_computed_blocks or ()
+        num_full_blocks = -(-min(request.num_tokens, self.max_model_len) // self.block_size)
+        num_new_blocks = max(num_full_blocks - len(request.block_ids) - len(hits), 0)
+        # Hits still in the free queue leave it when touched: they count against it too.
+        num_evictable_hits = sum(1 for b in hits if pool.ref_cnt[b] == 0)
+        return num_new_blocks + num_evictable_hits <= pool.get_num_free_blocks()
 
     def allocate_decode_slot(self, request: Request) -> bool:
         """`allocate_slots(request, 1)` for a steady decode (one new token, nothing computed or
@@ -153,7 +175,7 @@ class KVCacheManager:
             else:
                 block_ids += pool.get_new_blocks(num_new_blocks)
         if self.enable_caching:
-            num_full_blocks = min(num_computed_tokens + 1, request.num_tokens) // block_size
+            num_full_blocks = min(num_computed_tokens + 1, request.num_tokens - request.num_output_placeholders) // block_size
             start = self._num_cached_blocks.get(request.request_id, 0)
             if num_full_blocks > start:
                 self._cache_full_blocks(request, start, num_full_blocks)

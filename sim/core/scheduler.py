@@ -67,6 +67,9 @@ class SchedulerConfig:
     max_model_len: int
     enable_chunked_prefill: bool = True
     long_prefill_token_threshold: int = 0
+    # vLLM 0.24.0's default: a waiting request is admitted only if its whole sequence so far
+    # fits in the free blocks, not just its first chunk (KVCacheManager.allocate_slots).
+    scheduler_reserve_full_isl: bool = True
 
 
 @dataclass(slots=True)
@@ -88,6 +91,8 @@ class SchedulerOutput:
     spec_num_drafts: Sequence[int] = ()
     spec_batch: SpecBatch | None = None
     spec_num_emitted: Sequence[int] = ()
+    # Steady decodes whose token fills a KV block (prefix caching): published once applied.
+    filled: Sequence[Request] = ()
 
     @property
     def num_reqs(self) -> int:
@@ -189,6 +194,7 @@ class Scheduler:
         batch = _BatchAccumulator()
         decoding: list[Request] = []
         decoding_append = decoding.append
+        filled: list[Request] = []
         scheduled: list[Request] = []
         num_scheduled: list[int] = []
         sampling: list[Request] = []
@@ -231,8 +237,6 @@ class Scheduler:
                 if spec_k:
                     # A decode that verifies its drafts: 1 + d tokens, d <= k as budget and
                     # max_model_len allow; KV slots for the drafter's lookahead as well.
-                    # DIVERGENCE: with prefix caching, blocks are published up to num_tokens,
-                    # which counts an in-flight step's drafts as accepted (vLLM: confirmed only).
                     num_drafts = min(spec_k, token_budget - 1, max_model_len - 2 - num_computed)
                     if num_drafts < 0:
                         continue
@@ -263,10 +267,11 @@ class Scheduler:
                 # more token needs a new block only at a block boundary, and (with prefix
                 # caching) publishes a block only when it fills one: otherwise allocate_slots
                 # would change nothing.
-                if (num_computed + slot_shift) % block_size < slot_window and not (
-                    allocate_decode_slot(request) or self._preempt_until_fits(request, 1, preempted)
-                ):
-                    break
+                if (num_computed + slot_shift) % block_size < slot_window:
+                    if not (allocate_decode_slot(request) or self._preempt_until_fits(request, 1, preempted)):
+                        break
+                    if caching and not (num_computed + 1) % block_size:
+                        filled.append(request)  # its block is published when the step lands
                 token_budget -= 1
                 decode_ctx += num_computed
                 request.num_computed_tokens = num_tokens
@@ -313,6 +318,8 @@ class Scheduler:
             preempted,
             batch.summary(len(decoding) + (spec_rows if spec_k else 0), decode_ctx),
         )
+        if filled:
+            output.filled = filled
         if spec_k:
             output.spec_decodes = spec_decodes
             output.spec_num_drafts = spec_drafts
@@ -397,7 +404,8 @@ class Scheduler:
                     break
                 num_new = min(num_new, token_budget)
             if not kv.allocate_slots(
-                request, num_new, num_hit_tokens, hit_blocks, num_external, load_kv_async
+                request, num_new, num_hit_tokens, hit_blocks, num_external, load_kv_async,
+                full_sequence_must_fit=cfg.scheduler_reserve_full_isl,
             ):
                 if connector is not None and not running and self._release_loaded_blocks(request):
                     continue  # the head again, with the blocks of loaded requests behind it freed
@@ -502,14 +510,27 @@ class Scheduler:
         finished: list[Request] = []
         if output.spec_decodes:
             self._apply_spec_decodes(output, finished)
+        # vLLM 0.24.0's AsyncScheduler (`vllm/v1/core/sched/async_scheduler.py`) publishes a
+        # running request's blocks when its tokens arrive, up to the tokens computed less those
+        # still in flight, before a finish frees them: a block that this step filled is
+        # published now, not at the next allocation (serially it was at schedule time, and this
+        # finds nothing new).
+        kv = self.kv_cache_manager
+        running = RequestStatus.RUNNING
+        for request in output.filled:
+            if request.status == running:
+                kv.cache_blocks(request, request.num_computed_tokens - request.num_output_placeholders + 1)
         for request in output.decodes:
             placeholders = request.num_output_placeholders - 1
             request.num_output_placeholders = placeholders
             if request.num_tokens - placeholders >= request.finish_num_tokens:
                 self._finish(request, finished)
+        caching = kv.enable_caching
         for request in output.sampling:
             placeholders = request.num_output_placeholders - 1
             request.num_output_placeholders = placeholders
+            if caching and request.status == running:
+                kv.cache_blocks(request, request.num_computed_tokens - placeholders)
             if request.num_tokens - placeholders >= request.finish_num_tokens:
                 self._finish(request, finished)
         if finished:
@@ -527,6 +548,8 @@ class Scheduler:
         stats = self.spec_decoding_stats
         num_drafts = output.spec_num_drafts
         accepted = self._rejection_sampler.num_accepted(list(num_drafts))
+        kv = self.kv_cache_manager
+        caching = kv.enable_caching
         emitted: list[int] = []
         for request, d, a in zip(output.spec_decodes, num_drafts, accepted):
             if request.status == RequestStatus.FINISHED:  # ended by an earlier step's tokens
@@ -540,6 +563,8 @@ class Scheduler:
                 request.num_computed_tokens -= num_rejected
             if d:
                 stats.observe(d, a)
+            if caching and request.status == RequestStatus.RUNNING:  # as for plain decodes
+                kv.cache_blocks(request, request.num_computed_tokens - request.num_output_placeholders)
             real = request.num_tokens - request.num_output_placeholders
             excess = real - request.finish_num_tokens
             emitted.append(1 + a - max(excess, 0))

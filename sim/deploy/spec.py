@@ -103,6 +103,7 @@ class EngineDefaults:
     max_model_len: int
     enable_chunked_prefill: bool
     long_prefill_token_threshold: int
+    scheduler_reserve_full_isl: bool
     block_size: int
     gpu_memory_utilization: float
     num_gpu_blocks_override: int | None
@@ -237,6 +238,7 @@ def _build_pool(
             max_model_len=base.max_model_len,
             enable_chunked_prefill=base.enable_chunked_prefill,
             long_prefill_token_threshold=base.long_prefill_token_threshold,
+            scheduler_reserve_full_isl=base.scheduler_reserve_full_isl,
         ),
         memory=memory,
         defaults_source=limits.source,
