@@ -138,8 +138,8 @@ class KVCacheManager:
         if self.enable_caching and not delay_cache_blocks:
             # The check of _cache_full_blocks first, inlined: most calls publish nothing.
             # Up to the tokens known: an in-flight step's sampled token is not yet (vLLM's
-            # request.num_tokens leaves output placeholders out), so under async scheduling a
-            # decode's block is published one step after it fills.
+            # request.num_tokens leaves output placeholders out). Under async scheduling the
+            # rest is published when the step lands (Scheduler.update_from_output).
             num_tokens_to_cache = min(
                 num_computed_tokens + num_new_tokens, request.num_tokens - request.num_output_placeholders
             )
@@ -150,6 +150,7 @@ class KVCacheManager:
         return True
 
     def _full_sequence_fits(self, request: Request, new_computed_blocks: list[int] | None) -> bool:
+        """Whether the free blocks hold all of the request's tokens so far, past its hits."""
         pool = self.block_pool
         hits = new_computed_blocks or ()
         num_full_blocks = -(-min(request.num_tokens, self.max_model_len) // self.block_size)
