@@ -10,9 +10,10 @@ its own and this test runs only when `VLLM_PYTHON` names that interpreter:
 
 vLLM's side is `tests/vllm_scheduler_driver.py` (one subprocess for all cases: importing vLLM
 takes about 15 s). Both schedulers are driven by the same loop: requests arrive before a given
-schedule call; under async scheduling step N+1 is scheduled before step N is applied (vLLM's
-batch queue of two), serially each step is applied before the next is scheduled. Every request
-that is not a partial prefill samples one token; outputs never match another request's tokens.
+schedule call, or (a later turn of a conversation) once the request whose answer its prompt
+holds has finished; under async scheduling step N+1 is scheduled before step N is applied
+(vLLM's batch queue of two), serially each step is applied before the next is scheduled. Every
+request that is not a partial prefill samples one token, unique to it and its position.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.request import Request
 from sim.core.scheduler import Scheduler, SchedulerConfig
+from vllm_scheduler_driver import is_due, output_token_id
 
 VLLM_PYTHON = os.environ.get("VLLM_PYTHON")
 DRIVER = Path(__file__).with_name("vllm_scheduler_driver.py")
@@ -36,10 +38,15 @@ if not VLLM_PYTHON or not Path(VLLM_PYTHON).exists():
     pytest.skip("set VLLM_PYTHON to an interpreter with vllm==0.24.0 installed", allow_module_level=True)
 
 
-def block_hashes(prompt: list[int], block_size: int) -> tuple[int, ...]:
-    """One identity per full prompt block: the tokens up to its end (vLLM chains the block
-    hashes, so a block matches exactly when the whole prefix does)."""
-    return tuple(hash(tuple(prompt[: (k + 1) * block_size])) for k in range(len(prompt) // block_size))
+def block_hashes(tokens: list[int], block_size: int) -> tuple[int, ...]:
+    """One identity per full block of the request's tokens, its answer included (known here in
+    advance): the tokens up to the block's end (vLLM chains the block hashes, so a block
+    matches exactly when the whole prefix does). A later turn finds the answer's blocks."""
+    return tuple(hash(tuple(tokens[: (k + 1) * block_size])) for k in range(len(tokens) // block_size))
+
+
+def all_tokens(r: dict) -> list[int]:
+    return list(r["prompt"]) + [output_token_id(r["id"], i) for i in range(r["max_tokens"])]
 
 
 def run_ours(case: dict) -> list[dict]:
@@ -56,10 +63,10 @@ def run_ours(case: dict) -> list[dict]:
         kv,
     )
     pending = [
-        (r["arrive_before_step"], Request(
+        (r, Request(
             request_id=r["id"], arrival_s=float(r["id"]), num_prompt_tokens=len(r["prompt"]),
             max_tokens=r["max_tokens"],
-            block_hashes=block_hashes(r["prompt"], block_size) if case["enable_prefix_caching"] else (),
+            block_hashes=block_hashes(all_tokens(r), block_size) if case["enable_prefix_caching"] else (),
         ))
         for r in case["requests"]
     ]  # fmt: skip
@@ -67,8 +74,9 @@ def run_ours(case: dict) -> list[dict]:
     in_flight: list = []
     steps: list[dict] = []
     scheduled_count = 0
+    done: set[int] = set()
     for _ in range(case["max_steps"]):
-        for item in [p for p in pending if p[0] <= scheduled_count]:
+        for item in [p for p in pending if is_due(p[0], scheduled_count, done)]:
             scheduler.add_request(item[1])
             pending.remove(item)
         launched = None
@@ -88,6 +96,7 @@ def run_ours(case: dict) -> list[dict]:
             in_flight.append(launched)
         out = in_flight.pop(0)
         finished = scheduler.update_from_output(out)
+        done.update(r.request_id for r in finished)
         steps.append({
             "scheduled": {str(r.request_id): n for r, n in sorted(zip(out.scheduled, out.num_scheduled_tokens), key=lambda x: x[0].request_id)},
             "preempted": sorted(r.request_id for r in out.preempted),
@@ -105,8 +114,12 @@ def random_case(seed: int) -> dict:
     requests = []
     for i in range(rng.randint(2, 14)):
         prompt = rng.choice(systems) + [rng.randrange(1, 50_000) for _ in range(rng.randint(1, 5 * block_size))]
-        requests.append({"id": i, "prompt": prompt, "max_tokens": rng.randint(1, 40),
-                         "arrive_before_step": rng.randint(0, 30)})  # fmt: skip
+        entry = {"id": i, "prompt": prompt, "max_tokens": rng.randint(1, 40), "arrive_before_step": rng.randint(0, 30)}
+        firsts = [r for r in requests if "after" not in r]
+        if firsts and rng.random() < 0.3:  # a later turn: the earlier prompt and answer, and more
+            earlier = rng.choice(firsts)
+            entry |= {"after": earlier["id"], "prompt": all_tokens(earlier) + prompt[-rng.randint(1, 2 * block_size):]}
+        requests.append(entry)
     longest = max(len(r["prompt"]) + r["max_tokens"] for r in requests)
     case = {
         "block_size": block_size,

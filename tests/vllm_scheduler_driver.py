@@ -8,7 +8,8 @@ Run with an interpreter that has vLLM installed (vLLM is not a dependency of thi
     /path/to/venv/bin/python tests/vllm_scheduler_driver.py --many --out steps.json < cases.json
 
 The case (JSON on stdin) gives the scheduler settings and the requests: their prompt token ids,
-output lengths and the step before which each arrives. The engine is driven as vLLM 0.24.0's
+output lengths and the step before which each arrives, or (a later turn of a conversation,
+whose prompt holds an earlier request's answer) the request after whose finish it arrives. The engine is driven as vLLM 0.24.0's
 `EngineCore.step_with_batch_queue` drives it with a batch queue of two under async scheduling
 (schedule step N+1, then apply step N), or one step at a time when serial. The model runner
 is faked as vLLM's tests fake it: every scheduled request that is not a partial prefill
@@ -97,12 +98,24 @@ def make_requests(case: dict):
         # that max_model_len cuts short would never finish (no token here is a stop token).
         params = SamplingParams(ignore_eos=True, max_tokens=r["max_tokens"])
         requests.append(
-            (r["arrive_before_step"], Request(
+            (r, Request(
                 request_id=str(r["id"]), prompt_token_ids=list(r["prompt"]), sampling_params=params,
                 pooling_params=None, arrival_time=float(r["id"]), block_hasher=hasher,
             ))  # fmt: skip
         )
     return requests
+
+
+def output_token_id(request_id: int, index: int) -> int:
+    """The `index`-th output token of a request: unique to it, and known in advance, so that a
+    later turn's prompt can hold a previous request's answer."""
+    return (request_id + 1) * 100_000 + index
+
+
+def is_due(entry: dict, scheduled_count: int, finished: set[int]) -> bool:
+    """A request arrives before a given schedule call, or (a later turn) once another finished."""
+    after = entry.get("after")
+    return entry["arrive_before_step"] <= scheduled_count if after is None else after in finished
 
 
 def fake_runner_output(scheduler_output, requests_by_id, samples: dict[str, bool]):
@@ -113,8 +126,7 @@ def fake_runner_output(scheduler_output, requests_by_id, samples: dict[str, bool
     for req_id in req_ids:
         if samples[req_id]:
             request = requests_by_id[req_id]
-            position = request.num_output_tokens + request.num_output_placeholders
-            sampled.append([(int(req_id) + 1) * 100_000 + position])
+            sampled.append([output_token_id(int(req_id), request.num_output_tokens)])
         else:
             sampled.append([])
     return ModelRunnerOutput(
@@ -132,10 +144,11 @@ def run(case: dict) -> list[dict]:
     in_flight: list[tuple] = []
     steps: list[dict] = []
     scheduled_count = 0
+    done: set[int] = set()
     for _ in range(case["max_steps"]):
-        for arrival, req in [p for p in pending if p[0] <= scheduled_count]:
-            scheduler.add_request(req)
-            pending.remove((arrival, req))
+        for item in [p for p in pending if is_due(p[0], scheduled_count, done)]:
+            scheduler.add_request(item[1])
+            pending.remove(item)
         launched = None
         if scheduler.has_unfinished_requests():
             out = scheduler.schedule()
@@ -158,6 +171,7 @@ def run(case: dict) -> list[dict]:
         finished = sorted(
             int(o.request_id) for eo in engine_outputs.values() for o in eo.outputs if o.finish_reason is not None
         )
+        done.update(finished)
         steps.append({
             "scheduled": {rid: n for rid, n in sorted(out.num_scheduled_tokens.items(), key=lambda kv: int(kv[0]))},
             "preempted": [int(r) for r in preempted],
