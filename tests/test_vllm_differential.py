@@ -29,7 +29,7 @@ import pytest
 from sim.core.kv_cache_manager import KVCacheManager
 from sim.core.request import Request
 from sim.core.scheduler import Scheduler, SchedulerConfig
-from vllm_scheduler_driver import is_due, output_token_id
+from vllm_scheduler_driver import drive, output_token_id, record
 
 VLLM_PYTHON = os.environ.get("VLLM_PYTHON")
 DRIVER = Path(__file__).with_name("vllm_scheduler_driver.py")
@@ -70,39 +70,17 @@ def run_ours(case: dict) -> list[dict]:
         ))
         for r in case["requests"]
     ]  # fmt: skip
-    depth = 2 if case["async_scheduling"] else 1
-    in_flight: list = []
-    steps: list[dict] = []
-    scheduled_count = 0
-    done: set[int] = set()
-    for _ in range(case["max_steps"]):
-        for item in [p for p in pending if is_due(p[0], scheduled_count, done)]:
-            scheduler.add_request(item[1])
-            pending.remove(item)
-        launched = None
-        if scheduler.has_unfinished_requests():
-            out = scheduler.schedule(float(scheduled_count))
-            scheduled_count += 1
-            if out.batch.num_tokens > 0:
-                launched = out
-        if launched is None and not in_flight:
-            if not pending and not scheduler.has_unfinished_requests():
-                break
-            continue
-        if launched is not None and len(in_flight) + 1 < depth:
-            in_flight.append(launched)
-            continue
-        if launched is not None:
-            in_flight.append(launched)
-        out = in_flight.pop(0)
+
+    def schedule(count: int):
+        out = scheduler.schedule(float(count))
+        return out if out.batch.num_tokens > 0 else None
+
+    def apply(out) -> dict:
         finished = scheduler.update_from_output(out)
-        done.update(r.request_id for r in finished)
-        steps.append({
-            "scheduled": {str(r.request_id): n for r, n in sorted(zip(out.scheduled, out.num_scheduled_tokens), key=lambda x: x[0].request_id)},
-            "preempted": sorted(r.request_id for r in out.preempted),
-            "finished": sorted(r.request_id for r in finished),
-        })  # fmt: skip
-    return steps
+        scheduled = {r.request_id: n for r, n in zip(out.scheduled, out.num_scheduled_tokens)}
+        return record(scheduled, [r.request_id for r in out.preempted], [r.request_id for r in finished])
+
+    return drive(case, pending, scheduler.add_request, scheduler.has_unfinished_requests, schedule, apply)
 
 
 def random_case(seed: int) -> dict:

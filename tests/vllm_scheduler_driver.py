@@ -134,50 +134,71 @@ def fake_runner_output(scheduler_output, requests_by_id, samples: dict[str, bool
     )
 
 
+def drive(case: dict, pending: list, add, has_unfinished, schedule, apply) -> list[dict]:
+    """The engine loop both schedulers are driven by (this one and tests/test_vllm_differential.py's
+    side): `pending` holds (case entry, request) pairs, `schedule(count)` returns a launched
+    step or None when it scheduled nothing, `apply(step)` returns the applied step's record
+    (`scheduled`, `preempted`, `finished`). A batch queue of two under async scheduling."""
+    depth = 2 if case["async_scheduling"] else 1
+    in_flight: list = []
+    steps: list[dict] = []
+    scheduled_count = 0
+    done: set[int] = set()
+    for _ in range(case["max_steps"]):
+        for item in [p for p in pending if is_due(p[0], scheduled_count, done)]:
+            add(item[1])
+            pending.remove(item)
+        launched = None
+        if has_unfinished():
+            launched = schedule(scheduled_count)
+            scheduled_count += 1
+        if launched is None and not in_flight:
+            if not pending and not has_unfinished():
+                break
+            continue
+        if launched is not None:
+            in_flight.append(launched)
+            if len(in_flight) < depth:  # the queue has room: schedule the next step at once
+                continue
+        step = apply(in_flight.pop(0))
+        done.update(step["finished"])
+        steps.append(step)
+    return steps
+
+
+def record(scheduled: dict[int, int], preempted, finished) -> dict:
+    """One applied step as both sides write it: ids in order, scheduled ids as strings (JSON)."""
+    return {
+        "scheduled": {str(i): n for i, n in sorted(scheduled.items())},
+        "preempted": sorted(preempted),
+        "finished": sorted(finished),
+    }
+
+
 def run(case: dict) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.json").write_text(json.dumps(TINY_LLAMA))
         scheduler = build_scheduler(case, Path(tmp))
     pending = make_requests(case)
     by_id = {req.request_id: req for _, req in pending}
-    depth = 2 if case["async_scheduling"] else 1
-    in_flight: list[tuple] = []
-    steps: list[dict] = []
-    scheduled_count = 0
-    done: set[int] = set()
-    for _ in range(case["max_steps"]):
-        for item in [p for p in pending if is_due(p[0], scheduled_count, done)]:
-            scheduler.add_request(item[1])
-            pending.remove(item)
-        launched = None
-        if scheduler.has_unfinished_requests():
-            out = scheduler.schedule()
-            scheduled_count += 1
-            if out.total_num_scheduled_tokens > 0:
-                # Whether each request samples: vLLM sets is_prefill_chunk at schedule time.
-                samples = {rid: not by_id[rid].is_prefill_chunk for rid in out.num_scheduled_tokens}
-                launched = (out, samples, sorted(out.preempted_req_ids or (), key=int))
-        if launched is None and not in_flight:
-            if not pending and not scheduler.has_unfinished_requests():
-                break
-            continue
-        if launched is not None and len(in_flight) + 1 < depth:
-            in_flight.append(launched)
-            continue
-        if launched is not None:
-            in_flight.append(launched)
-        out, samples, preempted = in_flight.pop(0)
+
+    def schedule(_count: int):
+        out = scheduler.schedule()
+        if out.total_num_scheduled_tokens == 0:
+            return None
+        # Whether each request samples: vLLM sets is_prefill_chunk at schedule time.
+        samples = {rid: not by_id[rid].is_prefill_chunk for rid in out.num_scheduled_tokens}
+        return out, samples, [int(r) for r in out.preempted_req_ids or ()]
+
+    def apply(launched) -> dict:
+        out, samples, preempted = launched
         engine_outputs = scheduler.update_from_output(out, fake_runner_output(out, by_id, samples))
-        finished = sorted(
+        finished = [
             int(o.request_id) for eo in engine_outputs.values() for o in eo.outputs if o.finish_reason is not None
-        )
-        done.update(finished)
-        steps.append({
-            "scheduled": {rid: n for rid, n in sorted(out.num_scheduled_tokens.items(), key=lambda kv: int(kv[0]))},
-            "preempted": [int(r) for r in preempted],
-            "finished": finished,
-        })  # fmt: skip
-    return steps
+        ]
+        return record({int(r): n for r, n in out.num_scheduled_tokens.items()}, preempted, finished)
+
+    return drive(case, pending, scheduler.add_request, scheduler.has_unfinished_requests, schedule, apply)
 
 
 if __name__ == "__main__":
