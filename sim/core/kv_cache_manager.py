@@ -135,19 +135,16 @@ class KVCacheManager:
             block_ids.extend(new_computed_blocks)
         if num_new_blocks > 0:
             block_ids += pool.get_new_blocks(num_new_blocks)
-        if self.enable_caching and not delay_cache_blocks:
-            # The check of _cache_full_blocks first, inlined: most calls publish nothing.
-            # Up to the tokens known: an in-flight step's sampled token is not yet (vLLM's
-            # request.num_tokens leaves output placeholders out). Under async scheduling the
-            # rest is published when the step lands (Scheduler.update_from_output).
-            num_tokens_to_cache = min(
-                num_computed_tokens + num_new_tokens, request.num_tokens - request.num_output_placeholders
-            )
-            num_full_blocks = num_tokens_to_cache // self.block_size
-            start = self._num_cached_blocks.get(request.request_id, 0)
-            if num_full_blocks > start:
-                self._cache_full_blocks(request, start, num_full_blocks)
+        if not delay_cache_blocks:
+            self._cache_known_blocks(request, num_computed_tokens + num_new_tokens)
         return True
+
+    def _cache_known_blocks(self, request: Request, num_tokens: int) -> None:
+        """Publish the full blocks of the request's first `num_tokens` tokens that are known: an
+        in-flight step's sampled token is not yet (vLLM's request.num_tokens leaves output
+        placeholders out). Under async scheduling the rest is published when the step lands
+        (Scheduler.update_from_output)."""
+        self.cache_blocks(request, min(num_tokens, request.num_tokens - request.num_output_placeholders))
 
     def _full_sequence_fits(self, request: Request, new_computed_blocks: list[int] | None) -> bool:
         """Whether the free blocks hold all of the request's tokens so far, past its hits."""
@@ -175,16 +172,13 @@ class KVCacheManager:
                 block_ids.append(pool.get_new_block())
             else:
                 block_ids += pool.get_new_blocks(num_new_blocks)
-        if self.enable_caching:
-            num_full_blocks = min(num_computed_tokens + 1, request.num_tokens - request.num_output_placeholders) // block_size
-            start = self._num_cached_blocks.get(request.request_id, 0)
-            if num_full_blocks > start:
-                self._cache_full_blocks(request, start, num_full_blocks)
+        self._cache_known_blocks(request, num_computed_tokens + 1)
         return True
 
     def cache_blocks(self, request: Request, num_computed_tokens: int) -> None:
         """Publish the request's full blocks up to `num_computed_tokens` in the prefix cache
-        (vLLM's `KVCacheManager.cache_blocks`, used once a connector's load has landed)."""
+        (vLLM's `KVCacheManager.cache_blocks`: once a connector's load has landed, or a step's
+        tokens have)."""
         if self.enable_caching:
             start = self._num_cached_blocks.get(request.request_id, 0)
             num_full_blocks = num_computed_tokens // self.block_size
